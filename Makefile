@@ -1,0 +1,32 @@
+# Two commands do all the set-up on a fresh machine:
+#   make quickstart   create .venv, install everything, run recipes/quickstart.yaml offline on CPU
+#   make test         create or reuse .venv and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# On this project's build machines torch==2.13.0 resolves to a local CPU wheel; elsewhere pip picks
+# the platform's build. Pinning it first keeps pip from pulling a CUDA stack for the CPU-only jobs.
+TORCH ?= torch==2.13.0
+
+.PHONY: venv quickstart test lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+quickstart: venv
+	$(VENV)/bin/stylecraft run recipes/quickstart.yaml
+
+test: venv
+	$(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check src tests eval
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,287 @@
+"""Recipes: strict, typed configuration.
+
+A recipe YAML names the stages to run and their settings. The schema below is the only source
+of truth: unknown keys, wrong types and missing values fail, and every error in a recipe and its
+``key=value`` overrides is reported at once. The resolved recipe is saved in the run folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from stylecraft.errors import ConfigError
+
+STAGES = ("demo", "ingest", "segment", "augment", "tokenize", "train", "generate", "evaluate")
+
+
+@dataclass
+class DemoConfig:
+    """Synthesised demo catalogue (quickstart only)."""
+
+    tracks: int = 4
+    duration_s: float = 40.0
+    sample_rate: int = 32000
+    seed: int = 0
+
+
+@dataclass
+class IngestConfig:
+    extensions: list[str] = field(default_factory=lambda: [".flac", ".wav", ".ogg", ".mp3", ".aiff", ".aif"])
+    valid_fraction: float = 0.2  # share of TRACKS held out for validation
+    min_duration_s: float = 1.0
+    split_seed: int = 0
+
+
+@dataclass
+class SegmentConfig:
+    sample_rate: int = 32000  # MusicGen's EnCodec rate
+    window_s: float = 10.0
+    hop_s: float = 5.0
+    silence_db: float = -50.0  # windows whose RMS is below this (dBFS) are skipped
+    loudness_lufs: float = -16.0  # per-track integrated loudness target
+    n_fft: int = 1024  # STFT: Hann window of n_fft samples
+    hop_length: int = 512  # 50% overlap
+    n_mels: int = 64
+    n_mfcc: int = 20
+    shard_size: int = 64  # windows per feature shard
+    workers: int = 0  # 0 = number of CPU cores
+
+
+@dataclass
+class AugmentConfig:
+    pitch_semitones: list[float] = field(default_factory=lambda: [-2.0, -1.0, 1.0, 2.0])
+    stretch_rates: list[float] = field(default_factory=lambda: [0.9, 1.1])
+    seed: int = 0
+    shard_size: int = 64
+    workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny"  # preset name, hub id or local folder
+
+
+@dataclass
+class TokenizeConfig:
+    batch_size: int = 8
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+
+@dataclass
+class TrainConfig:
+    mode: str = "lora"  # lora | full
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    warmup_steps: int = 10
+    max_steps: int = 100
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    cond_dropout: float = 0.1  # probability of a zeroed text condition (classifier-free guidance)
+    mixed_precision: str = "auto"  # auto | no | bf16 | fp16
+    save_every: int = 50
+    keep_last: int = 2
+    eval_every: int = 50
+    eval_batches: int = 8
+    seed: int = 0
+    log_every: int = 1
+
+
+@dataclass
+class GenerateConfig:
+    prompts: list[str] = field(default_factory=list)  # empty: the artist's caption
+    per_prompt: int = 1
+    duration_s: float = 8.0
+    temperature: float = 1.0
+    top_k: int = 250
+    top_p: float = 0.0
+    guidance_scale: float = 3.0
+    seed: int = 0
+
+
+@dataclass
+class EvaluateConfig:
+    embedding: str = "mfcc"
+
+
+@dataclass
+class RecipeConfig:
+    name: str = "run"
+    artist: str = "artist"
+    catalogue: str = MISSING  # folder of the artist's audio
+    run_dir: str = ""  # default: runs/<name>
+    stages: list[str] = field(default_factory=lambda: list(STAGES[1:]))
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {item!r} has an empty key")
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    return key, value
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[part] = nxt
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _collect_errors(schema: DictConfig, data: Any, prefix: str, errors: list[str]) -> None:
+    """Walk user data against the schema, collecting every unknown key and bad value."""
+    if not isinstance(data, dict):
+        errors.append(f"{prefix or 'recipe'}: expected a mapping, got {type(data).__name__}")
+        return
+    for key, value in data.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if key not in list(schema.keys()):
+            known = ", ".join(sorted(str(k) for k in schema.keys()))
+            errors.append(f"unknown key '{name}' (known here: {known})")
+            continue
+        sub = schema._get_node(key)  # noqa: SLF001 - OmegaConf's typed node access
+        if isinstance(sub, DictConfig):
+            _collect_errors(sub, value, name, errors)
+            continue
+        try:
+            # Assigning into a fresh typed copy runs OmegaConf's own type validation for this leaf.
+            OmegaConf.update(OmegaConf.structured(RecipeConfig), name, value, merge=True)
+        except OmegaConfBaseException as exc:
+            msg = str(exc).splitlines()[0]
+            errors.append(f"bad value for '{name}': {value!r} ({msg})")
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Load a recipe YAML (or only defaults when ``path`` is None) and apply ``key=value`` overrides.
+
+    Raises:
+        ConfigError: listing every unknown key, bad value and missing required value at once.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"recipe '{p}' does not exist (see recipes/ for examples)")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"recipe '{p}' is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"recipe '{p}' must be a mapping of keys to values")
+        data = loaded
+    errors: list[str] = []
+    parsed: list[tuple[str, Any]] = []
+    for item in overrides:
+        try:
+            parsed.append(_parse_override(item))
+        except ConfigError as exc:
+            errors.append(str(exc))
+    for key, value in parsed:
+        _set_dotted(data, key, value)
+
+    schema = OmegaConf.structured(RecipeConfig)
+    _collect_errors(schema, data, "", errors)
+    if not errors:
+        try:
+            cfg = OmegaConf.merge(schema, data)
+        except OmegaConfBaseException as exc:
+            errors.append(str(exc).splitlines()[0])
+    if not errors:
+        assert isinstance(cfg, DictConfig)
+        errors.extend(validate_values(cfg))
+    if errors:
+        where = f"recipe '{path}'" if path is not None else "configuration"
+        raise ConfigError(f"{where} has {len(errors)} error(s): " + "; ".join(errors))
+    if not cfg.run_dir:
+        cfg.run_dir = str(Path("runs") / cfg.name)
+    return cfg
+
+
+def validate_values(cfg: DictConfig) -> list[str]:
+    """Range and choice checks that types alone cannot express."""
+    errors: list[str] = []
+    for stage in cfg.stages:
+        if stage not in STAGES:
+            errors.append(f"unknown stage '{stage}' in 'stages' (known: {', '.join(STAGES)})")
+    if "demo" not in cfg.stages and OmegaConf.is_missing(cfg, "catalogue") and "ingest" in cfg.stages:
+        errors.append("'catalogue' is required: pass catalogue=/path/to/artist/audio")
+    s = cfg.segment
+    if s.window_s <= 0 or s.hop_s <= 0:
+        errors.append("segment.window_s and segment.hop_s must be > 0")
+    if s.sample_rate < 8000:
+        errors.append(f"segment.sample_rate must be >= 8000, got {s.sample_rate}")
+    if s.n_fft <= 0 or s.hop_length <= 0 or s.hop_length > s.n_fft:
+        errors.append("segment.n_fft must be > 0 and 0 < segment.hop_length <= segment.n_fft")
+    if not 0.0 <= cfg.ingest.valid_fraction < 1.0:
+        errors.append(f"ingest.valid_fraction must be in [0, 1), got {cfg.ingest.valid_fraction}")
+    for r in cfg.augment.stretch_rates:
+        if not 0.5 <= r <= 2.0:
+            errors.append(f"augment.stretch_rates entries must be in [0.5, 2], got {r}")
+    for st in cfg.augment.pitch_semitones:
+        if abs(st) > 12:
+            errors.append(f"augment.pitch_semitones entries must be within ±12, got {st}")
+    t = cfg.train
+    if t.mode not in ("lora", "full"):
+        errors.append(f"train.mode must be 'lora' or 'full', got '{t.mode}'")
+    if t.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+        errors.append(f"train.mixed_precision must be auto|no|bf16|fp16, got '{t.mixed_precision}'")
+    for key in ("max_steps", "batch_size", "grad_accum", "save_every", "keep_last", "eval_every", "log_every"):
+        if t[key] < 1:
+            errors.append(f"train.{key} must be >= 1, got {t[key]}")
+    if t.lr <= 0:
+        errors.append(f"train.lr must be > 0, got {t.lr}")
+    if not 0.0 <= t.cond_dropout < 1.0:
+        errors.append(f"train.cond_dropout must be in [0, 1), got {t.cond_dropout}")
+    g = cfg.generate
+    if g.duration_s <= 0:
+        errors.append(f"generate.duration_s must be > 0, got {g.duration_s}")
+    if g.temperature <= 0:
+        errors.append(f"generate.temperature must be > 0, got {g.temperature}")
+    return errors
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    out = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    assert isinstance(out, dict)
+    return out  # type: ignore[return-value]
+
+
+def section(cfg: DictConfig, name: str) -> dict[str, Any]:
+    """A stage's settings as a plain dict (for hashing and stamps)."""
+    out = OmegaConf.to_container(cfg[name], resolve=True)
+    assert isinstance(out, dict)
+    return out  # type: ignore[return-value]

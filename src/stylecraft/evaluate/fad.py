@@ -1,0 +1,370 @@
+"""Fréchet Audio Distance between a reference set and a generated set.
+
+A *set* is either a folder of audio files (embedded here with an :class:`Embedding`) or a
+``.npy`` file holding precomputed embeddings ``[N, D]``. Each set is reduced to a Gaussian
+(:func:`~stylecraft.evaluate.frechet.gaussian_stats`) and the two are compared with
+:func:`~stylecraft.evaluate.frechet.frechet_distance`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import soundfile as sf
+
+from stylecraft.artifacts import atomic_save_npy, sha256_file, sha256_json
+from stylecraft.errors import AudioDecodeError, StylecraftError
+from stylecraft.evaluate.embeddings import Embedding, get_embedding
+from stylecraft.evaluate.frechet import frechet_distance, gaussian_stats
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "EmbeddedSet",
+    "compute_fad",
+    "embed_set",
+    "embedding_cache_path",
+    "list_audio_files",
+    "load_audio_for_embedding",
+]
+
+logger = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS: tuple[str, ...] = (".flac", ".wav", ".ogg", ".mp3", ".aiff", ".aif")
+"""Extensions (matched case-insensitively) that :func:`list_audio_files` picks up."""
+
+
+@dataclasses.dataclass
+class EmbeddedSet:
+    """Embeddings of one side of a FAD comparison.
+
+    Attributes:
+        embeddings: float64 ``[N, D]``, the rows of all embedded files stacked in file order.
+        n_files: Number of audio files that contributed rows (0 for a ``.npy`` source).
+        files: Those files, as strings, in the order their rows appear.
+        skipped: ``(path, reason)`` for every audio file that could not be embedded.
+        source: The folder or ``.npy`` file the set came from.
+        kind: ``"audio"`` for a folder of audio, ``"npy"`` for precomputed embeddings.
+    """
+
+    embeddings: np.ndarray
+    n_files: int
+    files: list[str]
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    source: str = ""
+    kind: Literal["audio", "npy"] = "audio"
+
+
+def _one_line(exc: BaseException) -> str:
+    """Collapse an exception message to one line (libsndfile messages span several)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def list_audio_files(folder: str | Path) -> list[Path]:
+    """List the audio files under ``folder``, recursively, in a stable order.
+
+    Hidden files (name starting with ``.``) are left out: they are editor/OS leftovers such as
+    macOS ``._track.wav`` resource forks or unfinished atomic-write temporaries, not audio.
+
+    Args:
+        folder: Folder to search.
+
+    Returns:
+        Paths with an extension in :data:`AUDIO_EXTENSIONS` (case-insensitive), sorted by their
+        path relative to ``folder`` so the order does not depend on the file system.
+
+    Raises:
+        StylecraftError: If ``folder`` is not a folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise StylecraftError(f"audio folder {folder} does not exist or is not a folder")
+    files = [
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+    ]
+    return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def load_audio_for_embedding(path: str | Path) -> tuple[np.ndarray, int]:
+    """Decode an audio file for embedding.
+
+    Args:
+        path: Audio file readable by libsndfile (FLAC, WAV, OGG, MP3, AIFF, ...).
+
+    Returns:
+        ``(audio, sample_rate)`` with ``audio`` float32 of shape ``[samples, channels]``.
+
+    Raises:
+        AudioDecodeError: If the file cannot be decoded or holds no samples; the one-line
+            message names the file.
+    """
+    path = Path(path)
+    try:
+        audio, sample_rate = sf.read(path, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError) as exc:
+        raise AudioDecodeError(f"cannot decode audio file {path}: {_one_line(exc)}") from exc
+    if audio.size == 0:
+        raise AudioDecodeError(f"audio file {path} holds no samples")
+    return audio, int(sample_rate)
+
+
+def embedding_cache_path(cache_dir: Path, audio_path: Path, embedding: Embedding) -> Path:
+    """Where the cached embedding of ``audio_path`` lives.
+
+    The key is content-addressed (sha256 of the file's bytes, not its name or mtime) so that
+    renamed or copied files hit the cache and rewritten ones miss it, and it includes a hash of
+    ``embedding.settings()`` so that changing any parameter never reuses stale numbers.
+
+    Args:
+        cache_dir: Cache folder.
+        audio_path: The audio file.
+        embedding: The embedding model.
+
+    Returns:
+        ``cache_dir / "<sha256 of file>-<first 16 hex of sha256 of settings>.npy"``.
+    """
+    settings_key = sha256_json(embedding.settings())[:16]
+    return Path(cache_dir) / f"{sha256_file(audio_path)}-{settings_key}.npy"
+
+
+def _load_cached(path: Path) -> np.ndarray | None:
+    """Load a cached embedding, or ``None`` if it is missing or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        # Treated as a miss: the entry is rewritten below, which repairs the cache.
+        logger.warning("ignoring unreadable embedding cache entry %s: %s", path, _one_line(exc))
+        return None
+    if arr.ndim != 2 or arr.shape[0] < 1 or not np.isfinite(arr).all():
+        logger.warning("ignoring malformed embedding cache entry %s (shape %s)", path, arr.shape)
+        return None
+    return arr
+
+
+def _embed_file(path: Path, embedding: Embedding, cache_dir: Path | None) -> np.ndarray:
+    """Embed one file, through the cache when one is given."""
+    cache_path = None
+    if cache_dir is not None:
+        try:
+            cache_path = embedding_cache_path(cache_dir, path, embedding)
+        except OSError as exc:
+            # Hashing reads the file first; an unreadable file is a skip, like a decode failure.
+            raise AudioDecodeError(f"cannot read audio file {path}: {_one_line(exc)}") from exc
+    if cache_path is not None:
+        cached = _load_cached(cache_path)
+        if cached is not None:
+            return cached
+    audio, sample_rate = load_audio_for_embedding(path)
+    try:
+        emb = embedding.embed(audio, sample_rate)
+    except AudioDecodeError as exc:
+        # Embedders do not know the file name; add it so the skip reason is actionable.
+        raise AudioDecodeError(f"{path}: {_one_line(exc)}") from exc
+    emb = np.asarray(emb, dtype=np.float32)
+    if cache_path is not None:
+        atomic_save_npy(cache_path, emb)
+    return emb
+
+
+def _progress_iter(items: list[Path], description: str, enabled: bool) -> Iterator[Path]:
+    """Iterate with a progress bar on stderr (stdout may carry the JSON result)."""
+    if not enabled:
+        yield from items
+        return
+    from rich.console import Console
+    from rich.progress import track
+
+    yield from track(items, description=description, console=Console(stderr=True), transient=True)
+
+
+def _load_npy_set(path: Path) -> EmbeddedSet:
+    """Read precomputed embeddings ``[N, D]`` from a ``.npy`` file."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise StylecraftError(f"cannot read embeddings from {path}: {_one_line(exc)}") from exc
+    if arr.ndim != 2:
+        raise StylecraftError(f"embeddings in {path} must be a 2-D array [N, D], got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise StylecraftError(f"embeddings in {path} must be floating point, got dtype {arr.dtype}")
+    if not np.isfinite(arr).all():
+        raise StylecraftError(f"embeddings in {path} hold NaN or inf values")
+    return EmbeddedSet(
+        embeddings=arr.astype(np.float64),
+        n_files=0,
+        files=[],
+        skipped=[],
+        source=str(path),
+        kind="npy",
+    )
+
+
+def embed_set(
+    source: str | Path,
+    embedding: Embedding,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> EmbeddedSet:
+    """Embed a folder of audio, or load precomputed embeddings from a ``.npy`` file.
+
+    Files that cannot be decoded or embedded are skipped, each logged as a warning and listed
+    in :attr:`EmbeddedSet.skipped` with its reason, so a few bad files do not stop an
+    evaluation but are never dropped silently. Any other exception is a bug and propagates.
+
+    Args:
+        source: Folder searched recursively for audio (see :func:`list_audio_files`), or a
+            ``.npy`` file with a 2-D float array ``[N, D]``. Precomputed embeddings must come
+            from the same model as the other set; only their dimension can be checked.
+        embedding: Model used for audio folders.
+        cache_dir: If given, per-file embeddings are cached there as float32 ``.npy``
+            (see :func:`embedding_cache_path`).
+        progress: Show a progress bar over files on stderr.
+
+    Returns:
+        The :class:`EmbeddedSet`.
+
+    Raises:
+        StylecraftError: If ``source`` does not exist, is neither a folder nor a ``.npy`` file,
+            holds no audio files, if no file could be embedded, or if files disagree on the
+            embedding dimension.
+    """
+    source = Path(source)
+    if source.is_file():
+        if source.suffix.lower() != ".npy":
+            raise StylecraftError(
+                f"{source} is a file but not a .npy of embeddings; pass a folder of audio or a .npy"
+            )
+        return _load_npy_set(source)
+    if not source.exists():
+        raise StylecraftError(f"{source} does not exist (expected a folder of audio or a .npy file)")
+
+    files = list_audio_files(source)
+    if not files:
+        exts = " ".join(AUDIO_EXTENSIONS)
+        raise StylecraftError(f"no audio files ({exts}) found under {source}")
+
+    rows: list[np.ndarray] = []
+    used: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    desc = f"embedding {source.name or source} ({embedding.name})"
+    for path in _progress_iter(files, desc, progress):
+        try:
+            emb = _embed_file(path, embedding, cache_dir)
+        except AudioDecodeError as exc:
+            reason = _one_line(exc)
+            logger.warning("skipping %s: %s", path, reason)
+            skipped.append((str(path), reason))
+            continue
+        if rows and emb.shape[1] != rows[0].shape[1]:
+            raise StylecraftError(
+                f"{path} gives embeddings of dimension {emb.shape[1]}, but {used[0]} gives {rows[0].shape[1]}"
+            )
+        rows.append(emb)
+        used.append(str(path))
+
+    if not rows:
+        raise StylecraftError(
+            f"none of the {len(files)} audio files under {source} could be embedded; "
+            f"first error: {skipped[0][1]}"
+        )
+    return EmbeddedSet(
+        embeddings=np.concatenate(rows, axis=0).astype(np.float64),
+        n_files=len(used),
+        files=used,
+        skipped=skipped,
+        source=str(source),
+        kind="audio",
+    )
+
+
+def _stats(emb_set: EmbeddedSet, label: str) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian of one set, with errors and warnings that say which set is meant."""
+    n, d = emb_set.embeddings.shape
+    if n < 2:
+        raise StylecraftError(
+            f"{label} set {emb_set.source} gives {n} embedding row(s); at least 2 are needed "
+            "(and many more than the embedding dimension for a stable FAD)"
+        )
+    if n <= d:
+        # The covariance is then singular and FAD is strongly biased by the sample size;
+        # the value is still computed (frechet_distance handles it) but should not be trusted.
+        logger.warning(
+            "%s set %s has %d embedding rows for dimension %d; FAD will be unreliable",
+            label,
+            emb_set.source,
+            n,
+            d,
+        )
+    return gaussian_stats(emb_set.embeddings)
+
+
+def compute_fad(
+    ref: str | Path,
+    gen: str | Path,
+    embedding_name: str = "mfcc",
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fréchet Audio Distance between a reference set and a generated set.
+
+    Args:
+        ref: Reference set: a folder of audio or a ``.npy`` of embeddings ``[N, D]``.
+        gen: Generated set, same kinds as ``ref``.
+        embedding_name: Registry name of the embedding model (see
+            :func:`~stylecraft.evaluate.embeddings.get_embedding`).
+        cache_dir: Optional per-file embedding cache folder.
+        progress: Show progress bars over files on stderr.
+
+    Returns:
+        A JSON-serialisable record with keys ``fad`` (float), ``n_ref`` / ``n_gen`` (embedding
+        rows), ``dim``, ``embedding``, ``embedding_settings``, ``ref`` / ``gen`` (sources),
+        ``ref_kind`` / ``gen_kind`` (``"audio"`` or ``"npy"``), ``n_ref_files`` /
+        ``n_gen_files`` (audio files embedded; 0 for ``.npy``) and ``skipped`` (a list of
+        ``{"set", "path", "reason"}`` for files that could not be embedded).
+
+    Raises:
+        StylecraftError: For an unknown embedding, unreadable sources, sets with fewer than 2
+            rows, or sets whose embedding dimensions differ.
+    """
+    embedding = get_embedding(embedding_name)
+    ref_set = embed_set(ref, embedding, cache_dir=cache_dir, progress=progress)
+    gen_set = embed_set(gen, embedding, cache_dir=cache_dir, progress=progress)
+    d_ref = ref_set.embeddings.shape[1]
+    d_gen = gen_set.embeddings.shape[1]
+    if d_ref != d_gen:
+        raise StylecraftError(
+            f"embedding dimensions differ: reference {ref} has D={d_ref}, generated {gen} has "
+            f"D={d_gen}; both sets must come from the same embedding model"
+        )
+    mu_ref, sigma_ref = _stats(ref_set, "reference")
+    mu_gen, sigma_gen = _stats(gen_set, "generated")
+    fad = frechet_distance(mu_ref, sigma_ref, mu_gen, sigma_gen)
+    skipped = [
+        {"set": label, "path": path, "reason": reason}
+        for label, s in (("ref", ref_set), ("gen", gen_set))
+        for path, reason in s.skipped
+    ]
+    return {
+        "fad": fad,
+        "n_ref": int(ref_set.embeddings.shape[0]),
+        "n_gen": int(gen_set.embeddings.shape[0]),
+        "dim": int(d_ref),
+        "embedding": embedding.name,
+        "embedding_settings": embedding.settings(),
+        "ref": str(ref),
+        "gen": str(gen),
+        "ref_kind": ref_set.kind,
+        "gen_kind": gen_set.kind,
+        "n_ref_files": ref_set.n_files,
+        "n_gen_files": gen_set.n_files,
+        "skipped": skipped,
+    }

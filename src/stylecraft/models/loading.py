@@ -1,0 +1,133 @@
+"""Load a MusicGen model by preset name, registry name, hub id, local folder or run folder.
+
+Nothing is ever downloaded here: a model that is not on disk is a ``ModelNotFoundError`` naming
+``stylecraft fetch``, never a silent random model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, MusicgenForConditionalGeneration, PreTrainedTokenizerBase
+
+from stylecraft.errors import CheckpointError, ModelNotFoundError
+from stylecraft.models import presets, registry
+
+PRESETS = ("tiny",)
+
+
+@dataclass
+class ModelBundle:
+    model: MusicgenForConditionalGeneration
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    source: str
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.model.config.audio_encoder.sampling_rate)
+
+    @property
+    def frame_rate(self) -> int:
+        return int(self.model.config.audio_encoder.frame_rate)
+
+    @property
+    def num_codebooks(self) -> int:
+        return int(self.model.config.decoder.num_codebooks)
+
+    @property
+    def codebook_size(self) -> int:
+        return int(self.model.config.decoder.vocab_size)
+
+    @property
+    def pad_token_id(self) -> int:
+        return int(self.model.config.decoder.pad_token_id)
+
+    @property
+    def bandwidth(self) -> float:
+        return float(self.model.config.audio_encoder.target_bandwidths[-1])
+
+
+def _from_folder(folder: Path, name: str) -> ModelBundle:
+    if not (folder / "config.json").exists():
+        raise CheckpointError(f"'{folder}' is not a model folder (no config.json)")
+    try:
+        model = MusicgenForConditionalGeneration.from_pretrained(folder, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot load model from '{folder}': {str(exc).splitlines()[0]}") from None
+    model.eval()
+    return ModelBundle(model=model, tokenizer=tokenizer, name=name, source=str(folder))
+
+
+def resolve_folder(name_or_path: str) -> Path | None:
+    """The local folder a name points to, or None for presets; raises if a named model is absent."""
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        if (p / "model" / "config.json").exists():  # a run folder
+            return p / "model"
+        if (p / "config.json").exists():
+            return p
+        raise CheckpointError(f"'{p}' is neither a model folder (config.json) nor a run folder with model/")
+    if name_or_path in PRESETS:
+        return None
+    entry = registry.find(name_or_path)
+    if entry is not None:
+        if (entry.local_dir / "config.json").exists():
+            return entry.local_dir
+        cached = _hf_cache_folder(entry.repo_id)
+        if cached is not None:
+            return cached
+        raise ModelNotFoundError(
+            f"model '{entry.name}' ({entry.repo_id}) is not on this machine: run `stylecraft fetch {entry.name}` "
+            f"(needs network) or pass a local folder"
+        )
+    if "/" in name_or_path and not name_or_path.startswith((".", "/")):
+        cached = _hf_cache_folder(name_or_path)
+        if cached is not None:
+            return cached
+        raise ModelNotFoundError(
+            f"model '{name_or_path}' is not on this machine: download it with `stylecraft fetch {name_or_path}` "
+            f"(needs network) or pass a local folder"
+        )
+    known = ", ".join([*PRESETS, *registry.load_registry()])
+    raise ModelNotFoundError(f"unknown model '{name_or_path}': use a preset or registry name ({known}) or a folder")
+
+
+def _hf_cache_folder(repo_id: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # not cached (offline): the caller raises a clear error
+        return None
+    return folder if (folder / "config.json").exists() else None
+
+
+def load_model(name_or_path: str, device: str | torch.device = "cpu") -> ModelBundle:
+    """Load a model bundle (model + text tokenizer) in eval mode on ``device``."""
+    folder = resolve_folder(name_or_path)
+    if folder is None:
+        model, tokenizer = presets.build_tiny()
+        bundle = ModelBundle(model=model, tokenizer=tokenizer, name=name_or_path, source=f"preset:{name_or_path}")
+    else:
+        bundle = _from_folder(folder, name_or_path)
+    bundle.model.to(device)
+    return bundle
+
+
+def save_bundle(bundle: ModelBundle, folder: str | Path) -> None:
+    """Save model (safetensors) and tokenizer into ``folder`` (written beside it, then renamed)."""
+    from stylecraft.artifacts import replace_dir
+
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.partial")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    bundle.model.save_pretrained(tmp, safe_serialization=True)
+    bundle.tokenizer.save_pretrained(tmp)
+    replace_dir(tmp, folder)

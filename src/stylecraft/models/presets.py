@@ -1,0 +1,128 @@
+"""The ``tiny`` preset: MusicGen's real architecture (T5 text encoder, EnCodec, MusicGen decoder)
+at toy sizes, deterministic random init, built offline.
+
+A randomly initialised EnCodec has all-zero codebooks (every code would be 0, and training would
+look trivially perfect), so the tiny preset fits its residual codebooks by k-means on the encoder
+outputs of deterministic synthesised music.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (
+    EncodecConfig,
+    GenerationConfig,
+    MusicgenConfig,
+    MusicgenDecoderConfig,
+    MusicgenForConditionalGeneration,
+    PreTrainedTokenizerFast,
+    T5Config,
+)
+
+TINY_SEED = 1234
+TINY_CODEBOOK_SIZE = 256
+TINY_CODEBOOKS = 4
+SAMPLE_RATE = 32000
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level text tokenizer (ids: 0 pad, 1 eos, 2 unk, 3..258 bytes) that needs no download."""
+    specials = ["<pad>", "</s>", "<unk>"]
+    vocab = {tok: i for i, tok in enumerate(specials)}
+    byte_chars = pre_tokenizers.ByteLevel.alphabet()
+    for ch in sorted(byte_chars):
+        vocab[ch] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False), pre_tokenizers.Split("", "isolated")]
+    )
+    from tokenizers import decoders, processors
+
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    fast.model_max_length = 256
+    return fast
+
+
+def tiny_config() -> MusicgenConfig:
+    text = T5Config(
+        vocab_size=259, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    )
+    audio = EncodecConfig(
+        sampling_rate=SAMPLE_RATE, audio_channels=1, num_filters=8, upsampling_ratios=[8, 5, 4, 4],
+        codebook_size=TINY_CODEBOOK_SIZE, codebook_dim=64, hidden_size=64, num_lstm_layers=1,
+        num_residual_layers=1, target_bandwidths=[1.6], normalize=False, use_causal_conv=False,
+        chunk_length_s=None, overlap=None,
+    )  # 4 codebooks x 8 bits x 50 Hz = 1.6 kbps
+    decoder = MusicgenDecoderConfig(
+        vocab_size=TINY_CODEBOOK_SIZE, max_position_embeddings=2048, num_hidden_layers=2, ffn_dim=256,
+        num_attention_heads=4, hidden_size=64, num_codebooks=TINY_CODEBOOKS, audio_channels=1,
+        pad_token_id=TINY_CODEBOOK_SIZE, bos_token_id=TINY_CODEBOOK_SIZE,
+        decoder_start_token_id=TINY_CODEBOOK_SIZE, dropout=0.0,
+    )
+    return MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict())
+
+
+def generation_config(codebook_size: int) -> GenerationConfig:
+    return GenerationConfig(
+        decoder_start_token_id=codebook_size, pad_token_id=codebook_size, bos_token_id=codebook_size,
+        do_sample=True, guidance_scale=3.0, max_length=1500, top_k=250,
+    )
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> torch.Tensor:
+    """Plain Lloyd k-means on rows of ``x`` [N, D]; empty clusters are re-seeded from random rows."""
+    idx = torch.randperm(x.shape[0], generator=generator)[:k]
+    centers = x[idx].clone()
+    for _ in range(iters):
+        assign = torch.cdist(x, centers).argmin(dim=1)
+        sums = torch.zeros_like(centers).index_add_(0, assign, x)
+        counts = torch.bincount(assign, minlength=k).to(x.dtype)
+        empty = counts == 0
+        centers = torch.where(empty[:, None], centers, sums / counts.clamp_min(1)[:, None])
+        if empty.any():
+            refill = torch.randint(0, x.shape[0], (int(empty.sum()),), generator=generator)
+            centers[empty] = x[refill]
+    return centers
+
+
+@torch.no_grad()
+def fit_codebooks(model: MusicgenForConditionalGeneration, audio: np.ndarray, seed: int = 0, iters: int = 12) -> None:
+    """Set every residual codebook of the EnCodec quantizer by k-means on ``audio`` [B, samples]."""
+    enc = model.audio_encoder
+    x = torch.from_numpy(np.asarray(audio, dtype=np.float32))[:, None, :]  # [B, 1, S]
+    emb = enc.encoder(x)  # [B, D, T]
+    residual = emb.transpose(1, 2).reshape(-1, emb.shape[1])  # [N, D]
+    gen = torch.Generator().manual_seed(seed)
+    n_q = model.config.decoder.num_codebooks
+    for layer in enc.quantizer.layers[:n_q]:
+        cb = layer.codebook
+        centers = kmeans(residual, cb.embed.shape[0], iters, gen)
+        cb.embed.copy_(centers)
+        cb.embed_avg.copy_(centers)
+        cb.cluster_size.fill_(1.0)
+        cb.inited.fill_(True)
+        residual = residual - centers[torch.cdist(residual, centers).argmin(dim=1)]
+
+
+def calibration_audio(seconds: float = 20.0, n: int = 3) -> np.ndarray:
+    """Deterministic synthesised music [n, samples] used to fit the tiny codebooks."""
+    from stylecraft.data.demo import synth_track
+
+    clips = [synth_track(seconds, sample_rate=SAMPLE_RATE, seed=TINY_SEED + i, channels=1)[:, 0] for i in range(n)]
+    return np.stack(clips)
+
+
+def build_tiny() -> tuple[MusicgenForConditionalGeneration, PreTrainedTokenizerFast]:
+    """The tiny preset: same weights on every machine and every call."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        model = MusicgenForConditionalGeneration(tiny_config())
+    model.generation_config = generation_config(TINY_CODEBOOK_SIZE)
+    fit_codebooks(model, calibration_audio(), seed=TINY_SEED)
+    model.eval()
+    return model, byte_tokenizer()

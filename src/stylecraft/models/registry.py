@@ -1,0 +1,58 @@
+"""Registry of known pretrained weights (``checkpoints/registry.yaml``) and their local folders."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from stylecraft.errors import CheckpointError
+
+
+def checkpoints_dir() -> Path:
+    """``$STYLECRAFT_CHECKPOINTS``, else the project's ``checkpoints/`` folder."""
+    env = os.environ.get("STYLECRAFT_CHECKPOINTS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / "checkpoints"
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    kind: str
+    source: str
+    license: str
+    params: str = ""
+    sha256: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def repo_id(self) -> str:
+        if not self.source.startswith("hf://"):
+            raise CheckpointError(f"model '{self.name}' has an unsupported source '{self.source}'")
+        return self.source[len("hf://") :]
+
+    @property
+    def local_dir(self) -> Path:
+        return checkpoints_dir() / "hub" / self.name
+
+
+def load_registry() -> dict[str, Entry]:
+    path = checkpoints_dir() / "registry.yaml"
+    if not path.exists():
+        raise CheckpointError(f"model registry '{path}' is missing; set STYLECRAFT_CHECKPOINTS to the project's checkpoints/")
+    data = yaml.safe_load(path.read_text()) or {}
+    return {name: Entry(name=name, **{k: v for k, v in row.items()}) for name, row in data.items()}
+
+
+def find(name: str) -> Entry | None:
+    """The registry entry for a name or a hub id (``facebook/musicgen-small``)."""
+    reg = load_registry()
+    if name in reg:
+        return reg[name]
+    for entry in reg.values():
+        if entry.source == f"hf://{name}":
+            return entry
+    return None

@@ -1,0 +1,284 @@
+"""Run a recipe's stages in order, skipping any whose inputs did not change.
+
+Each finished stage writes ``stages/<stage>.json`` with a signature of its inputs (its settings
+and the hashes of the manifests it reads) and the hashes of its outputs. A stage is skipped when
+the signature matches and its outputs are intact; otherwise it runs (and resumes its own
+unfinished work).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from stylecraft.artifacts import atomic_write_json, atomic_write_text, read_jsonl, sha256_file, sha256_json
+from stylecraft.config import section
+from stylecraft.errors import StageInputError
+from stylecraft.progress import info
+
+STAGE_VERSION = 1  # bump when a stage's outputs change meaning
+
+
+def catalogue_path(cfg: DictConfig, run: Path) -> Path:
+    """The catalogue folder; for the demo stage it defaults to ``<run_dir>/catalogue``."""
+    if OmegaConf.is_missing(cfg, "catalogue"):
+        return run / "catalogue"
+    return Path(cfg.catalogue).expanduser()
+
+
+def _listing(folder: Path) -> list[tuple[str, int, int]]:
+    """Cheap change detector for a catalogue: relative path, size and mtime of every file."""
+    out = []
+    if folder.is_dir():
+        for root, _, names in os.walk(folder, followlinks=True):
+            for n in sorted(names):
+                p = Path(root) / n
+                try:
+                    st = p.stat()
+                except OSError:
+                    continue
+                out.append((str(p.relative_to(folder)), st.st_size, int(st.st_mtime_ns)))
+    return sorted(out)
+
+
+def _file_hash(path: Path) -> str | None:
+    return sha256_file(path) if path.exists() else None
+
+
+def signature(stage: str, cfg: DictConfig, run: Path) -> str:
+    """Hash of everything a stage's result depends on."""
+    parts: dict[str, Any] = {"stage": stage, "version": STAGE_VERSION}
+    if stage == "demo":
+        parts["demo"] = section(cfg, "demo")
+        parts["catalogue"] = str(catalogue_path(cfg, run))
+    elif stage == "ingest":
+        parts["ingest"] = section(cfg, "ingest")
+        parts["listing"] = _listing(catalogue_path(cfg, run))
+    elif stage == "segment":
+        parts["segment"] = section(cfg, "segment")
+        parts["artist"] = cfg.artist
+        parts["tracks"] = _file_hash(run / "tracks.jsonl")
+    elif stage == "augment":
+        parts["augment"] = section(cfg, "augment")
+        parts["rate"] = cfg.segment.sample_rate
+        parts["windows"] = _file_hash(run / "windows.jsonl")
+    elif stage == "tokenize":
+        parts["tokenize"] = section(cfg, "tokenize")
+        parts["model"] = cfg.model.name
+        parts["windows"] = _file_hash(run / "windows.jsonl")
+        parts["variants"] = _file_hash(run / "variants.jsonl")
+    elif stage == "train":
+        parts["train"] = section(cfg, "train")
+        parts["model"] = cfg.model.name
+        parts["tokens"] = _file_hash(run / "tokens" / "index.jsonl")
+    elif stage == "generate":
+        parts["generate"] = section(cfg, "generate")
+        parts["model"] = _file_hash(run / "model" / "stylecraft.json")
+    elif stage == "evaluate":
+        parts["evaluate"] = section(cfg, "evaluate")
+        parts["generated"] = _file_hash(run / "generated" / "generated.jsonl")
+        parts["tracks"] = _file_hash(run / "tracks.jsonl")
+    return sha256_json(parts)
+
+
+OUTPUTS: dict[str, list[str]] = {
+    "demo": [],
+    "ingest": ["tracks.jsonl", "rejects.jsonl"],
+    "segment": ["windows.jsonl"],
+    "augment": ["variants.jsonl"],
+    "tokenize": ["tokens/index.jsonl"],
+    "train": ["model/model.safetensors", "model/stylecraft.json", "train/metrics.jsonl"],
+    "generate": ["generated/generated.jsonl"],
+    "evaluate": ["eval/fad.json"],
+}
+
+
+def _stamp_path(run: Path, stage: str) -> Path:
+    return run / "stages" / f"{stage}.json"
+
+
+def is_up_to_date(stage: str, cfg: DictConfig, run: Path) -> bool:
+    path = _stamp_path(run, stage)
+    if not path.exists():
+        return False
+    stamp = json.loads(path.read_text())
+    if stamp.get("signature") != signature(stage, cfg, run):
+        return False
+    return all(_file_hash(run / rel) == digest for rel, digest in stamp.get("outputs", {}).items())
+
+
+def _write_stamp(stage: str, cfg: DictConfig, run: Path, seconds: float, result: Any) -> None:
+    outputs = {rel: _file_hash(run / rel) for rel in OUTPUTS[stage] if (run / rel).exists()}
+    atomic_write_json(
+        _stamp_path(run, stage),
+        {"stage": stage, "signature": signature(stage, cfg, run), "outputs": outputs, "seconds": round(seconds, 3), "result": result},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage functions: each takes the resolved recipe and the run folder and calls one library entry.
+
+
+def stage_demo(cfg: DictConfig, run: Path) -> dict[str, Any]:
+    from stylecraft.data.demo import make_demo_catalogue
+
+    d = cfg.demo
+    files = make_demo_catalogue(catalogue_path(cfg, run), d.tracks, d.duration_s, d.sample_rate, d.seed)
+    return {"files": len(files)}
+
+
+def stage_ingest(cfg: DictConfig, run: Path) -> dict[str, Any]:
+    from stylecraft.data.ingest import ingest
+
+    i = cfg.ingest
+    tracks, rejects = ingest(
+        catalogue_path(cfg, run), run, extensions=list(i.extensions), valid_fraction=i.valid_fraction,
+        min_duration_s=i.min_duration_s, split_seed=i.split_seed,
+    )
+    n_valid = sum(t.split == "valid" for t in tracks)
+    return {"tracks": len(tracks), "valid_tracks": n_valid, "rejects": len(rejects)}
+
+
+def stage_segment(cfg: DictConfig, run: Path) -> dict[str, Any]:
+    from stylecraft.data.segment import segment
+
+    windows = segment(run, section(cfg, "segment"), artist=cfg.artist)
+    return {"windows": len(windows), "train_windows": sum(w.split == "train" for w in windows)}
+
+
+def stage_augment(cfg: DictConfig, run: Path) -> dict[str, Any]:
+    from stylecraft.data.augment import augment
+
+    variants = augment(run, section(cfg, "augment"), cfg.segment.sample_rate)
+    return {"variants": len(variants)}
+
+
+def stage_tokenize(cfg: DictConfig, run: Path) -> dict[str, Any]:
+    from stylecraft.data.tokens import tokenize
+    from stylecraft.models.loading import load_model
+
+    bundle = load_model(cfg.model.name)
+    index = tokenize(run, bundle, cfg.segment.sample_rate, cfg.tokenize.batch_size)
+    return {"items": len(index), "codebooks": bundle.num_codebooks, "frames": index[0]["frames"] if index else 0}
+
+
+def stage_train(cfg: DictConfig, run: Path) -> dict[str, Any]:
+    from stylecraft.train.loop import train
+
+    return train(run, cfg)
+
+
+def stage_generate(cfg: DictConfig, run: Path) -> dict[str, Any]:
+    from stylecraft.generate.sample import SamplingParams, generate
+    from stylecraft.models.loading import load_model
+
+    g = cfg.generate
+    bundle = load_model(str(run))
+    prompts = list(g.prompts) or [_default_prompt(cfg, run)]
+    params = SamplingParams(
+        duration_s=g.duration_s, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
+        guidance_scale=g.guidance_scale, seed=g.seed,
+    )
+    rows = generate(bundle, run / "generated", prompts, params, per_prompt=g.per_prompt)
+    return {"files": len(rows)}
+
+
+def _default_prompt(cfg: DictConfig, run: Path) -> str:
+    """The most common caption of the training windows: the artist's own style line."""
+    windows = read_jsonl(run / "windows.jsonl") if (run / "windows.jsonl").exists() else []
+    captions = [w["caption"] for w in windows if w["split"] == "train" and w["caption"]]
+    if not captions:
+        return f"{cfg.artist} style"
+    return max(sorted(set(captions)), key=captions.count)
+
+
+def stage_evaluate(cfg: DictConfig, run: Path) -> dict[str, Any]:
+    """FAD of generated audio against the held-out tracks, beside FAD(train tracks, held-out)."""
+    from stylecraft.data.manifest import Track, load_rows
+    from stylecraft.data.segment import load_track_audio
+    from stylecraft.evaluate.embeddings import get_embedding
+    from stylecraft.evaluate.fad import embed_set
+    from stylecraft.evaluate.frechet import frechet_distance, gaussian_stats
+
+    emb = get_embedding(cfg.evaluate.embedding)
+    tracks = load_rows(run / "tracks.jsonl", Track)
+    sr = cfg.segment.sample_rate
+    segmented = [t for t in tracks if (run / "audio" / f"{t.id}.npy").exists()]
+
+    def embed_tracks(split: str) -> np.ndarray | None:
+        rows = [emb.embed(load_track_audio(run, t.id), sr) for t in segmented if t.split == split]
+        return np.concatenate(rows).astype(np.float64) if rows else None
+
+    valid, train_e = embed_tracks("valid"), embed_tracks("train")
+    if valid is None:
+        raise StageInputError("no held-out (valid) track to evaluate against: raise ingest.valid_fraction or add tracks")
+    gen = embed_set(run / "generated", emb, progress=False)
+    mu_v, s_v = gaussian_stats(valid)
+    mu_g, s_g = gaussian_stats(gen.embeddings)
+    result: dict[str, Any] = {
+        "fad": frechet_distance(mu_v, s_v, mu_g, s_g),
+        "n_ref": int(valid.shape[0]),
+        "n_gen": int(gen.embeddings.shape[0]),
+        "embedding": emb.name,
+        "embedding_settings": emb.settings(),
+        "reference": "held-out (valid) tracks of the catalogue, loudness-normalised",
+        "n_gen_files": gen.n_files,
+        "skipped": gen.skipped,
+    }
+    if train_e is not None and train_e.shape[0] >= 2:
+        mu_t, s_t = gaussian_stats(train_e)
+        result["fad_train_tracks_vs_ref"] = frechet_distance(mu_v, s_v, mu_t, s_t)
+        result["n_train"] = int(train_e.shape[0])
+    atomic_write_json(run / "eval" / "fad.json", result)
+    return {k: result[k] for k in ("fad", "n_ref", "n_gen") } | (
+        {"fad_train_tracks_vs_ref": result["fad_train_tracks_vs_ref"]} if "fad_train_tracks_vs_ref" in result else {}
+    )
+
+
+STAGE_FUNCS: dict[str, Callable[[DictConfig, Path], Any]] = {
+    "demo": stage_demo,
+    "ingest": stage_ingest,
+    "segment": stage_segment,
+    "augment": stage_augment,
+    "tokenize": stage_tokenize,
+    "train": stage_train,
+    "generate": stage_generate,
+    "evaluate": stage_evaluate,
+}
+
+
+def save_resolved(cfg: DictConfig, run: Path) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run / "recipe.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def run_stage(stage: str, cfg: DictConfig, force: bool = False) -> Any:
+    """Run one stage (or report it up to date) and stamp it."""
+    run = Path(cfg.run_dir)
+    save_resolved(cfg, run)
+    if not force and is_up_to_date(stage, cfg, run):
+        info(f"[green]✓[/green] {stage}: up to date, skipped")
+        return json.loads(_stamp_path(run, stage).read_text()).get("result")
+    t0 = time.perf_counter()
+    result = STAGE_FUNCS[stage](cfg, run)
+    seconds = time.perf_counter() - t0
+    _write_stamp(stage, cfg, run, seconds, result)
+    info(f"[green]✓[/green] {stage} ({seconds:.1f} s): {json.dumps(result, default=str)}")
+    return result
+
+
+def run_recipe(cfg: DictConfig, force: bool = False) -> dict[str, Any]:
+    """Run every stage the recipe names, in pipeline order."""
+    from stylecraft.config import STAGES
+
+    results = {}
+    for stage in [s for s in STAGES if s in cfg.stages]:
+        results[stage] = run_stage(stage, cfg, force=force)
+    return results

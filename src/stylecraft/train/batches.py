@@ -1,0 +1,67 @@
+"""MusicGen training batches: the codebook delay pattern, labels and decoder inputs.
+
+For codes ``c[k, t]`` (K codebooks, T frames) and the pad/BOS id ``P`` (= codebook size), the
+delayed sequence has length ``T + K - 1`` with ``d[k, s] = c[k, s - k]`` where ``0 <= s - k < T``
+and ``P`` elsewhere. The model at position ``s`` predicts ``d[:, s]`` from ``d[:, :s]``:
+
+* labels ``[B, T + K - 1, K]``: ``d`` transposed, with ``P`` replaced by -100 (ignored);
+* decoder inputs ``[B * K, T + K - 1]``: ``P`` (the decoder start token) then ``d[:, :-1]``.
+
+This is the sequence ``MusicgenForCausalLM.build_delay_pattern_mask`` lays out at generation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def delay_pattern(codes: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """``codes`` [B, K, T] -> delayed [B, K, T + K - 1] with ``pad_id`` in the offsets."""
+    b, k, t = codes.shape
+    out = codes.new_full((b, k, t + k - 1), pad_id)
+    for i in range(k):
+        out[:, i, i : i + t] = codes[:, i]
+    return out
+
+
+def undelay(delayed: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Inverse of :func:`delay_pattern`: [B, K, T + K - 1] -> [B, K, T]."""
+    k = delayed.shape[1]
+    return torch.stack([delayed[:, i, i : i + num_frames] for i in range(k)], dim=1)
+
+
+def labels_and_inputs(codes: torch.Tensor, pad_id: int, start_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels [B, T + K - 1, K] (pad -> -100) and decoder_input_ids [B * K, T + K - 1]."""
+    d = delay_pattern(codes, pad_id)  # [B, K, S]
+    labels = d.transpose(1, 2).clone()
+    labels[labels == pad_id] = -100
+    inputs = torch.cat([torch.full_like(d[..., :1], start_id), d[..., :-1]], dim=-1)
+    b, k, s = inputs.shape
+    return labels, inputs.reshape(b * k, s)
+
+
+class Collator:
+    """Stack token items and tokenize their captions."""
+
+    def __init__(self, tokenizer: Any, pad_id: int, start_id: int, max_text_len: int = 64) -> None:
+        self.tokenizer = tokenizer
+        self.pad_id = pad_id
+        self.start_id = start_id
+        self.max_text_len = max_text_len
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        codes = torch.stack([it["codes"] for it in items])  # [B, K, T]
+        labels, inputs = labels_and_inputs(codes, self.pad_id, self.start_id)
+        captions = [it["caption"] for it in items]
+        text = self.tokenizer(
+            captions, padding=True, truncation=True, max_length=self.max_text_len, return_tensors="pt"
+        )
+        return {
+            "labels": labels,
+            "decoder_input_ids": inputs,
+            "input_ids": text["input_ids"],
+            "attention_mask": text["attention_mask"],
+            "captions": captions,
+        }

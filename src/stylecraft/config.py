@@ -77,7 +77,10 @@ class LoraConfig:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    # Decoder linear layers: attention projections (self and cross), the MLP, and the output heads.
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "lm_heads"]
+    )
 
 
 @dataclass

@@ -106,12 +106,47 @@ def _hf_cache_folder(repo_id: str) -> Path | None:
     return folder if (folder / "config.json").exists() else None
 
 
+def _preset_cache_dir(name: str) -> Path:
+    """Cache folder of a built preset, keyed by the code and library versions that define it."""
+    import hashlib
+    import os
+
+    import transformers
+
+    from stylecraft.data import demo
+
+    h = hashlib.sha256()
+    for mod in (presets, demo):
+        h.update(Path(mod.__file__).read_bytes())
+    h.update(f"{torch.__version__}|{transformers.__version__}".encode())
+    root = Path(os.environ.get("STYLECRAFT_CACHE", Path.home() / ".cache" / "stylecraft"))
+    return root / "presets" / f"{name}-{h.hexdigest()[:16]}"
+
+
+def load_preset(name: str) -> ModelBundle:
+    """Build a preset once (deterministic) and reuse the saved copy afterwards."""
+    cache = _preset_cache_dir(name)
+    if (cache / "config.json").exists():
+        try:
+            bundle = _from_folder(cache, name)
+            bundle.source = f"preset:{name}"
+            return bundle
+        except CheckpointError:
+            pass  # a damaged cache is rebuilt below
+    model, tokenizer = presets.build_tiny()
+    bundle = ModelBundle(model=model, tokenizer=tokenizer, name=name, source=f"preset:{name}")
+    try:
+        save_bundle(bundle, cache)
+    except OSError:
+        pass  # a read-only home still gets the (freshly built) preset
+    return bundle
+
+
 def load_model(name_or_path: str, device: str | torch.device = "cpu") -> ModelBundle:
     """Load a model bundle (model + text tokenizer) in eval mode on ``device``."""
     folder = resolve_folder(name_or_path)
     if folder is None:
-        model, tokenizer = presets.build_tiny()
-        bundle = ModelBundle(model=model, tokenizer=tokenizer, name=name_or_path, source=f"preset:{name_or_path}")
+        bundle = load_preset(name_or_path)
     else:
         bundle = _from_folder(folder, name_or_path)
     bundle.model.to(device)

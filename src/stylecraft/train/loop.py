@@ -78,9 +78,15 @@ def resolve_precision(choice: str) -> str:
 def _apply_lora(model: torch.nn.Module, lora: Any) -> torch.nn.Module:
     from peft import LoraConfig, get_peft_model
 
-    targets = "|".join(lora.target_modules)
-    # Only the MusicGen decoder is adapted; the T5 and EnCodec modules stay frozen and untouched.
-    pattern = rf"decoder\.model\.decoder\.layers\.\d+\.(self_attn|encoder_attn)\.({targets})"
+    layer_targets = [m for m in lora.target_modules if m != "lm_heads"]
+    # Only the MusicGen decoder is adapted (its layers' linear maps and, if named, the per-codebook
+    # output heads); the T5 and EnCodec modules stay frozen and untouched.
+    alternatives = []
+    if layer_targets:
+        alternatives.append(rf"decoder\.model\.decoder\.layers\.\d+\.(?:(?:self_attn|encoder_attn)\.)?(?:{'|'.join(layer_targets)})")
+    if "lm_heads" in lora.target_modules:
+        alternatives.append(r"decoder\.lm_heads\.\d+")
+    pattern = "|".join(f"(?:{a})" for a in alternatives)
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=pattern)
     return get_peft_model(model, config)
 
@@ -95,6 +101,9 @@ class TextConditioner:
 
     @torch.no_grad()
     def __call__(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        # model.train() flips every submodule; the frozen encoder must never apply dropout, or the
+        # cached states would depend on the RNG and a resumed run would differ.
+        self.encoder.eval()
         ids = batch["input_ids"].to(self.device)
         mask = batch["attention_mask"].to(self.device)
         missing = [i for i, c in enumerate(batch["captions"]) if c not in self.cache]
@@ -111,12 +120,23 @@ def _checkpoints(ckpt_root: Path) -> list[Path]:
     return sorted(done, key=lambda p: int(p.name.split("-")[1]))
 
 
-def loss_on_batch(model: torch.nn.Module, cond: TextConditioner, batch: dict[str, Any], cond_dropout: float) -> torch.Tensor:
+def loss_on_batch(
+    model: torch.nn.Module,
+    cond: TextConditioner,
+    batch: dict[str, Any],
+    cond_dropout: float,
+    dropout_key: tuple[int, ...] = (0,),
+) -> torch.Tensor:
     """Cross-entropy over the K codebooks; a ``cond_dropout`` share of rows get the null condition
-    (zeroed encoder states and mask), the form transformers feeds at classifier-free guidance."""
+    (zeroed encoder states and mask), the form transformers feeds at classifier-free guidance.
+
+    Which rows are dropped depends only on ``dropout_key`` (seed, step, micro-batch, rank), not on
+    the global RNG, so a resumed run drops exactly the rows an uninterrupted one would.
+    """
     states, mask = cond(batch)
     if cond_dropout > 0 and model.training:
-        drop = torch.rand(states.shape[0], device=states.device) < cond_dropout
+        gen = torch.Generator().manual_seed(hash(dropout_key) & 0x7FFF_FFFF_FFFF_FFFF)
+        drop = (torch.rand(states.shape[0], generator=gen) < cond_dropout).to(states.device)
         keep = (~drop).to(states.dtype)
         states = states * keep[:, None, None]
         mask = mask * (~drop).to(mask.dtype)[:, None]
@@ -187,8 +207,16 @@ def train(
     scheduler = get_cosine_schedule_with_warmup(optimizer, t.warmup_steps * n_proc, t.max_steps * n_proc)
     collate = Collator(bundle.tokenizer, bundle.pad_token_id, int(model.config.decoder.decoder_start_token_id))
     sampler = EpochSampler(len(data.train), t.seed)
-    train_loader = DataLoader(data.train, batch_size=t.batch_size, sampler=sampler, collate_fn=collate, drop_last=True)
-    valid_loader = DataLoader(data.valid, batch_size=t.batch_size, shuffle=False, collate_fn=collate)
+    # Own generators: a DataLoader without one draws its base seed from the global RNG each time an
+    # iterator starts, and a resumed run starts one more iterator than an uninterrupted run.
+    train_loader = DataLoader(
+        data.train, batch_size=t.batch_size, sampler=sampler, collate_fn=collate, drop_last=True,
+        generator=torch.Generator().manual_seed(t.seed),
+    )
+    valid_loader = DataLoader(
+        data.valid, batch_size=t.batch_size, shuffle=False, collate_fn=collate,
+        generator=torch.Generator().manual_seed(t.seed + 1),
+    )
     model, optimizer, train_loader, valid_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, valid_loader, scheduler
     )
@@ -219,7 +247,8 @@ def train(
             acc_losses: list[torch.Tensor] = []
             for batch in loader:
                 with accelerator.accumulate(model):
-                    loss = loss_on_batch(model, cond, batch, t.cond_dropout)
+                    key = (t.seed, step, state["batches_in_epoch"], state["epoch"], accelerator.process_index)
+                    loss = loss_on_batch(model, cond, batch, t.cond_dropout, key)
                     accelerator.backward(loss)
                     grad_norm = None
                     if accelerator.sync_gradients:

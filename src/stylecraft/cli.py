@@ -35,9 +35,8 @@ def _config(recipe: Path | None, run_dir: Path | None, overrides: list[str] | No
         recipe = run_dir / "recipe.yaml"
     if run_dir is not None:
         items.append(f"run_dir={run_dir}")
-    if recipe is None and not any(i.startswith("catalogue=") for i in items):
-        items.append("catalogue=''")  # stage commands on an existing run do not need the catalogue
-    return load_recipe(recipe, items)
+    # Stage commands on an existing run do not need the catalogue; ingest passes it explicitly.
+    return load_recipe(recipe, items, require_catalogue=False)
 
 
 def _stage(name: str, recipe: Path | None, run_dir: Path | None, overrides: list[str] | None) -> None:
@@ -191,6 +190,7 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # stylecraft shows its own progress per stage
     try:
         app(standalone_mode=False)
     except StylecraftError as exc:

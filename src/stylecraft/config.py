@@ -163,20 +163,29 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _collect_errors(schema: DictConfig, data: Any, prefix: str, errors: list[str]) -> None:
-    """Walk user data against the schema, collecting every unknown key and bad value."""
+def _collect_errors(schema: DictConfig, data: Any, prefix: str, errors: list[str]) -> dict[str, Any]:
+    """Walk user data against the schema, collecting every unknown key and bad value.
+
+    Returns:
+        The subset of ``data`` that is valid, so range checks can still run on it.
+    """
     if not isinstance(data, dict):
         errors.append(f"{prefix or 'recipe'}: expected a mapping, got {type(data).__name__}")
-        return
+        return {}
+    clean: dict[str, Any] = {}
     for key, value in data.items():
         name = f"{prefix}.{key}" if prefix else str(key)
         if key not in list(schema.keys()):
             known = ", ".join(sorted(str(k) for k in schema.keys()))
             errors.append(f"unknown key '{name}' (known here: {known})")
             continue
+        if value == MISSING:
+            # OmegaConf's merge would keep the default: a recipe's "???" means "the user must set it".
+            errors.append(f"'{name}' must be set: pass {name}=...")
+            continue
         sub = schema._get_node(key)  # noqa: SLF001 - OmegaConf's typed node access
         if isinstance(sub, DictConfig):
-            _collect_errors(sub, value, name, errors)
+            clean[key] = _collect_errors(sub, value, name, errors)
             continue
         try:
             # Assigning into a fresh typed copy runs OmegaConf's own type validation for this leaf.
@@ -184,10 +193,23 @@ def _collect_errors(schema: DictConfig, data: Any, prefix: str, errors: list[str
         except OmegaConfBaseException as exc:
             msg = str(exc).splitlines()[0]
             errors.append(f"bad value for '{name}': {value!r} ({msg})")
+            continue
+        clean[key] = value
+    return clean
 
 
-def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+def load_recipe(
+    path: str | Path | None,
+    overrides: list[str] | tuple[str, ...] = (),
+    require_catalogue: bool = True,
+) -> DictConfig:
     """Load a recipe YAML (or only defaults when ``path`` is None) and apply ``key=value`` overrides.
+
+    Args:
+        path: recipe YAML, or None for the defaults.
+        overrides: ``key=value`` items (values parsed as YAML).
+        require_catalogue: whether a recipe that ingests must name its catalogue (single-stage
+            commands on an existing run do not need it).
 
     Raises:
         ConfigError: listing every unknown key, bad value and missing required value at once.
@@ -217,15 +239,14 @@ def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         _set_dotted(data, key, value)
 
     schema = OmegaConf.structured(RecipeConfig)
-    _collect_errors(schema, data, "", errors)
-    if not errors:
-        try:
-            cfg = OmegaConf.merge(schema, data)
-        except OmegaConfBaseException as exc:
-            errors.append(str(exc).splitlines()[0])
-    if not errors:
-        assert isinstance(cfg, DictConfig)
-        errors.extend(validate_values(cfg))
+    clean = _collect_errors(schema, data, "", errors)
+    try:
+        cfg = OmegaConf.merge(schema, clean)
+    except OmegaConfBaseException as exc:
+        errors.append(str(exc).splitlines()[0])
+        cfg = schema
+    assert isinstance(cfg, DictConfig)
+    errors.extend(validate_values(cfg, require_catalogue=require_catalogue))
     if errors:
         where = f"recipe '{path}'" if path is not None else "configuration"
         raise ConfigError(f"{where} has {len(errors)} error(s): " + "; ".join(errors))
@@ -234,13 +255,14 @@ def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     return cfg
 
 
-def validate_values(cfg: DictConfig) -> list[str]:
+def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str]:
     """Range and choice checks that types alone cannot express."""
     errors: list[str] = []
     for stage in cfg.stages:
         if stage not in STAGES:
             errors.append(f"unknown stage '{stage}' in 'stages' (known: {', '.join(STAGES)})")
-    if "demo" not in cfg.stages and OmegaConf.is_missing(cfg, "catalogue") and "ingest" in cfg.stages:
+    no_catalogue = OmegaConf.is_missing(cfg, "catalogue") or not str(cfg.catalogue).strip()
+    if require_catalogue and "demo" not in cfg.stages and "ingest" in cfg.stages and no_catalogue:
         errors.append("'catalogue' is required: pass catalogue=/path/to/artist/audio")
     s = cfg.segment
     if s.window_s <= 0 or s.hop_s <= 0:

@@ -28,8 +28,10 @@ STAGE_VERSION = 1  # bump when a stage's outputs change meaning
 
 def catalogue_path(cfg: DictConfig, run: Path) -> Path:
     """The catalogue folder; for the demo stage it defaults to ``<run_dir>/catalogue``."""
-    if OmegaConf.is_missing(cfg, "catalogue"):
-        return run / "catalogue"
+    if OmegaConf.is_missing(cfg, "catalogue") or not str(cfg.catalogue).strip():
+        if "demo" in cfg.stages:
+            return run / "catalogue"
+        raise StageInputError("no catalogue set: pass catalogue=/path/to/artist/audio")
     return Path(cfg.catalogue).expanduser()
 
 
@@ -60,7 +62,10 @@ def signature(stage: str, cfg: DictConfig, run: Path) -> str:
         parts["catalogue"] = str(catalogue_path(cfg, run))
     elif stage == "ingest":
         parts["ingest"] = section(cfg, "ingest")
-        parts["listing"] = _listing(catalogue_path(cfg, run))
+        try:
+            parts["listing"] = _listing(catalogue_path(cfg, run))
+        except StageInputError:
+            parts["listing"] = None
     elif stage == "segment":
         parts["segment"] = section(cfg, "segment")
         parts["artist"] = cfg.artist

@@ -76,12 +76,25 @@ _MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2
 _MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 
-def chroma_from_stft(mag: np.ndarray, sample_rate: int, n_fft: int) -> np.ndarray:
-    """Mean chroma [12] of STFT magnitudes [..., F, T] (librosa's chroma filters)."""
-    fb = librosa.filters.chroma(sr=sample_rate, n_fft=n_fft)  # [12, F]
-    power = (mag.astype(np.float32) ** 2).mean(axis=-1)
-    flat = power.reshape(-1, power.shape[-1]).mean(axis=0)
-    return fb @ flat
+KEY_N_FFT = 8192  # at 32 kHz: 3.9 Hz bins, finer than a semitone down to ~70 Hz
+
+
+def chroma_of_audio(y: np.ndarray, sample_rate: int, max_s: float = 120.0) -> np.ndarray:
+    """Mean chroma [12] of mono audio (its middle ``max_s`` seconds) for key estimation.
+
+    The window features' 1024-point STFT is too coarse for pitch below ~500 Hz (one bin spans
+    more than a semitone), so key estimation takes its own long-window STFT.
+    """
+    n = int(max_s * sample_rate)
+    if y.shape[0] > n:
+        start = (y.shape[0] - n) // 2
+        y = y[start : start + n]
+    if y.shape[0] < KEY_N_FFT:
+        return np.zeros(12)
+    chroma = librosa.feature.chroma_stft(
+        y=np.ascontiguousarray(y, dtype=np.float32), sr=sample_rate, n_fft=KEY_N_FFT, hop_length=KEY_N_FFT // 2
+    )
+    return chroma.mean(axis=1)
 
 
 def estimate_key(chroma: np.ndarray) -> str:

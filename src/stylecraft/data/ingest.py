@@ -35,6 +35,7 @@ def scan(catalogue: Path, extensions: list[str]) -> tuple[list[Path], list[Rejec
         for name in sorted(names):
             p = Path(root) / name
             if name.startswith("."):
+                rejects.append(Reject(path=str(p), reason="hidden file (name starts with '.')"))
                 continue
             if p.suffix.lower() in exts:
                 files.append(p)

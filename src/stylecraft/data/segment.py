@@ -86,8 +86,7 @@ def _process_track(track: dict[str, Any], params: dict[str, Any], run_dir: str, 
         for k in FEATURE_NAMES:
             arr = np.concatenate(outs[k])
             hashes[k] = atomic_save_npy(run / "features" / f"{track['id']}.{k}.npy", arr)
-        stft = np.concatenate(outs["stft"])
-        key = feat.estimate_key(feat.chroma_from_stft(stft, sr, fp.n_fft))
+        key = feat.estimate_key(feat.chroma_of_audio(mono, sr))
         tempo = feat.estimate_tempo(np.concatenate(outs["logmel"]).astype(np.float32)[:8], sr, fp.hop_length)
     record = {
         "track_id": track["id"],

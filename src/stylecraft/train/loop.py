@@ -8,6 +8,7 @@ a run started again with the same command continues where its last checkpoint le
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 from collections.abc import Callable, Iterator
@@ -304,7 +305,15 @@ def _save_checkpoint(accelerator: Accelerator, root: Path, step: int, state: dic
             shutil.rmtree(tmp)
         root.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
+    # T5 ties its input embedding to the shared table; safetensors stores the tensor once and
+    # accelerate warns about it on every save, although the reload re-ties it.
+    other_log = logging.getLogger("accelerate.utils.other")
+    level = other_log.level
+    other_log.setLevel(logging.ERROR)
+    try:
+        accelerator.save_state(str(tmp), safe_serialization=True)
+    finally:
+        other_log.setLevel(level)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         # The state file is written last, so a step folder without it is never trusted.

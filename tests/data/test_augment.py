@@ -1,0 +1,197 @@
+"""Tests for the augment stage: librosa-equal pitch shift / time stretch and the variant shards."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import librosa
+import numpy as np
+import pytest
+
+from stylecraft.config import AugmentConfig
+from stylecraft.data import augment as aug
+from stylecraft.data.demo import synth_track
+from stylecraft.data.manifest import Variant, Window, load_rows
+from stylecraft.data.segment import load_track_audio
+from stylecraft.errors import StageInputError
+
+SR = 16000
+MiniRun = Any  # tests/conftest.py's MiniRun: catalogue, run_dir, tracks, windows, params
+
+
+def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    assert reference.shape == test.shape
+    ref = reference.astype(np.float64)
+    err = ref - test.astype(np.float64)
+    return float(10 * np.log10(np.sum(ref**2) / np.sum(err**2)))
+
+
+@pytest.fixture(scope="module")
+def clip() -> np.ndarray:
+    """3 s of demo music as float64 (mono, 16 kHz)."""
+    return synth_track(3.0, SR, seed=0, channels=1)[:, 0].astype(np.float64)
+
+
+# librosa is compared through its float64 path: for float32 input librosa's phase vocoder
+# accumulates the phase in float32, which drifts over the frames (~60 dB SNR against its own
+# float64 result), while the implementation under test accumulates phase in float64.
+
+
+@pytest.mark.parametrize("semitones", [-2.0, -1.0, 1.0, 2.0, 0.5])
+def test_pitch_shift_matches_librosa(clip: np.ndarray, semitones: float) -> None:
+    ours = aug.pitch_shift(clip, SR, semitones)
+    ref = librosa.effects.pitch_shift(clip, sr=SR, n_steps=semitones, res_type="soxr_hq")
+    assert ours.shape == clip.shape and ours.dtype == np.float32
+    assert snr_db(ref, ours) >= 45.0
+
+
+@pytest.mark.parametrize("rate", [0.8, 0.9, 1.1, 1.25])
+def test_time_stretch_matches_librosa(clip: np.ndarray, rate: float) -> None:
+    ours = aug.time_stretch(clip, rate)
+    ref = librosa.effects.time_stretch(clip, rate=rate)
+    assert ours.shape == ref.shape == (int(round(len(clip) / rate)),)
+    assert snr_db(ref, ours) >= 45.0
+
+
+def test_shift_really_changes_pitch() -> None:
+    t = np.arange(2 * SR) / SR
+    tone = 0.5 * np.sin(2 * np.pi * 440.0 * t)
+    up = aug.pitch_shift(tone, SR, 12.0)
+    middle = up[SR // 2 : -SR // 2]  # 1 s: rfft bins are 1 Hz apart
+    spectrum = np.abs(np.fft.rfft(middle * np.hanning(len(middle))))
+    assert np.argmax(spectrum) * SR / len(middle) == pytest.approx(880.0, abs=2.0)
+
+
+def test_shared_spectrum_gives_the_same_shift(clip: np.ndarray) -> None:
+    import torch
+
+    y = clip.astype(np.float32)
+    spec = aug._stft(torch.from_numpy(y))
+    np.testing.assert_allclose(aug.pitch_shift(y, SR, -1.0, spec), aug.pitch_shift(y, SR, -1.0), atol=1e-6)
+
+
+@pytest.mark.parametrize("rate", [0.9, 1.1])
+def test_stretch_window_keeps_length_and_reads_the_right_span(rate: float) -> None:
+    track = synth_track(6.0, SR, seed=2, channels=1)[:, 0]
+    length, start = 2 * SR, SR
+    out = aug.stretch_window(track, start, length, rate)
+    assert out.shape == (length,) and out.dtype == np.float32
+    span = int(round(length * rate))
+    ref = librosa.effects.time_stretch(track[start : start + span].astype(np.float64), rate=span / length)
+    assert snr_db(ref[:length], out) >= 45.0
+
+
+def test_stretch_window_at_the_track_end_moves_back_and_stays_full() -> None:
+    track = synth_track(6.0, SR, seed=3, channels=1)[:, 0]
+    length = 2 * SR
+    start = len(track) - length  # the last window: a 1.1x span would run past the end
+    out = aug.stretch_window(track, start, length, 1.1)
+    assert out.shape == (length,)
+    span = int(round(length * 1.1))
+    expected = aug.time_stretch(track[len(track) - span :], span / length)
+    np.testing.assert_allclose(out, expected[:length], atol=1e-6)
+    tail = out[-SR // 4 :]
+    assert float(np.sqrt(np.mean(tail**2))) > 1e-3  # no zero padding at the end
+
+
+def test_stretch_window_on_a_track_shorter_than_the_span_pads_with_zeros() -> None:
+    track = synth_track(1.0, SR, seed=4, channels=1)[:, 0]
+    out = aug.stretch_window(track, 0, SR, 1.1)
+    assert out.shape == (SR,)
+    assert np.all(out[len(track) :] == 0.0)
+
+
+def test_plan_variants_lists_every_combination() -> None:
+    w = Window(id="t-0000", track_id="t", split="train", start_s=0.0, duration_s=4.0, rms_db=-20.0, row=0)
+    assert aug.plan_variants(w, [-1, 2], [0.9], seed=5) == [("pitch", -1.0), ("pitch", 2.0), ("stretch", 0.9)]
+
+
+# ------------------------------------------------------------------------------------------
+# The stage
+# ------------------------------------------------------------------------------------------
+
+AUG_PARAMS = dataclasses.asdict(
+    AugmentConfig(pitch_semitones=[-1.0, 2.0], stretch_rates=[1.1], seed=7, workers=1)
+)
+N_VARIANTS = 3
+
+
+@pytest.fixture(scope="module")
+def augmented(mini_run: MiniRun, tmp_path_factory: pytest.TempPathFactory) -> tuple[MiniRun, list[Variant]]:
+    import shutil
+
+    run_dir = tmp_path_factory.mktemp("augmented") / "run"
+    shutil.copytree(mini_run.run_dir, run_dir)
+    run = dataclasses.replace(mini_run, run_dir=run_dir)
+    return run, aug.augment(run_dir, AUG_PARAMS, mini_run.params["sample_rate"])
+
+
+def test_one_row_per_train_window_and_variant(augmented: tuple[MiniRun, list[Variant]]) -> None:
+    run, variants = augmented
+    assert load_rows(run.run_dir / "variants.jsonl", Variant) == variants
+    train = [w for w in run.windows if w.split == "train"]
+    assert any(w.split == "valid" for w in run.windows)  # so "only train" means something
+    assert len(variants) == len(train) * N_VARIANTS
+    pairs = {(v.window_id, v.kind, v.value) for v in variants}
+    expected = {(w.id, k, v) for w in train for k, v in [("pitch", -1.0), ("pitch", 2.0), ("stretch", 1.1)]}
+    assert pairs == expected
+    windows = {w.id: w for w in run.windows}
+    for v in variants:
+        w = windows[v.window_id]
+        assert v.split == "train" and v.track_id == w.track_id and v.caption == w.caption
+        assert v.seed == 7
+        assert v.id.startswith(f"{w.id}-{v.kind}")
+    assert len({v.id for v in variants}) == len(variants)
+
+
+def test_shards_hold_one_row_per_variant(augmented: tuple[MiniRun, list[Variant]]) -> None:
+    run, variants = augmented
+    sr = run.params["sample_rate"]
+    samples = int(run.params["window_s"] * sr)
+    train_tracks = {v.track_id for v in variants}
+    valid_tracks = {t.id for t in run.tracks} - train_tracks
+    assert valid_tracks and not any((run.run_dir / "variants" / f"{t}.npy").exists() for t in valid_tracks)
+    for tid in train_tracks:
+        shard = aug.load_variant_audio(run.run_dir, tid)
+        rows = [v for v in variants if v.track_id == tid]
+        assert shard.shape == (len(rows), samples) and shard.dtype == np.int16
+        assert sorted(v.row for v in rows) == list(range(len(rows)))
+        # Spot-check one pitch row against a fresh render of its window.
+        v = next(v for v in rows if v.kind == "pitch" and v.value == 2.0)
+        w = next(w for w in run.windows if w.id == v.window_id)
+        start = int(round(w.start_s * sr))
+        y = load_track_audio(run.run_dir, tid)[start : start + samples]
+        expected = np.round(np.clip(aug.pitch_shift(y, sr, 2.0), -1, 1) * 32767).astype(np.int16)
+        assert np.max(np.abs(shard[v.row].astype(np.int32) - expected)) <= 1
+        assert np.abs(shard[v.row]).max() > 1000  # not silence
+
+
+def test_rerun_is_a_no_op(augmented: tuple[MiniRun, list[Variant]]) -> None:
+    run, variants = augmented
+    shards = sorted((run.run_dir / "variants").glob("*.npy"))
+    stamps = [(p.stat().st_ino, p.stat().st_mtime_ns) for p in shards]
+    again = aug.augment(run.run_dir, AUG_PARAMS, run.params["sample_rate"])
+    assert again == variants
+    assert [(p.stat().st_ino, p.stat().st_mtime_ns) for p in shards] == stamps
+
+
+def test_changed_settings_rerender(augmented: tuple[MiniRun, list[Variant]], tmp_path: Path) -> None:
+    import shutil
+
+    src, first = augmented
+    run = tmp_path / "run"
+    shutil.copytree(src.run_dir, run)
+    sr = src.params["sample_rate"]
+    second = aug.augment(run, {**AUG_PARAMS, "pitch_semitones": [], "stretch_rates": [0.9]}, sr)
+    assert {(v.kind, v.value) for v in second} == {("stretch", 0.9)}
+    assert len(second) == len(first) // N_VARIANTS
+    for tid in {v.track_id for v in second}:
+        rows = [v for v in second if v.track_id == tid]
+        assert aug.load_variant_audio(run, tid).shape[0] == len(rows)
+
+
+def test_missing_windows_manifest_raises(tmp_path: Path) -> None:
+    with pytest.raises(StageInputError, match="windows.jsonl"):
+        aug.augment(tmp_path, AUG_PARAMS, SR)

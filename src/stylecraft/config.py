@@ -163,7 +163,9 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _collect_errors(schema: DictConfig, data: Any, prefix: str, errors: list[str]) -> dict[str, Any]:
+def _collect_errors(
+    schema: DictConfig, data: Any, prefix: str, errors: list[str], optional: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """Walk user data against the schema, collecting every unknown key and bad value.
 
     Returns:
@@ -181,11 +183,12 @@ def _collect_errors(schema: DictConfig, data: Any, prefix: str, errors: list[str
             continue
         if value == MISSING:
             # OmegaConf's merge would keep the default: a recipe's "???" means "the user must set it".
-            errors.append(f"'{name}' must be set: pass {name}=...")
+            if name not in optional:
+                errors.append(f"'{name}' must be set: pass {name}=...")
             continue
         sub = schema._get_node(key)  # noqa: SLF001 - OmegaConf's typed node access
         if isinstance(sub, DictConfig):
-            clean[key] = _collect_errors(sub, value, name, errors)
+            clean[key] = _collect_errors(sub, value, name, errors, optional)
             continue
         try:
             # Assigning into a fresh typed copy runs OmegaConf's own type validation for this leaf.
@@ -239,7 +242,8 @@ def load_recipe(
         _set_dotted(data, key, value)
 
     schema = OmegaConf.structured(RecipeConfig)
-    clean = _collect_errors(schema, data, "", errors)
+    optional = frozenset() if require_catalogue else frozenset({"catalogue"})
+    clean = _collect_errors(schema, data, "", errors, optional)
     try:
         cfg = OmegaConf.merge(schema, clean)
     except OmegaConfBaseException as exc:
@@ -252,6 +256,8 @@ def load_recipe(
         raise ConfigError(f"{where} has {len(errors)} error(s): " + "; ".join(errors))
     if not cfg.run_dir:
         cfg.run_dir = str(Path("runs") / cfg.name)
+    if "demo" in cfg.stages and OmegaConf.is_missing(cfg, "catalogue"):
+        cfg.catalogue = str(Path(cfg.run_dir) / "catalogue")  # the demo stage writes it there
     return cfg
 
 

@@ -95,3 +95,27 @@ def test_sigkill_and_resume_gives_identical_losses(tokenized_run, tmp_path):
     sb = load_model(str(killed)).model.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not list((killed / "train" / "checkpoints").glob(".*partial"))
+
+
+def test_two_process_data_parallel_on_cpu(tokenized_run, tmp_path):
+    """`accelerate launch --multi_gpu` with two gloo processes: one log, equal weights on both ranks."""
+    import shutil
+
+    run = tmp_path / "ddp"
+    shutil.copytree(tokenized_run, run, symlinks=True)
+    cmd = _train_cmd(run)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "stylecraft"]
+    args = cmd[cmd.index("train"):]
+    args = [a if not a.startswith("train.max_steps") else "train.max_steps=4" for a in args]
+    env = {**os.environ, "STYLECRAFT_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(launch + args + ["train.batch_size=2"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = read_jsonl(run / "train" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]  # logged once, by the main process
+    for ckpt in (run / "train" / "checkpoints").glob("step-*"):
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        sums = state["param_checksums"]
+        assert len(sums) == 2 and sums[0] == sums[1]
+        assert (ckpt / "random_states_1.pkl").exists()
+    assert (run / "model" / "model.safetensors").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from stylecraft.artifacts import (
     write_jsonl,
 )
 from stylecraft.data.tokens import TokenDataset
-from stylecraft.errors import StageInputError
+from stylecraft.errors import StageInputError, StylecraftError
 from stylecraft.models.loading import ModelBundle, load_model, save_bundle
 from stylecraft.progress import info, make_progress
 from stylecraft.train.batches import Collator
@@ -183,7 +184,18 @@ def train(
     t = cfg.train
     train_dir = run / "train"
     ckpt_root = train_dir / "checkpoints"
-    accelerator = Accelerator(gradient_accumulation_steps=t.grad_accum, mixed_precision=resolve_precision(t.mixed_precision))
+    # Without a GPU, Accelerate forms a gloo process group (MULTI_CPU) only when told cpu=True.
+    no_gpu = not torch.cuda.is_available()
+    accelerator = Accelerator(
+        gradient_accumulation_steps=t.grad_accum, mixed_precision=resolve_precision(t.mixed_precision), cpu=no_gpu
+    )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and accelerator.num_processes != launched:
+        # N independent copies would race on the same checkpoints and logs.
+        raise StylecraftError(
+            f"launched as {launched} processes but Accelerate formed a group of {accelerator.num_processes}: "
+            "check `accelerate config` / the launch flags"
+        )
     set_seed(t.seed)
     data = data_fn(run)
     if len(data.train) < t.batch_size:
@@ -285,6 +297,9 @@ def train(
                     append_jsonl(train_dir / "metrics.jsonl", row)
                 prog.advance(task)
                 if step % t.save_every == 0 or step == t.max_steps:
+                    # One checksum of the trainable weights per rank: data parallelism must keep them equal.
+                    checksum = torch.stack([p.detach().double().sum() for p in params]).sum()
+                    state["param_checksums"] = accelerator.gather(checksum.to(accelerator.device)[None]).tolist()
                     _save_checkpoint(accelerator, ckpt_root, step, state, t.keep_last)
                 if step >= t.max_steps:
                     break

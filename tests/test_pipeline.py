@@ -33,7 +33,7 @@ SMALL = [
 
 
 def _cli(*args, cwd=ROOT):
-    env = {**os.environ, "STYLECRAFT_PROGRESS": "0"}
+    env = {**os.environ, "STYLECRAFT_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "stylecraft", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
 
 
@@ -73,6 +73,7 @@ def test_quickstart_leaves_every_artifact(quick_run):
     assert {"fad", "n_ref", "n_gen", "embedding"} <= fad.keys()
     assert fad["fad"] > 0 and np.isfinite(fad["fad"]) and fad["embedding"] == "mfcc"
     assert (run / "recipe.yaml").exists() and (run / "model" / "model.safetensors").exists()
+    assert (run / "eval" / "spectrograms.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_rerun_skips_unchanged_stages_and_reruns_changed_ones(quick_run):
@@ -118,6 +119,7 @@ def test_user_errors_are_one_line(tmp_path):
         ("fad", str(tmp_path / "none"), str(tmp_path / "none2")),
         ("generate", "--model", "tiny", "--duration", "-1", "--out", str(tmp_path / "g")),
         ("fetch", "not-a-model"),
+        ("fetch", "musicgen-small"),  # HF_HUB_OFFLINE=1 below: the download cannot happen
     ]
     for args in cases:
         proc = _cli(*args)
@@ -125,6 +127,7 @@ def test_user_errors_are_one_line(tmp_path):
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, proc.stderr)
     assert "train.max_stepz" in _cli(*cases[0]).stderr
+    assert "cannot download 'musicgen-small'" in _cli(*cases[-1]).stderr
 
 
 def test_ingest_cli_rejects_bad_file_and_keeps_rest(tmp_path):

@@ -199,6 +199,13 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        # Disk full, permission denied, read-only file system...: the user's environment, not a bug.
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        sys.exit(1)
     except Exception as exc:  # click's usage errors arrive here in non-standalone mode
         import click
 

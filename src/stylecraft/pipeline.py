@@ -242,9 +242,28 @@ def stage_evaluate(cfg: DictConfig, run: Path) -> dict[str, Any]:
         result["fad_train_tracks_vs_ref"] = frechet_distance(mu_v, s_v, mu_t, s_t)
         result["n_train"] = int(train_e.shape[0])
     atomic_write_json(run / "eval" / "fad.json", result)
+    _spectrograms(run, segmented, gen.files, sr)
     return {k: result[k] for k in ("fad", "n_ref", "n_gen") } | (
         {"fad_train_tracks_vs_ref": result["fad_train_tracks_vs_ref"]} if "fad_train_tracks_vs_ref" in result else {}
     )
+
+
+def _spectrograms(run: Path, tracks: list[Any], generated: list[str], sr: int, seconds: float = 8.0) -> None:
+    """eval/spectrograms.png: held-out excerpts above the generated files, for a look and a listen."""
+    from stylecraft.audio import io as audio_io
+    from stylecraft.data.segment import load_track_audio
+    from stylecraft.evaluate.plots import spectrogram_grid
+
+    n = int(seconds * sr)
+    clips = []
+    for t in [t for t in tracks if t.split == "valid"][:2]:
+        y = load_track_audio(run, t.id)
+        start = max(0, (y.shape[0] - n) // 2)
+        clips.append((f"held-out: {Path(t.path).name} (middle {seconds:.0f} s)", y[start : start + n]))
+    for f in generated[:4]:
+        audio, file_sr = audio_io.load(f)
+        clips.append((f"generated: {Path(f).name}", audio_io.resample(audio_io.to_mono(audio), file_sr, sr)[:n]))
+    spectrogram_grid(clips, sr, run / "eval" / "spectrograms.png")
 
 
 STAGE_FUNCS: dict[str, Callable[[DictConfig, Path], Any]] = {

@@ -36,6 +36,7 @@ class IngestConfig:
     valid_fraction: float = 0.2  # share of TRACKS held out for validation
     min_duration_s: float = 1.0
     split_seed: int = 0
+    workers: int = 0  # 0 = number of CPU cores
 
 
 @dataclass

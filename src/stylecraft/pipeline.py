@@ -61,7 +61,7 @@ def signature(stage: str, cfg: DictConfig, run: Path) -> str:
         parts["demo"] = section(cfg, "demo")
         parts["catalogue"] = str(catalogue_path(cfg, run))
     elif stage == "ingest":
-        parts["ingest"] = section(cfg, "ingest")
+        parts["ingest"] = {k: v for k, v in section(cfg, "ingest").items() if k != "workers"}
         try:
             parts["listing"] = _listing(catalogue_path(cfg, run))
         except StageInputError:
@@ -145,7 +145,7 @@ def stage_ingest(cfg: DictConfig, run: Path) -> dict[str, Any]:
     i = cfg.ingest
     tracks, rejects = ingest(
         catalogue_path(cfg, run), run, extensions=list(i.extensions), valid_fraction=i.valid_fraction,
-        min_duration_s=i.min_duration_s, split_seed=i.split_seed,
+        min_duration_s=i.min_duration_s, split_seed=i.split_seed, workers=i.workers,
     )
     n_valid = sum(t.split == "valid" for t in tracks)
     return {"tracks": len(tracks), "valid_tracks": n_valid, "rejects": len(rejects)}

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +21,7 @@ from stylecraft.artifacts import atomic_save_npy, atomic_write_json, sha256_file
 from stylecraft.data.manifest import Variant, Window, load_rows, save_rows
 from stylecraft.data.segment import load_track_audio
 from stylecraft.errors import StageInputError
+from stylecraft.parallel import cpu_count, resolve_workers, run_tasks
 from stylecraft.progress import make_progress
 
 N_FFT = 2048
@@ -40,38 +38,60 @@ def _istft(spec: torch.Tensor, length: int) -> torch.Tensor:
     return torch.istft(spec, N_FFT, HOP, window=window, center=True, length=length)
 
 
-def phase_vocoder(spec: torch.Tensor, rate: float) -> torch.Tensor:
-    """librosa.phase_vocoder, vectorised over frames. ``spec`` [..., F, T] complex -> [..., F, ceil(T/rate)]."""
-    n_bins, n_frames = spec.shape[-2], spec.shape[-1]
-    steps = torch.arange(0, n_frames, rate, dtype=torch.float64)
-    padded = torch.nn.functional.pad(spec, (0, 2))
-    idx = steps.long()
-    alpha = (steps - idx).to(torch.float32)
-    c0, c1 = padded[..., idx], padded[..., idx + 1]
-    mag = (1.0 - alpha) * c0.abs() + alpha * c1.abs()
-    phi_advance = torch.linspace(0, math.pi * HOP, n_bins, dtype=torch.float64)[:, None]
-    dphase = (torch.angle(c1) - torch.angle(c0)).to(torch.float64) - phi_advance
-    dphase = dphase - 2.0 * math.pi * torch.round(dphase / (2.0 * math.pi))
-    increments = phi_advance + dphase
-    # Phase of output frame t = phase of input frame 0 + sum of increments of frames before t.
-    acc = torch.cumsum(increments, dim=-1) - increments
-    phase = torch.angle(spec[..., :1]).to(torch.float64) + acc
-    return torch.polar(mag, phase.to(torch.float32))
+class VocoderSource:
+    """What librosa.phase_vocoder derives from a spectrogram, computed once and shared by every
+    rate applied to it (a window's pitch variants all stretch the same STFT).
+
+    Magnitudes, angles and phase deviations are computed once per source frame (librosa
+    recomputes them per output frame), in float32. The expected-advance part of the phase,
+    ``t * 2*pi*hop*k / n_fft``, is reduced modulo 2*pi exactly in integers, so only the small
+    wrapped deviations are summed in floating point; this keeps float32 accurate where a plain
+    float32 accumulator (librosa's, for float32 input) drifts by up to ~0.06 rad.
+    """
+
+    def __init__(self, spec: torch.Tensor, hop_length: int = HOP) -> None:
+        self.n_bins, self.n_frames = spec.shape[-2], spec.shape[-1]
+        self.n_fft = 2 * (self.n_bins - 1)
+        self.hop = hop_length
+        pad = (0, 2)  # two zero frames past the end, as librosa pads
+        self.mag = torch.nn.functional.pad(spec.abs(), pad)  # [F, T + 2]
+        ang = torch.nn.functional.pad(torch.angle(spec), pad)
+        self.ang0 = ang[:, :1]
+        self.k = torch.arange(self.n_bins, dtype=torch.int32)[:, None]
+        phi_advance = (2 * math.pi * hop_length / self.n_fft) * self.k.to(torch.float32)
+        dev = ang[:, 1:] - ang[:, :-1] - phi_advance  # [F, T + 1]
+        self.dev = dev - 2.0 * math.pi * torch.round(dev / (2.0 * math.pi))
+
+    def stretch(self, rate: float) -> torch.Tensor:
+        """librosa.phase_vocoder(spec, rate=rate): [F, ceil(T / rate)] complex."""
+        steps = torch.arange(0, self.n_frames, rate, dtype=torch.float64)
+        idx = steps.long()
+        alpha = (steps - idx).to(torch.float32)
+        out_mag = (1.0 - alpha) * self.mag.index_select(1, idx) + alpha * self.mag.index_select(1, idx + 1)
+        d = self.dev.index_select(1, idx)  # deviation measured between the frames t interpolates
+        acc_dev = torch.cumsum(d, dim=-1) - d  # sum over earlier output frames
+        t = torch.arange(steps.shape[0], dtype=torch.int32)[None, :]
+        # k * hop * t < 2**31 for any window stylecraft cuts (k <= 1024, hop 512, t < 4096).
+        lin = ((t * (self.hop * self.k)) % self.n_fft).to(torch.float32) * (2 * math.pi / self.n_fft)
+        return torch.polar(out_mag, self.ang0 + lin + acc_dev)
 
 
-def time_stretch(y: np.ndarray, rate: float, spec: torch.Tensor | None = None) -> np.ndarray:
+def phase_vocoder(spec: torch.Tensor, rate: float, hop_length: int = HOP) -> torch.Tensor:
+    """librosa.phase_vocoder, vectorised over frames. ``spec`` [F, T] complex -> [F, ceil(T/rate)]."""
+    return VocoderSource(spec, hop_length).stretch(rate)
+
+
+def time_stretch(y: np.ndarray, rate: float, source: VocoderSource | None = None) -> np.ndarray:
     """librosa.effects.time_stretch(y, rate=rate) (output length round(len(y) / rate))."""
-    x = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
-    if spec is None:
-        spec = _stft(x)
-    out = _istft(phase_vocoder(spec, rate), int(round(y.shape[-1] / rate)))
-    return out.numpy()
+    if source is None:
+        source = VocoderSource(_stft(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))))
+    return _istft(source.stretch(rate), int(round(y.shape[-1] / rate))).numpy()
 
 
-def pitch_shift(y: np.ndarray, sample_rate: int, semitones: float, spec: torch.Tensor | None = None) -> np.ndarray:
+def pitch_shift(y: np.ndarray, sample_rate: int, semitones: float, source: VocoderSource | None = None) -> np.ndarray:
     """librosa.effects.pitch_shift(y, sr, n_steps=semitones, res_type="soxr_hq"); same length as ``y``."""
     rate = 2.0 ** (-float(semitones) / 12.0)
-    stretched = time_stretch(y, rate, spec)
+    stretched = time_stretch(y, rate, source)
     shifted = soxr.resample(stretched, sample_rate / rate, sample_rate, quality="HQ")
     out = np.zeros(y.shape[-1], dtype=np.float32)
     n = min(out.shape[0], shifted.shape[0])
@@ -111,10 +131,10 @@ def _augment_track(
         start = int(round(w["start_s"] * sr))
         length = int(round(w["duration_s"] * sr))
         y = track[start : start + length]
-        spec = _stft(torch.from_numpy(np.ascontiguousarray(y)))  # shared by all pitch variants
+        source = VocoderSource(_stft(torch.from_numpy(np.ascontiguousarray(y))))  # shared by pitch variants
         for kind, value in plan_variants(Window(**w), params["pitch_semitones"], params["stretch_rates"], params["seed"]):
             if kind == "pitch":
-                out = pitch_shift(y, sr, value, spec)
+                out = pitch_shift(y, sr, value, source)
             else:
                 out = stretch_window(track, start, length, value)
             rows.append(np.round(np.clip(out, -1.0, 1.0) * 32767.0).astype(np.int16))
@@ -166,23 +186,17 @@ def augment(run_dir: str | Path, params: dict[str, Any], sample_rate: int) -> li
             todo.append(tid)
         else:
             records[tid] = rec
-    cores = os.cpu_count() or 1
-    workers = min(params.get("workers") or cores, len(todo)) if todo else 0
+    cores = cpu_count()
+    workers = resolve_workers(params.get("workers"), len(todo))
+    threads = max(1, cores // max(1, workers))
     with make_progress() as prog:
         task = prog.add_task("augment", total=len(by_track), completed=len(records))
-        if workers <= 1:
-            for tid in todo:
-                records[tid] = _augment_track(str(run), tid, [w.__dict__ for w in by_track[tid]], p, cores)
-                prog.advance(task)
-        else:
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                futs = {
-                    pool.submit(_augment_track, str(run), tid, [w.__dict__ for w in by_track[tid]], p, max(1, cores // workers)): tid
-                    for tid in todo
-                }
-                for fut, tid in futs.items():
-                    records[tid] = fut.result()
-                    prog.advance(task)
+        jobs = [(str(run), tid, [w.__dict__ for w in by_track[tid]], p, threads) for tid in todo]
+        for i, res in run_tasks(_augment_track, jobs, workers):
+            if isinstance(res, BaseException):
+                raise res
+            records[todo[i]] = res
+            prog.advance(task)
 
     wmap = {w.id: w for w in windows}
     variants: list[Variant] = []

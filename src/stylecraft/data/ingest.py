@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -14,7 +15,8 @@ from stylecraft.audio import io as audio_io
 from stylecraft.audio.loudness import integrated_loudness
 from stylecraft.data.manifest import Reject, Track, save_rows
 from stylecraft.errors import AudioDecodeError, StageInputError
-from stylecraft.progress import progress_iter
+from stylecraft.parallel import resolve_workers, run_tasks
+from stylecraft.progress import make_progress
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,36 @@ def assign_split(track_id: str, valid_fraction: float, seed: int) -> str:
     return "valid" if u < valid_fraction else "train"
 
 
+def inspect_file(path: str, min_duration_s: float) -> dict[str, Any]:
+    """Decode one file fully (a truncated file fails here, not in a later stage) and describe it.
+
+    Returns:
+        ``{"reject": reason}`` or the file's sha256, rate, channels, duration, format and loudness.
+    """
+    try:
+        info = audio_io.probe(path)
+        digest = sha256_file(path)
+        audio, sr = audio_io.load(path)
+    except AudioDecodeError as exc:
+        return {"reject": str(exc)}
+    except OSError as exc:
+        return {"reject": f"cannot read: {exc.strerror or exc}"}
+    duration = audio.shape[0] / sr
+    if duration < min_duration_s:
+        return {"reject": f"too short ({duration:.2f} s < {min_duration_s} s)"}
+    if float(np.max(np.abs(audio))) < 1e-5:
+        return {"reject": "silent"}
+    loud = integrated_loudness(audio, sr)
+    return {
+        "sha256": digest,
+        "sample_rate": int(sr),
+        "channels": int(audio.shape[1]),
+        "duration_s": round(duration, 6),
+        "format": str(info.format),
+        "loudness_lufs": round(loud, 3) if np.isfinite(loud) else None,
+    }
+
+
 def ingest(
     catalogue: str | Path,
     run_dir: str | Path,
@@ -59,6 +91,7 @@ def ingest(
     valid_fraction: float = 0.2,
     min_duration_s: float = 1.0,
     split_seed: int = 0,
+    workers: int = 0,
 ) -> tuple[list[Track], list[Reject]]:
     """Write ``tracks.jsonl`` and ``rejects.jsonl`` for every file under ``catalogue``.
 
@@ -74,45 +107,28 @@ def ingest(
         raise StageInputError(f"catalogue folder '{catalogue}' does not exist")
     exts = extensions or [".flac", ".wav", ".ogg", ".mp3", ".aiff", ".aif"]
     files, rejects = scan(catalogue, exts)
+    results: dict[int, dict[str, Any]] = {}
+    n_workers = resolve_workers(workers, len(files))
+    with make_progress() as prog:
+        task = prog.add_task("ingest", total=len(files))
+        for i, res in run_tasks(inspect_file, [(str(f), min_duration_s) for f in files], n_workers):
+            if isinstance(res, BaseException):
+                raise res
+            results[i] = res
+            prog.advance(task)
     tracks: list[Track] = []
     seen: dict[str, str] = {}
-    for path in progress_iter(files, "ingest"):
-        try:
-            info = audio_io.probe(path)
-            digest = sha256_file(path)
-            if digest in seen:
-                rejects.append(Reject(str(path), f"duplicate of '{seen[digest]}' (same sha256)"))
-                continue
-            audio, sr = audio_io.load(path)
-            duration = audio.shape[0] / sr
-            if duration < min_duration_s:
-                rejects.append(Reject(str(path), f"too short ({duration:.2f} s < {min_duration_s} s)"))
-                continue
-            if float(np.max(np.abs(audio))) < 1e-5:
-                rejects.append(Reject(str(path), "silent"))
-                continue
-            loud = integrated_loudness(audio, sr)
-        except AudioDecodeError as exc:
-            rejects.append(Reject(str(path), str(exc)))
+    for i, path in enumerate(files):  # in sorted order, so the first copy of a duplicate is kept
+        res = results[i]
+        if "reject" in res:
+            rejects.append(Reject(str(path), res["reject"]))
             continue
-        except OSError as exc:
-            rejects.append(Reject(str(path), f"cannot read: {exc.strerror or exc}"))
+        if res["sha256"] in seen:
+            rejects.append(Reject(str(path), f"duplicate of '{seen[res['sha256']]}' (same sha256)"))
             continue
-        seen[digest] = str(path)
-        tid = digest[:16]
-        tracks.append(
-            Track(
-                id=tid,
-                path=str(path),
-                sha256=digest,
-                sample_rate=int(sr),
-                channels=int(audio.shape[1]),
-                duration_s=round(duration, 6),
-                split=assign_split(tid, valid_fraction, split_seed),
-                format=str(info.format),
-                loudness_lufs=round(loud, 3) if np.isfinite(loud) else None,
-            )
-        )
+        seen[res["sha256"]] = str(path)
+        tid = res["sha256"][:16]
+        tracks.append(Track(id=tid, path=str(path), split=assign_split(tid, valid_fraction, split_seed), **res))
     tracks = _ensure_both_splits(tracks, valid_fraction)
     save_rows(run_dir / "tracks.jsonl", tracks)
     save_rows(run_dir / "rejects.jsonl", rejects)

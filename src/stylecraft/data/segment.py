@@ -7,10 +7,7 @@ track whose record matches the current settings, so a killed stage redoes only u
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ from stylecraft.audio.loudness import normalize_gain
 from stylecraft.data import features as feat
 from stylecraft.data.manifest import Track, Window, load_rows, save_rows
 from stylecraft.errors import AudioDecodeError, StageInputError
+from stylecraft.parallel import cpu_count, resolve_workers, run_tasks
 from stylecraft.progress import make_progress
 
 FEATURE_NAMES = ("mfcc", "logmel", "stft")
@@ -161,28 +159,21 @@ def segment(run_dir: str | Path, params: dict[str, Any], artist: str = "artist")
         else:
             todo.append(t)
 
-    cores = os.cpu_count() or 1
-    workers = min(params.get("workers") or cores, len(todo)) if todo else 0
+    cores = cpu_count()
+    workers = resolve_workers(params.get("workers"), len(todo))
+    threads = max(1, cores // max(1, workers))
     new_rejects: list[dict[str, str]] = []
     with make_progress() as prog:
         task = prog.add_task("segment", total=len(tracks), completed=len(records))
-        if workers <= 1:
-            for t in todo:
-                try:
-                    records[t.id] = _process_track(asdict(t), p, str(run), cores)
-                except AudioDecodeError as exc:
-                    new_rejects.append({"path": t.path, "reason": str(exc)})
-                prog.advance(task)
-        else:
-            threads = max(1, cores // workers)
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                futs = {pool.submit(_process_track, asdict(t), p, str(run), threads): t for t in todo}
-                for fut, t in futs.items():
-                    try:
-                        records[t.id] = fut.result()
-                    except AudioDecodeError as exc:
-                        new_rejects.append({"path": t.path, "reason": str(exc)})
-                    prog.advance(task)
+        jobs = [(asdict(t), p, str(run), threads) for t in todo]
+        for i, res in run_tasks(_process_track, jobs, workers):
+            if isinstance(res, AudioDecodeError):
+                new_rejects.append({"path": todo[i].path, "reason": str(res)})
+            elif isinstance(res, BaseException):
+                raise res
+            else:
+                records[todo[i].id] = res
+            prog.advance(task)
 
     windows: list[Window] = []
     for t in tracks:

@@ -1,0 +1,76 @@
+"""One pool of worker processes shared by the data stages.
+
+Workers are started with "spawn" (forking a process that has run torch can deadlock its thread
+pools) and each pays the torch/librosa import once, so the pool is kept for the life of the
+process and reused by ingest, segment and augment.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_pool: ProcessPoolExecutor | None = None
+_size = 0
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_workers(requested: int | None, tasks: int) -> int:
+    """``requested`` workers (0 or None: one per core), never more than there are tasks."""
+    n = requested or cpu_count()
+    return max(0, min(n, tasks))
+
+
+def get_pool(workers: int) -> ProcessPoolExecutor:
+    global _pool, _size
+    if _pool is None or _size != workers:
+        shutdown()
+        _pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker)
+        _size = workers
+    return _pool
+
+
+def _init_worker() -> None:
+    os.environ.setdefault("STYLECRAFT_PROGRESS", "0")
+
+
+def shutdown() -> None:
+    global _pool, _size
+    if _pool is not None:
+        _pool.shutdown(wait=True, cancel_futures=True)
+    _pool, _size = None, 0
+
+
+atexit.register(shutdown)
+
+
+def run_tasks(fn: Callable[..., T], tasks: list[tuple[Any, ...]], workers: int) -> Iterator[tuple[int, T | BaseException]]:
+    """Run ``fn(*task)`` for every task, in-process when ``workers <= 1``, else on the shared pool.
+
+    Yields ``(task index, result or the exception it raised)`` as tasks finish, so the caller
+    decides which exceptions are a rejected input and which are bugs.
+    """
+    if workers <= 1:
+        for i, args in enumerate(tasks):
+            try:
+                yield i, fn(*args)
+            except Exception as exc:  # handed back to the caller, who decides
+                yield i, exc
+        return
+    pool = get_pool(workers)
+    futures: dict[Future[T], int] = {pool.submit(fn, *args): i for i, args in enumerate(tasks)}
+    for fut in as_completed(futures):
+        exc = fut.exception()
+        yield futures[fut], (exc if exc is not None else fut.result())

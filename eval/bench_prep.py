@@ -9,7 +9,7 @@ factor: seconds of input audio processed per second of wall time.
 * stylecraft: the library functions ``ingest``, ``segment`` and ``augment`` with the default
   settings of ``IngestConfig``, ``SegmentConfig`` and ``AugmentConfig`` (workers = 0, i.e. all
   cores) on a fresh run folder. Time is taken per stage and includes everything the stages do
-  (worker process start-up, hashing, atomic writes, tempo and key estimation).
+  (starting workers, hashing, atomic writes, tempo and key estimation).
 * baseline: one process, one file at a time, written the way a librosa user would: sha256 of the
   file, ``librosa.load(sr=32000, mono=True)`` (soxr_hq), ``normalize_gain`` to -16 LUFS, 10 s
   windows every 5 s with windows under -50 dBFS RMS skipped, then per window
@@ -38,6 +38,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import hashlib
+import inspect
 import os
 import platform
 import resource
@@ -122,7 +123,8 @@ def list_audio(folder: Path, extensions: list[str], limit: int) -> list[Path]:
     """The first ``limit`` audio files under ``folder`` (recursively), sorted by relative path."""
     exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
     files = [
-        p for p in folder.rglob("*")
+        p
+        for p in folder.rglob("*")
         if p.is_file() and p.suffix.lower() in exts and not p.name.startswith(".")
     ]
     files.sort(key=lambda p: p.relative_to(folder).as_posix())
@@ -178,10 +180,37 @@ def _busy_cpu_s() -> float | None:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+def _live_descendants_cpu_s() -> float:
+    """CPU seconds of this process's live descendants (worker pools that outlive a stage)."""
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        pid = int(entry.name)
+        parent[pid] = int(fields[1])
+        ticks[pid] = int(fields[11]) + int(fields[12])  # utime + stime
+    me, total = os.getpid(), 0
+    for pid in parent:
+        p, seen = parent[pid], 0
+        while p > 1 and seen < 64:
+            if p == me:
+                total += ticks[pid]
+                break
+            p, seen = parent.get(p, 0), seen + 1
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _own_cpu_s() -> float:
-    """CPU seconds of this process and its finished children (pool workers included)."""
+    """CPU seconds of this process and all its children, finished or still running."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    live = _live_descendants_cpu_s() if Path("/proc/self/stat").exists() else 0.0
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime + live
 
 
 class OtherCpu:
@@ -200,7 +229,11 @@ class OtherCpu:
             return {"own_cpu_s": round(own, 2), "other_cpu_s": float("nan"), "other_cpu_share": 0.0}
         other = max(0.0, (self.busy1 - self.busy0) - own)
         capacity = wall_s * (os.cpu_count() or 1)
-        return {"own_cpu_s": round(own, 2), "other_cpu_s": round(other, 2), "other_cpu_share": round(other / capacity, 4)}
+        return {
+            "own_cpu_s": round(own, 2),
+            "other_cpu_s": round(other, 2),
+            "other_cpu_share": round(other / capacity, 4),
+        }
 
 
 # --------------------------------------------------------------------------------------- stylecraft
@@ -220,11 +253,9 @@ def run_stylecraft(files: list[Path], work: Path, *, valid_fraction: float | Non
     aug = dataclasses.asdict(AugmentConfig())
     clock = Clock()
     stage_cpu: dict[str, float] = {}
+    accepted = inspect.signature(ingest).parameters
     with clock("ingest"), OtherCpu() as cpu:
-        tracks, rejects = ingest(
-            catalogue, run_dir, extensions=ing["extensions"], valid_fraction=ing["valid_fraction"],
-            min_duration_s=ing["min_duration_s"], split_seed=ing["split_seed"],
-        )
+        tracks, rejects = ingest(catalogue, run_dir, **{k: v for k, v in ing.items() if k in accepted})
     stage_cpu["ingest"] = cpu.result(1.0)["own_cpu_s"]
     with clock("segment"), OtherCpu() as cpu:
         windows = segment(run_dir, seg, artist="wesnoth")
@@ -232,6 +263,7 @@ def run_stylecraft(files: list[Path], work: Path, *, valid_fraction: float | Non
     with clock("augment"), OtherCpu() as cpu:
         variants = augment(run_dir, aug, seg["sample_rate"])
     stage_cpu["augment"] = cpu.result(1.0)["own_cpu_s"]
+    shutdown_pool()
     names = {t.id: Path(t.path).name.split("_", 1)[1] for t in load_rows(run_dir / "tracks.jsonl", Track)}
     per_track = {
         name: {
@@ -252,6 +284,15 @@ def run_stylecraft(files: list[Path], work: Path, *, valid_fraction: float | Non
         "variants": len(variants),
         "per_track": per_track,
     }
+
+
+def shutdown_pool() -> None:
+    """Stop stylecraft's shared worker pool, where it keeps one, so it does not idle through the baseline."""
+    try:
+        from stylecraft import parallel
+    except ImportError:
+        return
+    parallel.shutdown()
 
 
 def _worker_ready() -> int:
@@ -311,17 +352,28 @@ def baseline_track(path: Path, track_id: str, split: str, out: Path, clock: Cloc
         with clock("features"):
             feats["mfcc"].append(
                 librosa.feature.mfcc(
-                    y=w, sr=sr, n_mfcc=seg.n_mfcc, n_fft=seg.n_fft, hop_length=seg.hop_length, n_mels=seg.n_mels
+                    y=w,
+                    sr=sr,
+                    n_mfcc=seg.n_mfcc,
+                    n_fft=seg.n_fft,
+                    hop_length=seg.hop_length,
+                    n_mels=seg.n_mels,
                 ).astype(np.float16)
             )
-            mel = librosa.feature.melspectrogram(y=w, sr=sr, n_fft=seg.n_fft, hop_length=seg.hop_length, n_mels=seg.n_mels)
+            mel = librosa.feature.melspectrogram(
+                y=w, sr=sr, n_fft=seg.n_fft, hop_length=seg.hop_length, n_mels=seg.n_mels
+            )
             feats["logmel"].append(librosa.power_to_db(mel).astype(np.float16))
-            feats["stft"].append(np.abs(librosa.stft(w, n_fft=seg.n_fft, hop_length=seg.hop_length)).astype(np.float16))
+            feats["stft"].append(
+                np.abs(librosa.stft(w, n_fft=seg.n_fft, hop_length=seg.hop_length)).astype(np.float16)
+            )
         if split != "train":
             continue
         with clock("pitch_shift"):
             for s in aug.pitch_semitones:
-                variants["pitch"].append(to_int16(librosa.effects.pitch_shift(w, sr=sr, n_steps=s, res_type="soxr_hq")))
+                variants["pitch"].append(
+                    to_int16(librosa.effects.pitch_shift(w, sr=sr, n_steps=s, res_type="soxr_hq"))
+                )
                 n_variants += 1
         with clock("time_stretch"):
             for r in aug.stretch_rates:
@@ -341,7 +393,11 @@ def run_baseline(files: list[Path], out: Path, *, force_split: str | None = None
     t0 = time.perf_counter()
     with clock("sha256"):  # all ids first: the split rule needs every track's id
         ids = [sha256_of(f)[:16] for f in files]
-    splits = [force_split] * len(files) if force_split else baseline_splits(ids, ing.valid_fraction, ing.split_seed)
+    splits = (
+        [force_split] * len(files)
+        if force_split
+        else baseline_splits(ids, ing.valid_fraction, ing.split_seed)
+    )
     for f, tid, split in zip(files, ids, splits, strict=True):
         per_file[f.name] = baseline_track(f, tid, split, out, clock)
     wall = time.perf_counter() - t0
@@ -377,7 +433,13 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "cores_usable": affinity, "ram_gib": ram_gib, "os": platform.platform()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cores_usable": affinity,
+        "ram_gib": ram_gib,
+        "os": platform.platform(),
+    }
 
 
 def versions() -> dict[str, str]:
@@ -401,6 +463,26 @@ def versions() -> dict[str, str]:
     }
 
 
+SOURCES = (
+    "data/ingest.py",
+    "data/segment.py",
+    "data/augment.py",
+    "data/features.py",
+    "audio/io.py",
+    "audio/loudness.py",
+    "artifacts.py",
+    "parallel.py",
+)
+
+
+def source_hashes() -> dict[str, str]:
+    """Short sha256 of the stylecraft modules the timed stages run, to tie figures to code."""
+    import stylecraft
+
+    root = Path(stylecraft.__file__).parent
+    return {rel: sha256_of(root / rel)[:12] if (root / rel).exists() else "missing" for rel in SOURCES}
+
+
 def markdown(res: dict[str, Any]) -> str:
     m, v = res["machine"], res["versions"]
     lines = [
@@ -412,11 +494,18 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         f"Input: {res['input']['files']} files from `{res['input']['folder']}` (first {res['input']['max_tracks']} "
         f"by name, whole tracks), {res['input']['audio_min']:.2f} min of audio "
-        f"({res['input']['sample_rates']} Hz, {res['input']['channels']} channel(s)).",
+        f"({'/'.join(map(str, res['input']['sample_rates']))} Hz, "
+        f"{'/'.join(map(str, res['input']['channels']))} channel(s)).",
+        "",
+        "stylecraft sources (sha256, 12 hex): "
+        + ", ".join(f"`{k}` {v}" for k, v in res["stylecraft_sources"].items()),
         "",
         "Realtime factor = seconds of input audio / seconds of wall time. Both paths were warmed up on a "
         f"{WARMUP_S:.0f} s excerpt first, so numba compilation and first-call costs are excluded; stylecraft's "
-        "times include its worker-process start-up. Input files were read once before timing (page cache warm).",
+        "times include starting its workers. Input files were read once before timing (page cache warm). "
+        "Own CPU s counts this process and its worker processes; other procs' CPU s is what the rest of the "
+        "machine used meanwhile (contention). The baseline is one process, but librosa's STFT-based features "
+        "run on more than one thread.",
         "",
         "| path | wall s | realtime x | own CPU s | other procs' CPU s | windows | train windows | variants |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -453,7 +542,11 @@ def markdown(res: dict[str, Any]) -> str:
                 row = f"| {k} | {s:.2f} | {100 * s / total:.0f}% |"
                 lines.append(row + (f" {cpu[k]:.2f} |" if cpu else ""))
             if "worker_startup_s" in r:
-                lines += ["", f"One spawned worker process takes {r['worker_startup_s']:.2f} s to start (imports included)."]
+                lines += [
+                    "",
+                    f"For reference, one spawned worker process takes {r['worker_startup_s']:.2f} s to start "
+                    "(imports included): what each worker of a process pool pays.",
+                ]
     if res.get("notes"):
         lines += ["", "Notes:", ""] + [f"- {n}" for n in res["notes"]]
     return "\n".join(lines) + "\n"
@@ -479,7 +572,9 @@ def print_table(res: dict[str, Any]) -> None:
     if res.get("stylecraft"):
         sc = res["stylecraft"]
         print("stylecraft stage CPU: " + ", ".join(f"{k} {s:.2f}s" for k, s in sc["stage_cpu_s"].items()))
-        print(f"stylecraft worker start-up (one spawned process): {sc['worker_startup_s']:.2f}s")
+        print(
+            f"start-up of one spawned worker process (what a process pool pays per worker): {sc['worker_startup_s']:.2f}s"
+        )
     for name in ("stylecraft", "baseline"):
         r = res.get(name)
         if r:
@@ -492,10 +587,18 @@ def print_table(res: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--music", type=Path, default=None, help=f"folder of audio files (default: {DEFAULT_MUSIC})")
-    ap.add_argument("--max-tracks", type=int, default=8, help="use the first N files sorted by name (default 8)")
-    ap.add_argument("--only", choices=("both", "stylecraft", "baseline"), default="both", help="which path(s) to time")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--music", type=Path, default=None, help=f"folder of audio files (default: {DEFAULT_MUSIC})"
+    )
+    ap.add_argument(
+        "--max-tracks", type=int, default=8, help="use the first N files sorted by name (default 8)"
+    )
+    ap.add_argument(
+        "--only", choices=("both", "stylecraft", "baseline"), default="both", help="which path(s) to time"
+    )
     ap.add_argument("--no-write", action="store_true", help="print only; leave eval/results untouched")
     args = ap.parse_args(argv)
     if args.max_tracks < 1:
@@ -547,12 +650,16 @@ def main(argv: list[str] | None = None) -> int:
             "warmup_s": WARMUP_S,
         },
         "notes": [],
+        "stylecraft_sources": source_hashes(),
     }
 
     with tempfile.TemporaryDirectory(prefix="bench_prep-") as tmp:
         tmpdir = Path(tmp)
         clip = write_warmup_clip(files, tmpdir / "warmup_in")
-        print(f"warm-up on a {WARMUP_S:.0f} s excerpt (numba/JIT and first-call costs excluded from timings) ...", flush=True)
+        print(
+            f"warm-up on a {WARMUP_S:.0f} s excerpt (numba/JIT and first-call costs excluded from timings) ...",
+            flush=True,
+        )
         t0 = time.perf_counter()
         if args.only in ("both", "stylecraft"):
             run_stylecraft([clip], tmpdir / "warmup_sc", valid_fraction=0.0)
@@ -578,6 +685,10 @@ def main(argv: list[str] | None = None) -> int:
             res["baseline"] = bl
             print(f"  baseline: {bl['wall_s']:.1f} s, {bl['realtime_factor']:.1f}x realtime", flush=True)
 
+    if source_hashes() != res["stylecraft_sources"]:
+        res["notes"].append(
+            "stylecraft source files changed during the run: rerun for figures tied to one version"
+        )
     for name in ("stylecraft", "baseline"):
         r = res.get(name)
         if r and r["other_cpu_share"] > 0.05:

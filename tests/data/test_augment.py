@@ -153,20 +153,46 @@ def test_shards_hold_one_row_per_variant(augmented: tuple[MiniRun, list[Variant]
     samples = int(run.params["window_s"] * sr)
     train_tracks = {v.track_id for v in variants}
     valid_tracks = {t.id for t in run.tracks} - train_tracks
-    assert valid_tracks and not any((run.run_dir / "variants" / f"{t}.npy").exists() for t in valid_tracks)
+    assert valid_tracks and not any(list((run.run_dir / "variants").glob(f"{t}.*")) for t in valid_tracks)
     for tid in train_tracks:
-        shard = aug.load_variant_audio(run.run_dir, tid)
         rows = [v for v in variants if v.track_id == tid]
-        assert shard.shape == (len(rows), samples) and shard.dtype == np.int16
-        assert sorted(v.row for v in rows) == list(range(len(rows)))
+        assert aug.load_variant_audio(run.run_dir, tid).shape == (len(rows), samples)
+        for name in {v.shard for v in rows}:
+            shard = aug.load_variant_shard(run.run_dir, name)
+            in_shard = [v for v in rows if v.shard == name]
+            assert shard.shape == (len(in_shard), samples) and shard.dtype == np.int16
+            assert sorted(v.row for v in in_shard) == list(range(len(in_shard)))
         # Spot-check one pitch row against a fresh render of its window.
         v = next(v for v in rows if v.kind == "pitch" and v.value == 2.0)
         w = next(w for w in run.windows if w.id == v.window_id)
         start = int(round(w.start_s * sr))
         y = load_track_audio(run.run_dir, tid)[start : start + samples]
         expected = np.round(np.clip(aug.pitch_shift(y, sr, 2.0), -1, 1) * 32767).astype(np.int16)
-        assert np.max(np.abs(shard[v.row].astype(np.int32) - expected)) <= 1
-        assert np.abs(shard[v.row]).max() > 1000  # not silence
+        got = aug.load_variant_shard(run.run_dir, v.shard)[v.row]
+        assert np.max(np.abs(got.astype(np.int32) - expected)) <= 1
+        assert np.abs(got).max() > 1000  # not silence
+
+
+def test_tracks_split_into_chunks_keep_every_variant(
+    augmented: tuple[MiniRun, list[Variant]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With 2 windows per chunk a track spans several shards; rows still point at the right audio."""
+    import shutil
+
+    src, first = augmented
+    run = tmp_path / "run"
+    shutil.copytree(src.run_dir, run)
+    for p in (run / "variants").iterdir():
+        p.unlink()
+    monkeypatch.setattr(aug, "CHUNK_WINDOWS", 2)
+    chunked = aug.augment(run, AUG_PARAMS, src.params["sample_rate"])
+    assert [v.id for v in chunked] == [v.id for v in first]
+    assert len({v.shard for v in chunked}) > len({v.shard for v in first})
+    by_id = {v.id: v for v in first}
+    for v in chunked:
+        a = aug.load_variant_shard(run, v.shard)[v.row]
+        b = aug.load_variant_shard(src.run_dir, by_id[v.id].shard)[by_id[v.id].row]
+        assert np.array_equal(a, b)
 
 
 def test_rerun_is_a_no_op(augmented: tuple[MiniRun, list[Variant]]) -> None:
@@ -196,3 +222,32 @@ def test_changed_settings_rerender(augmented: tuple[MiniRun, list[Variant]], tmp
 def test_missing_windows_manifest_raises(tmp_path: Path) -> None:
     with pytest.raises(StageInputError, match="windows.jsonl"):
         aug.augment(tmp_path, AUG_PARAMS, SR)
+
+
+@pytest.mark.parametrize("n", [320000, 288000, 352000, 5000, 2055, 1024])
+def test_span_spectra_equal_a_fresh_stft_of_each_prefix(n: int) -> None:
+    import torch
+
+    rng = np.random.default_rng(1)
+    track = (rng.standard_normal(400000) * 0.1).astype(np.float32)
+    spectra = aug.SpanSpectra(track[:360000])
+    fresh = aug.VocoderSource(aug._stft(torch.from_numpy(track[:n])))
+    shared = spectra.source(track[:n])
+    assert shared.n_frames == fresh.n_frames
+    assert torch.equal(shared.mag, fresh.mag)
+    assert torch.allclose(shared.dev, fresh.dev, atol=1e-6)
+
+
+def test_stages_leave_torch_thread_count_as_it_was(augmented: tuple[MiniRun, list[Variant]], tmp_path: Path) -> None:
+    import shutil
+
+    import torch
+
+    src, _ = augmented
+    run = tmp_path / "run"
+    shutil.copytree(src.run_dir, run)
+    for p in (run / "variants").iterdir():
+        p.unlink()
+    before = torch.get_num_threads()
+    aug.augment(run, {**AUG_PARAMS, "workers": 2}, src.params["sample_rate"])
+    assert torch.get_num_threads() == before

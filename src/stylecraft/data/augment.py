@@ -3,7 +3,7 @@
 The algorithms are librosa's (``effects.pitch_shift`` and ``effects.time_stretch``: phase vocoder
 with n_fft 2048 / hop 512, then soxr "HQ" resampling), with the phase vocoder vectorised over
 frames in torch and one STFT shared by all pitch variants of a window. Variants are rendered once,
-stored per track as int16 shards, and recorded in ``variants.jsonl`` with their seed.
+stored as int16 shards of up to 16 windows per track, and recorded in ``variants.jsonl`` with their seed.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from stylecraft.artifacts import atomic_save_npy, atomic_write_json, sha256_file
 from stylecraft.data.manifest import Variant, Window, load_rows, save_rows
 from stylecraft.data.segment import load_track_audio
 from stylecraft.errors import StageInputError
-from stylecraft.parallel import cpu_count, resolve_workers, run_tasks
+from stylecraft.parallel import cpu_count, keep_torch_threads, resolve_workers, run_tasks
 from stylecraft.progress import make_progress
 
 N_FFT = 2048
@@ -49,13 +49,15 @@ class VocoderSource:
     float32 accumulator (librosa's, for float32 input) drifts by up to ~0.06 rad.
     """
 
-    def __init__(self, spec: torch.Tensor, hop_length: int = HOP) -> None:
-        self.n_bins, self.n_frames = spec.shape[-2], spec.shape[-1]
+    def __init__(self, spec: torch.Tensor | None, hop_length: int = HOP, polar: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """From a complex spectrogram [F, T], or from its ``polar`` = (magnitude, angle) pair."""
+        mag, angle = polar if polar is not None else (spec.abs(), torch.angle(spec))  # type: ignore[union-attr]
+        self.n_bins, self.n_frames = mag.shape[-2], mag.shape[-1]
         self.n_fft = 2 * (self.n_bins - 1)
         self.hop = hop_length
         pad = (0, 2)  # two zero frames past the end, as librosa pads
-        self.mag = torch.nn.functional.pad(spec.abs(), pad)  # [F, T + 2]
-        ang = torch.nn.functional.pad(torch.angle(spec), pad)
+        self.mag = torch.nn.functional.pad(mag, pad)  # [F, T + 2]
+        ang = torch.nn.functional.pad(angle, pad)
         self.ang0 = ang[:, :1]
         self.k = torch.arange(self.n_bins, dtype=torch.int32)[:, None]
         phi_advance = (2 * math.pi * hop_length / self.n_fft) * self.k.to(torch.float32)
@@ -73,7 +75,9 @@ class VocoderSource:
         t = torch.arange(steps.shape[0], dtype=torch.int32)[None, :]
         # k * hop * t < 2**31 for any window stylecraft cuts (k <= 1024, hop 512, t < 4096).
         lin = ((t * (self.hop * self.k)) % self.n_fft).to(torch.float32) * (2 * math.pi / self.n_fft)
-        return torch.polar(out_mag, self.ang0 + lin + acc_dev)
+        phase = self.ang0 + lin + acc_dev
+        # complex(m*cos, m*sin) is torch.polar's value at half its cost on CPU (torch 2.13).
+        return torch.complex(out_mag * torch.cos(phase), out_mag * torch.sin(phase))
 
 
 def phase_vocoder(spec: torch.Tensor, rate: float, hop_length: int = HOP) -> torch.Tensor:
@@ -99,17 +103,58 @@ def pitch_shift(y: np.ndarray, sample_rate: int, semitones: float, source: Vocod
     return out
 
 
-def stretch_window(track: np.ndarray, start: int, length: int, rate: float) -> np.ndarray:
-    """A window of ``length`` samples that plays ``rate`` x faster/slower, taken from a source span
-    of ``length * rate`` samples at ``start`` (moved back at the track's end) so it stays full length."""
+def _span(track: np.ndarray, start: int, length: int, rate: float) -> tuple[int, np.ndarray]:
+    """The source span of a stretch variant: ``length * rate`` samples at ``start``, moved back at the track's end."""
     span = int(round(length * rate))
     begin = max(0, min(start, track.shape[0] - span))
-    src = track[begin : begin + span]
-    out = time_stretch(src, src.shape[0] / length) if src.shape[0] >= N_FFT else src
+    return begin, track[begin : begin + span]
+
+
+def stretch_window(
+    track: np.ndarray, start: int, length: int, rate: float, source: VocoderSource | None = None
+) -> np.ndarray:
+    """A window of ``length`` samples that plays ``rate`` x faster/slower, taken from a source span
+    of ``length * rate`` samples at ``start`` (moved back at the track's end) so it stays full length.
+
+    ``source``, if given, must be the vocoder source of exactly that span (see :class:`SpanSpectra`).
+    """
+    _, src = _span(track, start, length, rate)
+    out = time_stretch(src, src.shape[0] / length, source) if src.shape[0] >= N_FFT else src
     fixed = np.zeros(length, dtype=np.float32)
     n = min(length, out.shape[0])
     fixed[:n] = out[:n]
     return fixed
+
+
+class SpanSpectra:
+    """Vocoder sources of several spans that start at one sample, from a single STFT.
+
+    With centred frames, frame j of a span of S samples covers [j*hop - n_fft/2, j*hop + n_fft/2):
+    it equals frame j of any longer span from the same start while j*hop + n_fft/2 <= S. So one
+    STFT (and one magnitude/angle pass) of the longest span serves every shorter one; only each
+    shorter span's last few frames, which see its zero padding, are computed afresh.
+    """
+
+    def __init__(self, longest: np.ndarray) -> None:
+        spec = _stft(torch.from_numpy(np.ascontiguousarray(longest, dtype=np.float32)))
+        self.mag, self.ang = spec.abs(), torch.angle(spec)
+        self.length = longest.shape[0]
+
+    def source(self, y: np.ndarray) -> VocoderSource:
+        """The vocoder source of ``y``, a prefix of the longest span."""
+        n = y.shape[0]
+        assert n <= self.length
+        n_frames = 1 + n // HOP
+        shared = min(n_frames, (n - N_FFT // 2) // HOP + 1) if n >= N_FFT // 2 else 0
+        if shared == n_frames:
+            return VocoderSource(None, polar=(self.mag[:, :n_frames], self.ang[:, :n_frames]))
+        padded = np.concatenate([np.zeros(N_FFT // 2, np.float32), y, np.zeros(N_FFT // 2, np.float32)])
+        seg = torch.from_numpy(padded[shared * HOP : (n_frames - 1) * HOP + N_FFT])
+        window = torch.hann_window(N_FFT, periodic=True)
+        tail = torch.fft.rfft(seg.unfold(0, N_FFT, HOP) * window, dim=-1).T  # [F, tail frames]
+        mag = torch.cat([self.mag[:, :shared], tail.abs()], dim=1)
+        ang = torch.cat([self.ang[:, :shared], torch.angle(tail)], dim=1)
+        return VocoderSource(None, polar=(mag, ang))
 
 
 def plan_variants(window: Window, pitch: list[float], rates: list[float], seed: int) -> list[tuple[str, float]]:
@@ -118,8 +163,15 @@ def plan_variants(window: Window, pitch: list[float], rates: list[float], seed: 
     return [("pitch", float(v)) for v in pitch] + [("stretch", float(r)) for r in rates]
 
 
-def _augment_track(
-    run_dir: str, track_id: str, windows: list[dict[str, Any]], params: dict[str, Any], threads: int
+CHUNK_WINDOWS = 16  # windows per task and shard: keeps every core busy until the end
+
+
+def _shard_name(track_id: str, chunk: int) -> str:
+    return f"variants/{track_id}.c{chunk:02d}"
+
+
+def _augment_chunk(
+    run_dir: str, track_id: str, chunk: int, windows: list[dict[str, Any]], params: dict[str, Any], threads: int
 ) -> dict[str, Any]:
     torch.set_num_threads(max(1, threads))
     run = Path(run_dir)
@@ -131,29 +183,37 @@ def _augment_track(
         start = int(round(w["start_s"] * sr))
         length = int(round(w["duration_s"] * sr))
         y = track[start : start + length]
-        source = VocoderSource(_stft(torch.from_numpy(np.ascontiguousarray(y))))  # shared by pitch variants
-        for kind, value in plan_variants(Window(**w), params["pitch_semitones"], params["stretch_rates"], params["seed"]):
+        plan = plan_variants(Window(**w), params["pitch_semitones"], params["stretch_rates"], params["seed"])
+        # One STFT for the window and every stretch span that starts where it does (not moved back
+        # at the track's end): the shorter ones are prefixes of the longest.
+        spans = [y] + [sp for kind, v in plan if kind == "stretch" for b, sp in [_span(track, start, length, v)] if b == start]
+        spectra = SpanSpectra(max(spans, key=len))
+        source = spectra.source(y)  # shared by the pitch variants
+        for kind, value in plan:
             if kind == "pitch":
                 out = pitch_shift(y, sr, value, source)
             else:
-                out = stretch_window(track, start, length, value)
+                begin, span = _span(track, start, length, value)
+                shared = spectra.source(span) if begin == start and span.shape[0] >= N_FFT else None
+                out = stretch_window(track, start, length, value, shared)
             rows.append(np.round(np.clip(out, -1.0, 1.0) * 32767.0).astype(np.int16))
             specs.append({"window_id": w["id"], "kind": kind, "value": value})
-    sha = atomic_save_npy(run / "variants" / f"{track_id}.npy", np.stack(rows)) if rows else ""
-    record = {"track_id": track_id, "params_hash": params["hash"], "variants": specs, "sha256": sha}
-    atomic_write_json(run / "variants" / f"{track_id}.json", record)
+    name = _shard_name(track_id, chunk)
+    sha = atomic_save_npy(run / f"{name}.npy", np.stack(rows)) if rows else ""
+    record = {"track_id": track_id, "chunk": chunk, "params_hash": params["hash"], "variants": specs, "sha256": sha}
+    atomic_write_json(run / f"{name}.json", record)
     return record
 
 
-def _record_valid(run: Path, track_id: str, params_hash: str) -> dict[str, Any] | None:
-    path = run / "variants" / f"{track_id}.json"
+def _record_valid(run: Path, name: str, params_hash: str) -> dict[str, Any] | None:
+    path = run / f"{name}.json"
     if not path.exists():
         return None
     rec = json.loads(path.read_text())
     if rec.get("params_hash") != params_hash:
         return None
     if rec["variants"]:
-        shard = run / "variants" / f"{track_id}.npy"
+        shard = run / f"{name}.npy"
         if not shard.exists() or sha256_file(shard) != rec["sha256"]:
             return None
     return rec
@@ -177,31 +237,36 @@ def augment(run_dir: str | Path, params: dict[str, Any], sample_rate: int) -> li
     by_track: dict[str, list[Window]] = {}
     for w in windows:
         by_track.setdefault(w.track_id, []).append(w)
-
+    chunks = [
+        (tid, c, wins[c * CHUNK_WINDOWS : (c + 1) * CHUNK_WINDOWS])
+        for tid, wins in by_track.items()
+        for c in range((len(wins) + CHUNK_WINDOWS - 1) // CHUNK_WINDOWS)
+    ]
     records: dict[str, dict[str, Any]] = {}
     todo = []
-    for tid in by_track:
-        rec = _record_valid(run, tid, p["hash"])
+    for tid, c, wins in chunks:
+        rec = _record_valid(run, _shard_name(tid, c), p["hash"])
         if rec is None:
-            todo.append(tid)
+            todo.append((tid, c, wins))
         else:
-            records[tid] = rec
+            records[_shard_name(tid, c)] = rec
     cores = cpu_count()
     workers = resolve_workers(params.get("workers"), len(todo))
     threads = max(1, cores // max(1, workers))
-    with make_progress() as prog:
-        task = prog.add_task("augment", total=len(by_track), completed=len(records))
-        jobs = [(str(run), tid, [w.__dict__ for w in by_track[tid]], p, threads) for tid in todo]
-        for i, res in run_tasks(_augment_track, jobs, workers):
+    with keep_torch_threads(), make_progress() as prog:
+        task = prog.add_task("augment", total=len(chunks), completed=len(records))
+        jobs = [(str(run), tid, c, [w.__dict__ for w in wins], p, threads) for tid, c, wins in todo]
+        for i, res in run_tasks(_augment_chunk, jobs, workers):
             if isinstance(res, BaseException):
                 raise res
-            records[todo[i]] = res
+            records[_shard_name(todo[i][0], todo[i][1])] = res
             prog.advance(task)
 
     wmap = {w.id: w for w in windows}
     variants: list[Variant] = []
-    for tid in by_track:
-        for row, spec in enumerate(records[tid]["variants"]):
+    for tid, c, _ in chunks:
+        name = _shard_name(tid, c)
+        for row, spec in enumerate(records[name]["variants"]):
             w = wmap[spec["window_id"]]
             tag = f"{spec['kind']}{spec['value']:+g}"
             variants.append(
@@ -213,6 +278,7 @@ def augment(run_dir: str | Path, params: dict[str, Any], sample_rate: int) -> li
                     kind=spec["kind"],
                     value=spec["value"],
                     seed=params["seed"],
+                    shard=f"{name}.npy",
                     row=row,
                     caption=w.caption,
                 )
@@ -221,6 +287,12 @@ def augment(run_dir: str | Path, params: dict[str, Any], sample_rate: int) -> li
     return variants
 
 
+def load_variant_shard(run_dir: str | Path, shard: str) -> np.ndarray:
+    """A memory-mapped int16 variant shard [n_variants, samples] (``Variant.shard``)."""
+    return np.load(Path(run_dir) / shard, mmap_mode="r")
+
+
 def load_variant_audio(run_dir: str | Path, track_id: str) -> np.ndarray:
-    """Memory-mapped int16 variant shard of a track: [n_variants, samples]."""
-    return np.load(Path(run_dir) / "variants" / f"{track_id}.npy", mmap_mode="r")
+    """All variants of a track, in manifest order: int16 [n_variants, samples]."""
+    shards = sorted(Path(run_dir).glob(f"variants/{track_id}.c*.npy"))
+    return np.concatenate([np.load(p, mmap_mode="r") for p in shards]) if shards else np.zeros((0, 0), np.int16)

@@ -52,7 +52,8 @@ class Variant:
     kind: str  # "pitch" | "stretch"
     value: float  # semitones or rate
     seed: int
-    row: int  # row in the track's variant shard (variants/<track_id>.npy)
+    shard: str  # variant shard, relative to the run folder (variants/<track_id>.cNN.npy)
+    row: int  # row in that shard
     caption: str = ""
     params: dict[str, Any] = field(default_factory=dict)
 

@@ -19,7 +19,7 @@ from stylecraft.audio.loudness import normalize_gain
 from stylecraft.data import features as feat
 from stylecraft.data.manifest import Track, Window, load_rows, save_rows
 from stylecraft.errors import AudioDecodeError, StageInputError
-from stylecraft.parallel import cpu_count, resolve_workers, run_tasks
+from stylecraft.parallel import cpu_count, keep_torch_threads, resolve_workers, run_tasks
 from stylecraft.progress import make_progress
 
 FEATURE_NAMES = ("mfcc", "logmel", "stft")
@@ -163,7 +163,7 @@ def segment(run_dir: str | Path, params: dict[str, Any], artist: str = "artist")
     workers = resolve_workers(params.get("workers"), len(todo))
     threads = max(1, cores // max(1, workers))
     new_rejects: list[dict[str, str]] = []
-    with make_progress() as prog:
+    with keep_torch_threads(), make_progress() as prog:
         task = prog.add_task("segment", total=len(tracks), completed=len(records))
         jobs = [(asdict(t), p, str(run), threads) for t in todo]
         for i, res in run_tasks(_process_track, jobs, workers):

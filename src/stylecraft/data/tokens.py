@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from stylecraft.artifacts import atomic_save_npy, atomic_write_json, read_jsonl, sha256_file, sha256_json
 from stylecraft.audio.io import resample
-from stylecraft.data.augment import load_variant_audio
+from stylecraft.data.augment import load_variant_shard
 from stylecraft.data.manifest import Variant, Window, load_rows, save_rows
 from stylecraft.data.segment import load_track_audio
 from stylecraft.errors import StageInputError
@@ -88,9 +88,11 @@ def _encode_track(
         for w in wins:
             start = int(round(w.start_s * rate))
             clips.append(track[start : start + int(round(w.duration_s * rate))])
-    if vars_:
-        shard = load_variant_audio(run, tid)
-        clips.extend(np.asarray(shard[v.row], dtype=np.float32) / 32767.0 for v in vars_)
+    shards: dict[str, np.ndarray] = {}
+    for v in vars_:
+        if v.shard not in shards:
+            shards[v.shard] = load_variant_shard(run, v.shard)
+        clips.append(np.asarray(shards[v.shard][v.row], dtype=np.float32) / 32767.0)
     out = []
     for i in range(0, len(clips), batch_size):
         batch = np.stack(clips[i : i + batch_size])

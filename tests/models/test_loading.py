@@ -76,3 +76,42 @@ def test_cli_missing_model_is_one_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == [lines[0]] and lines[0].startswith("error: model 'musicgen-small'")
     assert "Traceback" not in proc.stderr
+
+
+def test_melody_models_load_by_folder_and_training_them_is_a_clear_error(tmp_path):
+    from transformers import MusicgenMelodyConfig, MusicgenMelodyDecoderConfig, MusicgenMelodyForConditionalGeneration
+
+    from stylecraft.config import load_recipe
+    from stylecraft.errors import StylecraftError
+    from stylecraft.models.presets import byte_tokenizer, tiny_config
+    from stylecraft.train.loop import train
+
+    base = tiny_config()
+    known = MusicgenMelodyDecoderConfig().to_dict()
+    decoder = MusicgenMelodyDecoderConfig(**{k: v for k, v in base.decoder.to_dict().items() if k in known})
+    cfg = MusicgenMelodyConfig(
+        text_encoder=base.text_encoder.to_dict(), audio_encoder=base.audio_encoder.to_dict(),
+        decoder=decoder.to_dict(), num_chroma=12, chroma_length=235,
+    )
+    MusicgenMelodyForConditionalGeneration(cfg).save_pretrained(tmp_path / "melody")
+    byte_tokenizer().save_pretrained(tmp_path / "melody")
+    bundle = load_model(str(tmp_path / "melody"))
+    assert type(bundle.model).__name__ == "MusicgenMelodyForConditionalGeneration"
+    assert bundle.model_type == "musicgen_melody"
+    (tmp_path / "run" / "tokens").mkdir(parents=True)
+    (tmp_path / "run" / "tokens" / "index.jsonl").write_text("")
+    recipe = load_recipe(None, [f"run_dir={tmp_path / 'run'}", "catalogue=x", "train.batch_size=1"])
+
+    class _Data:
+        train = [0, 1]
+        valid = [0]
+
+    with pytest.raises(StylecraftError, match="musicgen_melody' model is not supported yet"):
+        train(tmp_path / "run", recipe, data_fn=lambda run: _Data(), bundle=bundle)
+
+
+def test_unsupported_model_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(CheckpointError, match="holds a 'bert' model"):
+        load_model(str(tmp_path / "bert"))

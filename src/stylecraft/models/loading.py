@@ -10,20 +10,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, MusicgenForConditionalGeneration, PreTrainedTokenizerBase
+from transformers import AutoModelForTextToWaveform, AutoTokenizer, MusicgenForConditionalGeneration, PreTrainedTokenizerBase
 
 from stylecraft.errors import CheckpointError, ModelNotFoundError
 from stylecraft.models import presets, registry
 
 PRESETS = ("tiny",)
+SUPPORTED_TYPES = ("musicgen", "musicgen_melody")
 
 
 @dataclass
 class ModelBundle:
-    model: MusicgenForConditionalGeneration
+    model: MusicgenForConditionalGeneration  # or MusicgenMelodyForConditionalGeneration
     tokenizer: PreTrainedTokenizerBase
     name: str
     source: str
+
+    @property
+    def model_type(self) -> str:
+        return str(self.model.config.model_type)
 
     @property
     def sample_rate(self) -> int:
@@ -53,8 +58,16 @@ class ModelBundle:
 def _from_folder(folder: Path, name: str) -> ModelBundle:
     if not (folder / "config.json").exists():
         raise CheckpointError(f"'{folder}' is not a model folder (no config.json)")
+    import json
+
+    model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    if model_type not in SUPPORTED_TYPES:
+        raise CheckpointError(
+            f"'{folder}' holds a '{model_type}' model; stylecraft loads {', '.join(SUPPORTED_TYPES)} models"
+        )
     try:
-        model = MusicgenForConditionalGeneration.from_pretrained(folder, local_files_only=True)
+        # The auto class picks MusicgenForConditionalGeneration or MusicgenMelodyForConditionalGeneration.
+        model = AutoModelForTextToWaveform.from_pretrained(folder, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load model from '{folder}': {str(exc).splitlines()[0]}") from None

@@ -203,6 +203,12 @@ def train(
             f"{len(data.train)} training item(s) is fewer than train.batch_size={t.batch_size}: lower it or add audio"
         )
     bundle = bundle or load_model(cfg.model.name)
+    if bundle.model_type != "musicgen":
+        # Melody models prepend the text (and chroma) states to the decoder input instead of
+        # cross-attending to them; this loop builds cross-attention batches only.
+        raise StylecraftError(
+            f"training a '{bundle.model_type}' model is not supported yet: use musicgen-small/-medium/-large"
+        )
     model = bundle.model
     model.text_encoder.requires_grad_(False)
     model.audio_encoder.requires_grad_(False)

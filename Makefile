@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make quickstart   create .venv, install everything, run recipes/quickstart.yaml offline on CPU
-#   make test         create or reuse .venv and run the test suite
+#   make test         create or reuse .venv, lint (ruff, mypy) and run the test suite
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -22,11 +22,12 @@ venv: $(VENV)/.installed
 quickstart: venv
 	$(VENV)/bin/stylecraft run recipes/quickstart.yaml
 
-test: venv
+test: venv lint
 	$(PY) -m pytest -q
 
 lint: venv
 	$(VENV)/bin/ruff check src tests eval
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf runs .pytest_cache

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -27,7 +27,9 @@ RunDir = Annotated[Path | None, typer.Option("--run-dir", help="run folder (defa
 RecipeOpt = Annotated[Path | None, typer.Option("--recipe", help="recipe YAML (default: <run-dir>/recipe.yaml if present)")]
 
 
-def _config(recipe: Path | None, run_dir: Path | None, overrides: list[str] | None, extra: list[str] = ()):  # noqa: B006
+def _config(
+    recipe: Path | None, run_dir: Path | None, overrides: list[str] | None, extra: tuple[str, ...] = ()
+) -> Any:
     from stylecraft.config import load_recipe
 
     items = list(extra) + list(overrides or [])
@@ -72,7 +74,7 @@ def ingest(
     """Decode every audio file under CATALOGUE into tracks.jsonl; the rest go to rejects.jsonl."""
     from stylecraft.pipeline import run_stage
 
-    cfg = _config(recipe, run_dir, overrides, extra=[f"catalogue={catalogue.resolve()}"])
+    cfg = _config(recipe, run_dir, overrides, extra=(f"catalogue={catalogue.resolve()}",))
     run_stage("ingest", cfg, force=True)
 
 

@@ -48,6 +48,7 @@ def get_pool(workers: int) -> ProcessPoolExecutor:
         else:
             _pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker)
         _size = workers
+    assert _pool is not None
     return _pool
 
 
@@ -81,8 +82,8 @@ def run_tasks(fn: Callable[..., T], tasks: list[tuple[Any, ...]], workers: int) 
     pool = get_pool(workers)
     futures: dict[Future[T], int] = {pool.submit(fn, *args): i for i, args in enumerate(tasks)}
     for fut in as_completed(futures):
-        exc = fut.exception()
-        yield futures[fut], (exc if exc is not None else fut.result())
+        error = fut.exception()
+        yield futures[fut], (error if error is not None else fut.result())
 
 
 @contextlib.contextmanager

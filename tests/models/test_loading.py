@@ -79,7 +79,11 @@ def test_cli_missing_model_is_one_line(tmp_path):
 
 
 def test_melody_models_load_by_folder_and_training_them_is_a_clear_error(tmp_path):
-    from transformers import MusicgenMelodyConfig, MusicgenMelodyDecoderConfig, MusicgenMelodyForConditionalGeneration
+    from transformers import (
+        MusicgenMelodyConfig,
+        MusicgenMelodyDecoderConfig,
+        MusicgenMelodyForConditionalGeneration,
+    )
 
     from stylecraft.config import load_recipe
     from stylecraft.errors import StylecraftError

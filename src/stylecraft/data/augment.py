@@ -51,7 +51,10 @@ class VocoderSource:
 
     def __init__(self, spec: torch.Tensor | None, hop_length: int = HOP, polar: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         """From a complex spectrogram [F, T], or from its ``polar`` = (magnitude, angle) pair."""
-        mag, angle = polar if polar is not None else (spec.abs(), torch.angle(spec))  # type: ignore[union-attr]
+        if polar is None:
+            assert spec is not None, "give a spectrogram or its (magnitude, angle) pair"
+            polar = (spec.abs(), torch.angle(spec))
+        mag, angle = polar
         self.n_bins, self.n_frames = mag.shape[-2], mag.shape[-1]
         self.n_fft = 2 * (self.n_bins - 1)
         self.hop = hop_length

@@ -223,10 +223,9 @@ def _note_clock(n: int, sr: int, onsets: np.ndarray) -> _Clock:
     note -= 1
     ends = np.append(onsets[1:], n)
     # Samples since onset fit float32 exactly (< 2**24, i.e. over 8 minutes at 32 kHz).
-    t = np.arange(n, dtype=np.int32)
-    t -= onsets.astype(np.int32)[note]
-    t = t.astype(_F)
-    t *= _F(1.0 / sr)
+    since = np.arange(n, dtype=np.int32)
+    since -= onsets.astype(np.int32)[note]
+    t = since.astype(_F) * _F(1.0 / sr)
     slot = ((ends - onsets) / sr).astype(_F)[note]
     return _Clock(note=note, t=t, slot=slot)
 

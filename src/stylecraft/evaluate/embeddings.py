@@ -13,6 +13,7 @@ downloads stay out of module import time.
 
 from __future__ import annotations
 
+import importlib.metadata
 import warnings
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
@@ -171,8 +172,8 @@ class MfccEmbedding:
                 "partial": "dropped unless the only block",
             },
             "dim": self.dim,
-            "librosa": librosa.__version__,
-            "soxr": soxr.__version__,
+            "librosa": importlib.metadata.version("librosa"),
+            "soxr": importlib.metadata.version("soxr"),
         }
 
     def frame_features(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:

@@ -8,9 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from transformers import AutoModelForTextToWaveform, AutoTokenizer, MusicgenForConditionalGeneration, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForTextToWaveform,
+    AutoTokenizer,
+    MusicgenForConditionalGeneration,
+    PreTrainedTokenizerBase,
+)
 
 from stylecraft.errors import CheckpointError, ModelNotFoundError
 from stylecraft.models import presets, registry
@@ -27,32 +33,40 @@ class ModelBundle:
     source: str
 
     @property
+    def _audio(self) -> Any:  # transformers types sub-configs loosely (dict | config | None)
+        return self.model.config.audio_encoder
+
+    @property
+    def _decoder(self) -> Any:
+        return self.model.config.decoder
+
+    @property
     def model_type(self) -> str:
         return str(self.model.config.model_type)
 
     @property
     def sample_rate(self) -> int:
-        return int(self.model.config.audio_encoder.sampling_rate)
+        return int(self._audio.sampling_rate)
 
     @property
     def frame_rate(self) -> int:
-        return int(self.model.config.audio_encoder.frame_rate)
+        return int(self._audio.frame_rate)
 
     @property
     def num_codebooks(self) -> int:
-        return int(self.model.config.decoder.num_codebooks)
+        return int(self._decoder.num_codebooks)
 
     @property
     def codebook_size(self) -> int:
-        return int(self.model.config.decoder.vocab_size)
+        return int(self._decoder.vocab_size)
 
     @property
     def pad_token_id(self) -> int:
-        return int(self.model.config.decoder.pad_token_id)
+        return int(self._decoder.pad_token_id)
 
     @property
     def bandwidth(self) -> float:
-        return float(self.model.config.audio_encoder.target_bandwidths[-1])
+        return float(self._audio.target_bandwidths[-1])
 
 
 def _from_folder(folder: Path, name: str) -> ModelBundle:
@@ -130,7 +144,7 @@ def _preset_cache_dir(name: str) -> Path:
 
     h = hashlib.sha256()
     for mod in (presets, demo):
-        h.update(Path(mod.__file__).read_bytes())
+        h.update(Path(str(mod.__file__)).read_bytes())
     h.update(f"{torch.__version__}|{transformers.__version__}".encode())
     root = Path(os.environ.get("STYLECRAFT_CACHE", Path.home() / ".cache" / "stylecraft"))
     return root / "presets" / f"{name}-{h.hexdigest()[:16]}"
@@ -162,7 +176,7 @@ def load_model(name_or_path: str, device: str | torch.device = "cpu") -> ModelBu
         bundle = load_preset(name_or_path)
     else:
         bundle = _from_folder(folder, name_or_path)
-    bundle.model.to(device)
+    bundle.model.to(device)  # type: ignore[arg-type]  # transformers' to() accepts devices
     return bundle
 
 

@@ -8,6 +8,8 @@ outputs of deterministic synthesised music.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -50,7 +52,7 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
 def tiny_config() -> MusicgenConfig:
     text = T5Config(
         vocab_size=259, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
-        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        pad_token_id=0, eos_token_id=1,
     )
     audio = EncodecConfig(
         sampling_rate=SAMPLE_RATE, audio_channels=1, num_filters=8, upsampling_ratios=[8, 5, 4, 4],
@@ -61,9 +63,10 @@ def tiny_config() -> MusicgenConfig:
     decoder = MusicgenDecoderConfig(
         vocab_size=TINY_CODEBOOK_SIZE, max_position_embeddings=2048, num_hidden_layers=2, ffn_dim=256,
         num_attention_heads=4, hidden_size=64, num_codebooks=TINY_CODEBOOKS, audio_channels=1,
-        pad_token_id=TINY_CODEBOOK_SIZE, bos_token_id=TINY_CODEBOOK_SIZE,
-        decoder_start_token_id=TINY_CODEBOOK_SIZE, dropout=0.0,
+        pad_token_id=TINY_CODEBOOK_SIZE, bos_token_id=TINY_CODEBOOK_SIZE, dropout=0.0,
     )
+    # MusicGen reads the start token from the decoder config (not a constructor argument in v5).
+    decoder.decoder_start_token_id = TINY_CODEBOOK_SIZE
     return MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict())
 
 
@@ -93,12 +96,12 @@ def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> t
 @torch.no_grad()
 def fit_codebooks(model: MusicgenForConditionalGeneration, audio: np.ndarray, seed: int = 0, iters: int = 12) -> None:
     """Set every residual codebook of the EnCodec quantizer by k-means on ``audio`` [B, samples]."""
-    enc = model.audio_encoder
+    enc: Any = model.audio_encoder
     x = torch.from_numpy(np.asarray(audio, dtype=np.float32))[:, None, :]  # [B, 1, S]
     emb = enc.encoder(x)  # [B, D, T]
     residual = emb.transpose(1, 2).reshape(-1, emb.shape[1])  # [N, D]
     gen = torch.Generator().manual_seed(seed)
-    n_q = model.config.decoder.num_codebooks
+    n_q = int(cast(Any, model.config).decoder.num_codebooks)
     for layer in enc.quantizer.layers[:n_q]:
         cb = layer.codebook
         centers = kmeans(residual, cb.embed.shape[0], iters, gen)

@@ -15,7 +15,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from accelerate import Accelerator
@@ -97,7 +97,9 @@ class TextConditioner:
     """Frozen T5 encoder states per caption, cached (captions repeat across windows)."""
 
     def __init__(self, bundle: ModelBundle, device: torch.device) -> None:
-        self.encoder = bundle.model.text_encoder.to(device).eval()
+        self.encoder = cast(Any, bundle.model.text_encoder)
+        self.encoder.to(device)
+        self.encoder.eval()
         self.device = device
         self.cache: dict[str, torch.Tensor] = {}
 
@@ -209,7 +211,7 @@ def train(
         raise StylecraftError(
             f"training a '{bundle.model_type}' model is not supported yet: use musicgen-small/-medium/-large"
         )
-    model = bundle.model
+    model: Any = bundle.model  # becomes a PeftModel with LoRA, then Accelerate's wrapper
     model.text_encoder.requires_grad_(False)
     model.audio_encoder.requires_grad_(False)
     if t.mode == "lora":
@@ -241,7 +243,7 @@ def train(
     )
     cond = TextConditioner(bundle, accelerator.device)
 
-    state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "best_val": None}
+    state: dict[str, Any] = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "best_val": None}
     done = _checkpoints(ckpt_root)
     if done:
         last = done[-1]
@@ -347,7 +349,7 @@ def _save_checkpoint(accelerator: Accelerator, root: Path, step: int, state: dic
     accelerator.wait_for_everyone()
 
 
-def _export(model: torch.nn.Module, bundle: ModelBundle, run: Path, cfg: Any) -> dict[str, Any]:
+def _export(model: Any, bundle: ModelBundle, run: Path, cfg: Any) -> dict[str, Any]:
     """Save the fine-tuned model (merged LoRA) with tokenizer, provenance and a loss plot."""
     from omegaconf import OmegaConf
 

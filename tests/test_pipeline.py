@@ -112,7 +112,14 @@ def test_fad_cli_json(quick_run, tmp_path):
 
 
 def test_user_errors_are_one_line(tmp_path):
+    (tmp_path / "file.wav").write_bytes(b"")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "r.yaml").write_text("name: x\n")
     cases = [
+        ("train", str(tmp_path / "r.yaml"), f"run_dir={tmp_path / 'untokenized'}"),
+        ("segment", "--run-dir", str(tmp_path / "never-ingested")),
+        ("ingest", str(tmp_path / "file.wav"), "--run-dir", str(tmp_path / "r")),
+        ("ingest", str(tmp_path / "empty"), "--run-dir", str(tmp_path / "r")),
         ("run", str(ROOT / "recipes" / "quickstart.yaml"), "train.max_stepz=3"),
         ("run", str(tmp_path / "missing.yaml")),
         ("ingest", str(tmp_path / "nothing-here"), "--run-dir", str(tmp_path / "r")),
@@ -126,7 +133,10 @@ def test_user_errors_are_one_line(tmp_path):
         assert proc.returncode == 1, (args, proc.stderr)
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, proc.stderr)
-    assert "train.max_stepz" in _cli(*cases[0]).stderr
+    assert "run `stylecraft tokenize` first" in _cli(*cases[0]).stderr
+    assert "is a file" in _cli(*cases[2]).stderr
+    assert "no audio files" in _cli(*cases[3]).stderr
+    assert "train.max_stepz" in _cli(*cases[4]).stderr
     assert "cannot download 'musicgen-small'" in _cli(*cases[-1]).stderr
 
 

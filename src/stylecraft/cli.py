@@ -107,7 +107,7 @@ def train(
     from stylecraft.pipeline import run_stage
 
     items = list(overrides or []) + ([f"run_dir={run_dir}"] if run_dir else [])
-    run_stage("train", load_recipe(recipe, items), force=True)
+    run_stage("train", load_recipe(recipe, items, require_catalogue=False), force=True)
 
 
 @app.command()

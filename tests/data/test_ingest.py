@@ -203,5 +203,5 @@ def test_only_bad_files_writes_rejects_and_raises(tmp_path: Path) -> None:
 
 def test_empty_catalogue_raises(tmp_path: Path) -> None:
     (tmp_path / "cat").mkdir()
-    with pytest.raises(StageInputError, match="0 file"):
+    with pytest.raises(StageInputError, match="no audio files"):
         ingest(tmp_path / "cat", tmp_path / "run")

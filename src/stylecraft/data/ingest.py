@@ -103,8 +103,10 @@ def ingest(
     """
     catalogue = Path(catalogue).expanduser().resolve()
     run_dir = Path(run_dir)
-    if not catalogue.is_dir():
+    if not catalogue.exists():
         raise StageInputError(f"catalogue folder '{catalogue}' does not exist")
+    if not catalogue.is_dir():
+        raise StageInputError(f"catalogue '{catalogue}' is a file: pass the folder that holds the artist's audio")
     exts = extensions or [".flac", ".wav", ".ogg", ".mp3", ".aiff", ".aif"]
     files, rejects = scan(catalogue, exts)
     results: dict[int, dict[str, Any]] = {}
@@ -132,6 +134,8 @@ def ingest(
     tracks = _ensure_both_splits(tracks, valid_fraction)
     save_rows(run_dir / "tracks.jsonl", tracks)
     save_rows(run_dir / "rejects.jsonl", rejects)
+    if not files:
+        raise StageInputError(f"no audio files ({' '.join(exts)}) under '{catalogue}'")
     if not tracks:
         raise StageInputError(f"no usable audio under '{catalogue}' ({len(rejects)} file(s) rejected, see rejects.jsonl)")
     return tracks, rejects

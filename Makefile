@@ -10,11 +10,12 @@ TORCH ?= torch==2.13.0
 
 .PHONY: venv quickstart test lint clean
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins the versions the suite last passed with; pyproject.toml keeps ranges.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
 venv: $(VENV)/.installed

@@ -154,3 +154,34 @@ def test_ingest_cli_rejects_bad_file_and_keeps_rest(tmp_path):
     rejects = read_jsonl(tmp_path / "run" / "rejects.jsonl")
     assert sorted(Path(t["path"]).name for t in tracks) == ["good0.flac", "good1.flac"]
     assert [Path(r["path"]).name for r in rejects] == ["broken.wav"] and rejects[0]["reason"]
+
+
+def test_verify_clean_run_then_tampered_copy(quick_run, tmp_path):
+    import shutil
+
+    from stylecraft.verify import verify
+
+    clean = verify(quick_run)
+    kinds = {f.detail.split(":")[0] for f in clean}
+    assert {"segment audio", "segment mfcc", "variant shard", "token shard", "model file",
+            "checkpoint file", "generated audio"} <= kinds
+    assert all(f.status == "ok" for f in clean), [f for f in clean if f.status != "ok"]
+    proc = _cli("verify", str(quick_run))
+    assert proc.returncode == 0 and "ok" in proc.stdout
+
+    run = tmp_path / "copy"
+    shutil.copytree(quick_run, run)
+    token = sorted((run / "tokens").glob("*.npy"))[0]
+    token.write_bytes(token.read_bytes() + b"x")
+    feature = sorted((run / "features").glob("*.logmel.npy"))[0]
+    feature.unlink()
+    (run / "generated" / ".half.tmp.flac").write_bytes(b"")
+    found = {(f.status, f.path) for f in verify(run) if f.status != "ok"}
+    assert ("altered", f"tokens/{token.name}") in found
+    assert ("missing", f"features/{feature.name}") in found
+    assert ("leftover", "generated/.half.tmp.flac") in found
+    proc = _cli("verify", str(run), "--json")
+    assert proc.returncode == 1
+    counts = json.loads(proc.stdout)["counts"]
+    assert counts["altered"] == 1 and counts["missing"] == 1 and counts["leftover"] == 1
+    assert _cli("verify", str(tmp_path)).returncode == 1  # not a run folder: one-line error

@@ -171,6 +171,28 @@ def fetch(name: Annotated[str, typer.Argument(help="registry name, e.g. musicgen
 
 
 @app.command()
+def verify(
+    run_dir: Annotated[Path, typer.Argument(help="run folder")],
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Check every artifact of a run against its manifests; exit 1 if anything is missing or altered."""
+    from stylecraft.verify import BAD, summary
+    from stylecraft.verify import verify as run_verify
+
+    findings = run_verify(run_dir)
+    counts = summary(findings)
+    problems = [f for f in findings if f.status != "ok"]
+    if as_json:
+        typer.echo(json.dumps({"counts": counts, "problems": [f.__dict__ for f in problems]}))
+    else:
+        for f in problems:
+            typer.echo(f"{f.status:15s} {f.path}  ({f.detail})")
+        typer.echo(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing recorded")
+    if any(f.status in BAD for f in findings):
+        raise typer.Exit(1)
+
+
+@app.command()
 def models() -> None:
     """List presets and registry models, and whether each is on this machine."""
     from stylecraft.models import registry
@@ -194,7 +216,10 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()  # stylecraft shows its own progress per stage
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns a command's typer.Exit code instead of exiting.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except StylecraftError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -119,3 +119,15 @@ def test_two_process_data_parallel_on_cpu(tokenized_run, tmp_path):
         assert len(sums) == 2 and sums[0] == sums[1]
         assert (ckpt / "random_states_1.pkl").exists()
     assert (run / "model" / "model.safetensors").exists()
+
+
+def test_resume_refuses_checkpoints_made_with_other_settings(fresh_run):
+    from stylecraft.errors import StylecraftError
+
+    train(fresh_run, mini_cfg(fresh_run, "train.max_steps=2", "train.save_every=2"))
+    # Training longer is a resume...
+    train(fresh_run, mini_cfg(fresh_run, "train.max_steps=3", "train.save_every=2"))
+    assert [r["step"] for r in read_jsonl(fresh_run / "train" / "metrics.jsonl")] == [1, 2, 3]
+    # ...a different mode or learning rate is not.
+    with pytest.raises(StylecraftError, match=r"other settings \(train.lr, train.mode\)"):
+        train(fresh_run, mini_cfg(fresh_run, "train.max_steps=4", "train.mode=full", "train.lr=0.01"))

@@ -119,6 +119,20 @@ class TextConditioner:
         return states, mask
 
 
+# Settings a run may change and still resume (train longer, save or evaluate at other intervals).
+RESUMABLE_CHANGES = ("max_steps", "save_every", "keep_last", "eval_every", "eval_batches", "log_every")
+
+
+def _resume_settings(cfg: Any) -> dict[str, Any]:
+    """What a checkpoint must agree on to be resumed: the model and every other training setting."""
+    from omegaconf import OmegaConf
+
+    train = OmegaConf.to_container(cfg.train, resolve=True)
+    assert isinstance(train, dict)
+    kept = {"train." + str(k): v for k, v in train.items() if k not in RESUMABLE_CHANGES}
+    return {"model.name": cfg.model.name, **kept}
+
+
 def _checkpoints(ckpt_root: Path) -> list[Path]:
     done = [p for p in ckpt_root.glob("step-*") if (p / STATE_FILE).exists()]
     return sorted(done, key=lambda p: int(p.name.split("-")[1]))
@@ -243,12 +257,20 @@ def train(
     )
     cond = TextConditioner(bundle, accelerator.device)
 
-    state: dict[str, Any] = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "best_val": None}
+    settings = _resume_settings(cfg)
+    state: dict[str, Any] = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "best_val": None, "settings": settings}
     done = _checkpoints(ckpt_root)
     if done:
         last = done[-1]
+        saved = json.loads((last / STATE_FILE).read_text())
+        changed = sorted(k for k in settings if saved.get("settings", {}).get(k) != settings[k])
+        if changed:
+            raise StylecraftError(
+                f"checkpoints in '{ckpt_root}' were made with other settings ({', '.join(changed)}): "
+                "use a new run_dir, or delete its train/ to start over"
+            )
         accelerator.load_state(str(last))
-        state = json.loads((last / STATE_FILE).read_text())
+        state = saved
         if accelerator.is_main_process:
             kept = [r for r in read_jsonl_tolerant(train_dir / "metrics.jsonl") if r.get("step", 0) <= state["step"]]
             write_jsonl(train_dir / "metrics.jsonl", kept)
@@ -339,8 +361,10 @@ def _save_checkpoint(accelerator: Accelerator, root: Path, step: int, state: dic
         other_log.setLevel(level)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        # The state file is written last, so a step folder without it is never trusted.
-        atomic_write_json(tmp / STATE_FILE, state)
+        # The state file is written last, so a step folder without it is never trusted; it lists
+        # the sha256 of every file beside it for `stylecraft verify`.
+        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        atomic_write_json(tmp / STATE_FILE, {**state, "files": files})
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -362,6 +386,7 @@ def _export(model: Any, bundle: ModelBundle, run: Path, cfg: Any) -> dict[str, A
     metrics = read_jsonl_tolerant(train_dir / "metrics.jsonl")
     index = run / "tokens" / "index.jsonl"
     provenance = {
+        "files": {p.name: sha256_file(p) for p in sorted((run / "model").iterdir()) if p.is_file()},
         "base_model": cfg.model.name,
         "base_source": bundle.source,
         "mode": cfg.train.mode,

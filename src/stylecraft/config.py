@@ -50,7 +50,6 @@ class SegmentConfig:
     hop_length: int = 512  # 50% overlap
     n_mels: int = 64
     n_mfcc: int = 20
-    shard_size: int = 64  # windows per feature shard
     workers: int = 0  # 0 = number of CPU cores
 
 
@@ -59,7 +58,6 @@ class AugmentConfig:
     pitch_semitones: list[float] = field(default_factory=lambda: [-2.0, -1.0, 1.0, 2.0])
     stretch_rates: list[float] = field(default_factory=lambda: [0.9, 1.1])
     seed: int = 0
-    shard_size: int = 64
     workers: int = 0
 
 

@@ -42,8 +42,13 @@ def make_progress() -> Progress:
     )
 
 
-def progress_iter(items: Sequence[T] | Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-    """Iterate with a progress bar (a plain iteration when progress is disabled)."""
+def progress_iter(
+    items: Sequence[T] | Iterable[T], description: str, total: int | None = None, enabled: bool = True
+) -> Iterator[T]:
+    """Iterate with a progress bar on stderr (a plain iteration when progress is disabled)."""
+    if not enabled:
+        yield from items
+        return
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
     with make_progress() as prog:

@@ -166,8 +166,8 @@ def test_rerun_reuses_every_track(mini_run_copy: MiniRun) -> None:
     windows = segment(run, mini_run_copy.params, artist="demo artist")
     assert windows == mini_run_copy.windows
     assert _run_files(run) == before
-    # Workers and shard size are not part of the settings hash.
-    segment(run, {**mini_run_copy.params, "workers": 2, "shard_size": 8}, artist="demo artist")
+    # The worker count is not part of the settings hash.
+    segment(run, {**mini_run_copy.params, "workers": 2}, artist="demo artist")
     assert _run_files(run) == before
 
 

@@ -160,9 +160,8 @@ class SpanSpectra:
         return VocoderSource(None, polar=(mag, ang))
 
 
-def plan_variants(window: Window, pitch: list[float], rates: list[float], seed: int) -> list[tuple[str, float]]:
-    """Every (kind, value) of a window. Recorded with the seed so subsets stay reproducible."""
-    del window, seed  # every combination is rendered; the seed is recorded for sampled subsets
+def plan_variants(pitch: list[float], rates: list[float]) -> list[tuple[str, float]]:
+    """Every (kind, value) variant rendered for each training window."""
     return [("pitch", float(v)) for v in pitch] + [("stretch", float(r)) for r in rates]
 
 
@@ -186,7 +185,7 @@ def _augment_chunk(
         start = int(round(w["start_s"] * sr))
         length = int(round(w["duration_s"] * sr))
         y = track[start : start + length]
-        plan = plan_variants(Window(**w), params["pitch_semitones"], params["stretch_rates"], params["seed"])
+        plan = plan_variants(params["pitch_semitones"], params["stretch_rates"])
         # One STFT for the window and every stretch span that starts where it does (not moved back
         # at the track's end): the shorter ones are prefixes of the longest.
         spans = [y] + [sp for kind, v in plan if kind == "stretch" for b, sp in [_span(track, start, length, v)] if b == start]
@@ -236,7 +235,7 @@ def augment(run_dir: str | Path, params: dict[str, Any], sample_rate: int) -> li
         raise StageInputError(f"'{wpath}' is missing: run `stylecraft segment` first")
     windows = [w for w in load_rows(wpath, Window) if w.split == "train"]
     p = {**params, "sample_rate": sample_rate}
-    p["hash"] = sha256_json({k: v for k, v in p.items() if k not in ("workers", "shard_size")} | {"windows": sha256_file(wpath)})
+    p["hash"] = sha256_json({k: v for k, v in p.items() if k != "workers"} | {"windows": sha256_file(wpath)})
     by_track: dict[str, list[Window]] = {}
     for w in windows:
         by_track.setdefault(w.track_id, []).append(w)

@@ -148,7 +148,7 @@ def segment(run_dir: str | Path, params: dict[str, Any], artist: str = "artist")
     if not tracks:
         raise StageInputError(f"'{tracks_path}' lists no tracks")
     p = dict(params)
-    p["hash"] = sha256_json({k: v for k, v in params.items() if k not in ("workers", "shard_size")})
+    p["hash"] = sha256_json({k: v for k, v in params.items() if k != "workers"})
 
     records: dict[str, dict[str, Any]] = {}
     todo: list[Track] = []

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +20,7 @@ from stylecraft.artifacts import atomic_save_npy, sha256_file, sha256_json
 from stylecraft.errors import AudioDecodeError, StylecraftError
 from stylecraft.evaluate.embeddings import Embedding, get_embedding
 from stylecraft.evaluate.frechet import frechet_distance, gaussian_stats
+from stylecraft.progress import progress_iter
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -175,17 +175,6 @@ def _embed_file(path: Path, embedding: Embedding, cache_dir: Path | None) -> np.
     return emb
 
 
-def _progress_iter(items: list[Path], description: str, enabled: bool) -> Iterator[Path]:
-    """Iterate with a progress bar on stderr (stdout may carry the JSON result)."""
-    if not enabled:
-        yield from items
-        return
-    from rich.console import Console
-    from rich.progress import track
-
-    yield from track(items, description=description, console=Console(stderr=True), transient=True)
-
-
 def _load_npy_set(path: Path) -> EmbeddedSet:
     """Read precomputed embeddings ``[N, D]`` from a ``.npy`` file."""
     try:
@@ -256,7 +245,7 @@ def embed_set(
     used: list[str] = []
     skipped: list[tuple[str, str]] = []
     desc = f"embedding {source.name or source} ({embedding.name})"
-    for path in _progress_iter(files, desc, progress):
+    for path in progress_iter(files, desc, enabled=progress):
         try:
             emb = _embed_file(path, embedding, cache_dir)
         except AudioDecodeError as exc:

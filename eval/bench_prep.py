@@ -300,7 +300,7 @@ def _worker_ready() -> int:
 
 
 def worker_startup_s() -> float:
-    """Wall time to start one spawned worker process like segment's and augment's pools do (imports included)."""
+    """Wall time to start one spawned worker process, what STYLECRAFT_POOL=process pays per worker (imports included)."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
@@ -532,7 +532,7 @@ def markdown(res: dict[str, Any]) -> str:
             cpu = r.get("stage_cpu_s", {})
             lines += [
                 "",
-                f"Per-stage time, {name}:",
+                f"Per-stage time, {name}" + (f" (worker pool: {r['pool']})" if "pool" in r else "") + ":",
                 "",
                 "| stage | wall s | share | CPU s |" if cpu else "| stage | wall s | share |",
                 "|---|---:|---:|---:|" if cpu else "|---|---:|---:|",
@@ -667,23 +667,21 @@ def main(argv: list[str] | None = None) -> int:
             run_baseline([clip], tmpdir / "warmup_bl", force_split="train")
         print(f"warm-up done in {time.perf_counter() - t0:.1f} s", flush=True)
 
+        def timed(name: str, what: str, run: Any) -> dict[str, Any]:
+            print(f"timing {name} ({what}) ...", flush=True)
+            with OtherCpu() as other:
+                out = run(files, tmpdir / name)
+            out.update(other.result(out["wall_s"]))
+            out["realtime_factor"] = audio_s / out["wall_s"]
+            print(f"  {name}: {out['wall_s']:.1f} s, {out['realtime_factor']:.1f}x realtime", flush=True)
+            return out
+
         if args.only in ("both", "stylecraft"):
-            print("timing stylecraft (ingest, segment, augment) ...", flush=True)
-            with OtherCpu() as other:
-                sc = run_stylecraft(files, tmpdir / "stylecraft")
-            sc.update(other.result(sc["wall_s"]))
-            sc["worker_startup_s"] = round(worker_startup_s(), 2)
-            sc["realtime_factor"] = audio_s / sc["wall_s"]
-            res["stylecraft"] = sc
-            print(f"  stylecraft: {sc['wall_s']:.1f} s, {sc['realtime_factor']:.1f}x realtime", flush=True)
+            res["stylecraft"] = timed("stylecraft", "ingest, segment, augment", run_stylecraft)
+            res["stylecraft"]["worker_startup_s"] = round(worker_startup_s(), 2)
+            res["stylecraft"]["pool"] = os.environ.get("STYLECRAFT_POOL", "thread")
         if args.only in ("both", "baseline"):
-            print("timing baseline (plain librosa loop, one process) ...", flush=True)
-            with OtherCpu() as other:
-                bl = run_baseline(files, tmpdir / "baseline")
-            bl.update(other.result(bl["wall_s"]))
-            bl["realtime_factor"] = audio_s / bl["wall_s"]
-            res["baseline"] = bl
-            print(f"  baseline: {bl['wall_s']:.1f} s, {bl['realtime_factor']:.1f}x realtime", flush=True)
+            res["baseline"] = timed("baseline", "plain librosa loop, one process", run_baseline)
 
     if source_hashes() != res["stylecraft_sources"]:
         res["notes"].append(

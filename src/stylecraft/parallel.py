@@ -3,7 +3,8 @@
 Threads by default: decoding (soundfile), resampling (soxr), numpy/scipy and torch kernels all
 release the GIL, so threads use every core without a process's start-up (about 3 s each to
 import torch and librosa) or the pickling of audio between processes. Measured on 20 minutes of
-real music on 2 cores (eval/bench_prep.py): threads 27.5 s, spawned processes 29.8 s.
+real music on 2 cores with the same code (eval/bench_prep.py, stylecraft path, two runs each):
+threads 20.8 and 21.6 s, spawned processes 24.2 and 24.8 s.
 ``STYLECRAFT_POOL=process`` switches to spawned processes ("spawn": forking a process that has
 run torch can deadlock its thread pools), kept for the life of the process.
 """

@@ -243,9 +243,7 @@ def stage_evaluate(cfg: DictConfig, run: Path) -> dict[str, Any]:
         result["n_train"] = int(train_e.shape[0])
     atomic_write_json(run / "eval" / "fad.json", result)
     _spectrograms(run, segmented, gen.files, sr)
-    return {k: result[k] for k in ("fad", "n_ref", "n_gen") } | (
-        {"fad_train_tracks_vs_ref": result["fad_train_tracks_vs_ref"]} if "fad_train_tracks_vs_ref" in result else {}
-    )
+    return {k: result[k] for k in ("fad", "n_ref", "n_gen", "fad_train_tracks_vs_ref") if k in result}
 
 
 def _spectrograms(run: Path, tracks: list[Any], generated: list[str], sr: int, seconds: float = 8.0) -> None:

@@ -165,9 +165,52 @@ def fad(
 @app.command()
 def fetch(name: Annotated[str, typer.Argument(help="registry name, e.g. musicgen-small")]) -> None:
     """Download known weights into checkpoints/hub/NAME and verify their sha256."""
+    if name.startswith("spleeter:"):
+        from stylecraft.separate import fetch_spleeter
+
+        typer.echo(str(fetch_spleeter(name)))
+        return
     from stylecraft.models.fetch import fetch as run_fetch
 
     typer.echo(str(run_fetch(name)))
+
+
+@app.command()
+def separate(
+    inputs: Annotated[list[Path], typer.Argument(help="audio files or folders")],
+    out: Annotated[Path, typer.Option("--out", help="output folder: OUT/<input name>/<stem>.<format>")],
+    model: Annotated[
+        str, typer.Option("--model", help="spleeter:2stems|4stems|5stems[-16kHz], demucs:htdemucs, …-tiny for random weights")
+    ] = "spleeter:2stems",
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="weights: Spleeter checkpoint dir, Demucs .th or folder")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="flac (24-bit) or wav (float32)")] = "flac",
+    mix: Annotated[list[str] | None, typer.Option("--mix", help="extra file summing stems, NAME=stem+stem (repeatable)")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda when present)")] = None,
+    batch_segments: Annotated[int | None, typer.Option("--batch-segments", help="Spleeter 11.9 s segments per forward pass")] = None,
+) -> None:
+    """Separate audio into stems; exit 1 if no input could be separated."""
+    from stylecraft.errors import ConfigError
+    from stylecraft.separate import load_separator
+    from stylecraft.separate.batch import separate_paths
+
+    if fmt not in ("flac", "wav"):
+        raise ConfigError(f"--format must be flac or wav, not {fmt!r}")
+    mixes: dict[str, list[str]] = {}
+    for item in mix or []:
+        name, sep, parts = item.partition("=")
+        if not sep or not name or not parts:
+            raise ConfigError(f"--mix {item!r}: expected NAME=stem+stem, e.g. instrumental=drums+bass+other")
+        mixes[name] = parts.split("+")
+    separator = load_separator(model, checkpoint, device=device, batch_segments=batch_segments)
+    unknown = sorted({p for parts in mixes.values() for p in parts} - set(separator.stems))
+    if unknown:
+        raise ConfigError(f"--mix names unknown stems {unknown}; {model} gives {list(separator.stems)}")
+    result = separate_paths(separator, inputs, out, fmt=fmt, mixes=mixes)
+    for row in result.rejects:
+        typer.echo(f"rejected {row['path']}: {row['reason']}", err=True)
+    typer.echo(f"{len(result.done)} separated, {len(result.skipped)} already done, {len(result.rejects)} rejected -> {out}")
+    if not result.done and not result.skipped:
+        raise typer.Exit(1)
 
 
 @app.command()

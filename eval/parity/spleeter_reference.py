@@ -79,12 +79,65 @@ def variables(model_dir: str, out: str) -> None:
         json.dump(table, fh, indent=1, sort_keys=True)
 
 
+def fixture(out_dir: str) -> None:
+    """A tiny 2-stem Spleeter checkpoint written by TensorFlow, and Spleeter's own separation of a
+    short mixture with it: the unit tests' ground truth (tests/separate/fixtures)."""
+    import os
+
+    import numpy as np
+    import tensorflow as tf
+    from spleeter.model import EstimatorSpecBuilder
+    from spleeter.separator import Separator
+
+    tf.compat.v1.disable_eager_execution()
+    from spleeter.utils.configuration import load_configuration
+
+    config = load_configuration("spleeter:2stems")
+    config["model"]["params"] = {"conv_n_filters": [4, 4, 8, 8, 8, 8]}
+    model_dir = os.path.join(out_dir, "tiny-2stems")
+    os.makedirs(model_dir, exist_ok=True)
+    config["model_dir"] = os.path.abspath(model_dir)
+    rng = np.random.default_rng(3)
+    graph = tf.Graph()
+    with graph.as_default():
+        waveform = tf.compat.v1.placeholder(tf.float32, shape=(None, 2), name="waveform")
+        builder = EstimatorSpecBuilder({"waveform": waveform}, config)
+        _ = builder.outputs
+        tf.compat.v1.train.get_or_create_global_step()
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            for var in tf.compat.v1.global_variables():
+                name = var.op.name
+                shape = var.shape.as_list()
+                if name.endswith("moving_mean") or name.endswith("beta") or name.endswith("bias"):
+                    value = rng.normal(0, 0.2, size=shape)
+                elif name.endswith("moving_variance"):
+                    value = rng.uniform(0.3, 3.0, size=shape)
+                elif name.endswith("gamma"):
+                    value = rng.uniform(0.5, 1.5, size=shape)
+                else:
+                    continue
+                var.load(value.astype(np.float32), session)
+            tf.compat.v1.train.Saver().save(session, os.path.join(model_dir, "model.ckpt"), global_step=0)
+    with open(os.path.join(out_dir, "tiny-2stems.json"), "w") as fh:
+        json.dump(config, fh, indent=1)
+    t = np.arange(int(44100 * 2.5)) / 44100
+    mix = np.stack(
+        [0.3 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 3100 * t), 0.2 * np.sign(np.sin(2 * np.pi * 110 * t))],
+        axis=1,
+    ).astype(np.float32)
+    stems = Separator(os.path.join(out_dir, "tiny-2stems.json"), multiprocess=False).separate(mix)
+    np.savez_compressed(os.path.join(out_dir, "tiny-2stems-expected.npz"), mix=mix, **{k: np.asarray(v, np.float32) for k, v in stems.items()})
+
+
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
     if command == "perturb":
         perturb(args[0], int(args[1]))
     elif command == "separate":
         separate(*args)
+    elif command == "fixture":
+        fixture(*args)
     elif command == "variables":
         variables(*args)
     else:

@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from stylecraft.errors import ConfigError
 
-STAGES = ("demo", "ingest", "segment", "augment", "tokenize", "train", "generate", "evaluate")
+STAGES = ("demo", "ingest", "separate", "segment", "augment", "tokenize", "train", "generate", "evaluate")
 
 
 @dataclass
@@ -37,6 +37,16 @@ class IngestConfig:
     min_duration_s: float = 1.0
     split_seed: int = 0
     workers: int = 0  # 0 = number of CPU cores
+
+
+@dataclass
+class SeparateConfig:
+    model: str = "spleeter:2stems"  # spleeter:2stems|4stems|5stems[-16kHz], demucs:htdemucs; -tiny: random weights
+    checkpoint: str = ""  # weights path; empty: the fetched release (stylecraft fetch spleeter:2stems)
+    keep: list[str] = field(default_factory=list)  # stems summed into the training audio; empty: all but `drop`
+    drop: list[str] = field(default_factory=list)  # e.g. [vocals]
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    batch_segments: int = 0  # Spleeter 11.9 s segments per forward pass; 0 = 2 on CPU, 8 on GPU
 
 
 @dataclass
@@ -127,9 +137,11 @@ class RecipeConfig:
     artist: str = "artist"
     catalogue: str = MISSING  # folder of the artist's audio
     run_dir: str = ""  # default: runs/<name>
-    stages: list[str] = field(default_factory=lambda: list(STAGES[1:]))
+    # Separation needs downloaded weights, so a recipe asks for it by listing the stage.
+    stages: list[str] = field(default_factory=lambda: [s for s in STAGES[1:] if s != "separate"])
     demo: DemoConfig = field(default_factory=DemoConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    separate: SeparateConfig = field(default_factory=SeparateConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -66,10 +66,15 @@ def signature(stage: str, cfg: DictConfig, run: Path) -> str:
             parts["listing"] = _listing(catalogue_path(cfg, run))
         except StageInputError:
             parts["listing"] = None
+    elif stage == "separate":
+        parts["separate"] = {k: v for k, v in section(cfg, "separate").items() if k not in ("device", "batch_segments")}
+        parts["tracks"] = _file_hash(run / "tracks.jsonl")
     elif stage == "segment":
         parts["segment"] = section(cfg, "segment")
         parts["artist"] = cfg.artist
         parts["tracks"] = _file_hash(run / "tracks.jsonl")
+        if "separate" in cfg.stages:
+            parts["stems"] = _file_hash(run / "stems.jsonl")
     elif stage == "augment":
         parts["augment"] = section(cfg, "augment")
         parts["rate"] = cfg.segment.sample_rate
@@ -96,6 +101,7 @@ def signature(stage: str, cfg: DictConfig, run: Path) -> str:
 OUTPUTS: dict[str, list[str]] = {
     "demo": [],
     "ingest": ["tracks.jsonl", "rejects.jsonl"],
+    "separate": ["stems.jsonl"],
     "segment": ["windows.jsonl"],
     "augment": ["variants.jsonl"],
     "tokenize": ["tokens/index.jsonl"],
@@ -151,10 +157,22 @@ def stage_ingest(cfg: DictConfig, run: Path) -> dict[str, Any]:
     return {"tracks": len(tracks), "valid_tracks": n_valid, "rejects": len(rejects)}
 
 
+def stage_separate(cfg: DictConfig, run: Path) -> dict[str, Any]:
+    from stylecraft.separate.stage import run_separate
+
+    rows = run_separate(run, section(cfg, "separate"))
+    return {"tracks": len(rows), "kept": rows[0]["kept"] if rows else []}
+
+
 def stage_segment(cfg: DictConfig, run: Path) -> dict[str, Any]:
     from stylecraft.data.segment import segment
 
-    windows = segment(run, section(cfg, "segment"), artist=cfg.artist)
+    sources = None
+    if "separate" in cfg.stages:
+        from stylecraft.separate.stage import stem_sources
+
+        sources = stem_sources(run)
+    windows = segment(run, section(cfg, "segment"), artist=cfg.artist, sources=sources)
     return {"windows": len(windows), "train_windows": sum(w.split == "train" for w in windows)}
 
 
@@ -267,6 +285,7 @@ def _spectrograms(run: Path, tracks: list[Any], generated: list[str], sr: int, s
 STAGE_FUNCS: dict[str, Callable[[DictConfig, Path], Any]] = {
     "demo": stage_demo,
     "ingest": stage_ingest,
+    "separate": stage_separate,
     "segment": stage_segment,
     "augment": stage_augment,
     "tokenize": stage_tokenize,

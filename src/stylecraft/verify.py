@@ -70,6 +70,11 @@ def verify(run_dir: str | Path) -> list[Finding]:
             elif sha256_file(src) != row["sha256"]:
                 out.append(Finding("changed-source", str(src), "catalogue file differs from the ingested one"))
 
+    if (run / "stems.jsonl").exists():
+        for row in read_jsonl(run / "stems.jsonl"):
+            for stem, entry in row.get("files", {}).items():
+                out.append(_check(run, entry["path"], entry.get("sha256"), f"separated stem {stem}"))
+
     for _rel, rec in _records(run, "segment"):
         for name, digest in rec.get("hashes", {}).items():
             target = f"audio/{rec['track_id']}.npy" if name == "audio" else f"features/{rec['track_id']}.{name}.npy"

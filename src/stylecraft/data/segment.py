@@ -50,7 +50,7 @@ def _process_track(track: dict[str, Any], params: dict[str, Any], run_dir: str, 
     torch.set_num_threads(max(1, threads))
     run = Path(run_dir)
     sr = params["sample_rate"]
-    audio, sr_in = audio_io.load(track["path"])
+    audio, sr_in = audio_io.load(track.get("source_path") or track["path"])
     mono = audio_io.resample(audio_io.to_mono(audio), sr_in, sr)
     mono, gain_db = normalize_gain(mono, sr, params["loudness_lufs"])
     pcm = np.round(np.clip(mono, -1.0, 1.0) * 32767.0).astype(np.int16)
@@ -89,6 +89,7 @@ def _process_track(track: dict[str, Any], params: dict[str, Any], run_dir: str, 
     record = {
         "track_id": track["id"],
         "params_hash": params["hash"],
+        "source_sha256": track.get("source_sha256") or track["sha256"],
         "gain_db": gain_db,
         "n_samples": int(mono.shape[0]),
         "tempo_bpm": round(tempo, 1),
@@ -111,14 +112,14 @@ def caption_for(artist: str, record: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _record_valid(run: Path, track: Track, params_hash: str) -> dict[str, Any] | None:
+def _record_valid(run: Path, track: Track, params_hash: str, source_sha: str) -> dict[str, Any] | None:
     path = run / "segment" / f"{track.id}.json"
     if not path.exists():
         return None
     import json
 
     rec = json.loads(path.read_text())
-    if rec.get("params_hash") != params_hash:
+    if rec.get("params_hash") != params_hash or rec.get("source_sha256", track.sha256) != source_sha:
         return None
     files = {"audio": track_audio_path(run, track.id)}
     if rec["starts"]:
@@ -129,13 +130,20 @@ def _record_valid(run: Path, track: Track, params_hash: str) -> dict[str, Any] |
     return rec
 
 
-def segment(run_dir: str | Path, params: dict[str, Any], artist: str = "artist") -> list[Window]:
+def segment(
+    run_dir: str | Path,
+    params: dict[str, Any],
+    artist: str = "artist",
+    sources: dict[str, dict[str, str]] | None = None,
+) -> list[Window]:
     """Write ``windows.jsonl`` and per-track audio and feature shards for every ingested track.
 
     Args:
         run_dir: the run folder holding ``tracks.jsonl``.
         params: the recipe's ``segment`` section.
         artist: artist tag used in captions.
+        sources: track id -> ``{"path", "sha256"}`` of audio to read instead of the catalogue
+            file (the separate stage's kept stems); tracks missing from it are left out.
 
     Raises:
         StageInputError: no tracks, or no window survived (tracks too short or silent).
@@ -147,13 +155,18 @@ def segment(run_dir: str | Path, params: dict[str, Any], artist: str = "artist")
     tracks = load_rows(tracks_path, Track)
     if not tracks:
         raise StageInputError(f"'{tracks_path}' lists no tracks")
+    if sources is not None:
+        tracks = [t for t in tracks if t.id in sources]
+        if not tracks:
+            raise StageInputError("no separated track to segment (see rejects.jsonl)")
+    source_sha = {t.id: sources[t.id]["sha256"] if sources is not None else t.sha256 for t in tracks}
     p = dict(params)
     p["hash"] = sha256_json({k: v for k, v in params.items() if k != "workers"})
 
     records: dict[str, dict[str, Any]] = {}
     todo: list[Track] = []
     for t in tracks:
-        rec = _record_valid(run, t, p["hash"])
+        rec = _record_valid(run, t, p["hash"], source_sha[t.id])
         if rec is not None:
             records[t.id] = rec
         else:
@@ -165,7 +178,19 @@ def segment(run_dir: str | Path, params: dict[str, Any], artist: str = "artist")
     new_rejects: list[dict[str, str]] = []
     with keep_torch_threads(), make_progress() as prog:
         task = prog.add_task("segment", total=len(tracks), completed=len(records))
-        jobs = [(asdict(t), p, str(run), threads) for t in todo]
+        jobs = [
+            (
+                {
+                    **asdict(t),
+                    "source_path": sources[t.id]["path"] if sources is not None else None,
+                    "source_sha256": source_sha[t.id],
+                },
+                p,
+                str(run),
+                threads,
+            )
+            for t in todo
+        ]
         for i, res in run_tasks(_process_track, jobs, workers):
             if isinstance(res, AudioDecodeError):
                 new_rejects.append({"path": todo[i].path, "reason": str(res)})

@@ -120,7 +120,8 @@ class SpleeterSeparator:
             check_state_shapes(net, state, origin)
             net.load_state_dict(state, strict=False)  # num_batches_tracked is not in TF checkpoints
         dev = torch.device(device) if device not in (None, "auto") else _default_device()
-        net.eval().to(dev)
+        # NHWC ("channels_last") is the layout oneDNN and cuDNN convolutions are fastest in.
+        net.eval().to(dev, memory_format=torch.channels_last)
         if batch_segments is None:
             batch_segments = 8 if dev.type == "cuda" else 2
         if batch_segments < 1:
@@ -348,7 +349,7 @@ class SpleeterStream:
         bins = stft.shape[-1]
         n_seg = frames // spec.T
         mag = stft.abs()[..., : spec.F].reshape(2, n_seg, spec.T, spec.F).transpose(0, 1)  # [n_seg, 2, T, F]
-        est = self.sep.net(mag.contiguous())  # [S, n_seg, 2, T, F]
+        est = self.sep.net(mag.contiguous(memory_format=torch.channels_last))  # [S, n_seg, 2, T, F]
         n_stems = est.shape[0]
         power = est.pow(spec.separation_exponent)
         masks = (power + _EPSILON / n_stems) / (power.sum(0) + _EPSILON)

@@ -51,12 +51,12 @@ def perturb(model_dir: str, seed: int) -> None:
     print(json.dumps({"perturbed_variables": changed, "checkpoint": f"model.ckpt-{step + 1}"}))
 
 
-def separate(config: str, wav: str, out: str) -> None:
+def separate(config: str, wav: str, out: str, mwf: str = "") -> None:
     import numpy as np
     from spleeter.separator import Separator
 
     waveform = np.load(wav)
-    separator = Separator(config, multiprocess=False)
+    separator = Separator(config, MWF=mwf == "mwf", multiprocess=False)
     stems = separator.separate(waveform, wav)
     np.savez(out, **{k: np.asarray(v, dtype=np.float32) for k, v in stems.items()})
 
@@ -121,13 +121,19 @@ def fixture(out_dir: str) -> None:
             tf.compat.v1.train.Saver().save(session, os.path.join(model_dir, "model.ckpt"), global_step=0)
     with open(os.path.join(out_dir, "tiny-2stems.json"), "w") as fh:
         json.dump(config, fh, indent=1)
-    t = np.arange(int(44100 * 2.5)) / 44100
+    t = np.arange(int(44100 * 1.0)) / 44100
     mix = np.stack(
         [0.3 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 3100 * t), 0.2 * np.sign(np.sin(2 * np.pi * 110 * t))],
         axis=1,
     ).astype(np.float32)
     stems = Separator(os.path.join(out_dir, "tiny-2stems.json"), multiprocess=False).separate(mix)
-    np.savez_compressed(os.path.join(out_dir, "tiny-2stems-expected.npz"), mix=mix, **{k: np.asarray(v, np.float32) for k, v in stems.items()})
+    wiener = Separator(os.path.join(out_dir, "tiny-2stems.json"), MWF=True, multiprocess=False).separate(mix)
+    np.savez_compressed(
+        os.path.join(out_dir, "tiny-2stems-expected.npz"),
+        mix=mix,
+        **{k: np.asarray(v, np.float32) for k, v in stems.items()},
+        **{f"mwf_{k}": np.asarray(v, np.float32) for k, v in wiener.items()},
+    )
 
 
 if __name__ == "__main__":

@@ -187,6 +187,7 @@ def separate(
     mix: Annotated[list[str] | None, typer.Option("--mix", help="extra file summing stems, NAME=stem+stem (repeatable)")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda when present)")] = None,
     batch_segments: Annotated[int | None, typer.Option("--batch-segments", help="Spleeter 11.9 s segments per forward pass")] = None,
+    mwf: Annotated[bool, typer.Option("--mwf", help="Spleeter's multichannel Wiener filtering (two passes)")] = False,
 ) -> None:
     """Separate audio into stems; exit 1 if no input could be separated."""
     from stylecraft.errors import ConfigError
@@ -201,7 +202,7 @@ def separate(
         if not sep or not name or not parts:
             raise ConfigError(f"--mix {item!r}: expected NAME=stem+stem, e.g. instrumental=drums+bass+other")
         mixes[name] = parts.split("+")
-    separator = load_separator(model, checkpoint, device=device, batch_segments=batch_segments)
+    separator = load_separator(model, checkpoint, device=device, batch_segments=batch_segments, mwf=mwf)
     unknown = sorted({p for parts in mixes.values() for p in parts} - set(separator.stems))
     if unknown:
         raise ConfigError(f"--mix names unknown stems {unknown}; {model} gives {list(separator.stems)}")

@@ -56,6 +56,7 @@ def load_separator(
     checkpoint: str | Path | None = None,
     device: str | None = None,
     batch_segments: int | None = None,
+    mwf: bool = False,
 ) -> Any:
     """Build a separator from a model name (see the module docstring) and optional weights path.
 
@@ -65,6 +66,8 @@ def load_separator(
         CheckpointError: the checkpoint is not of the named model.
     """
     backend, name = _split(model)
+    if mwf and backend != "spleeter":
+        raise ConfigError("--mwf (multichannel Wiener filtering) is a Spleeter option")
     if backend == "demucs":
         from stylecraft.separate.demucs import DemucsSeparator
 
@@ -77,9 +80,11 @@ def load_separator(
     if name.endswith("-tiny"):
         if checkpoint is not None:
             raise ConfigError(f"{model} has random weights; drop --checkpoint or use spleeter:{name[:-5]}")
-        return SpleeterSeparator.random(
+        sep = SpleeterSeparator.random(
             name[: -len("-tiny")], conv_n_filters=_TINY_FILTERS, device=device, batch_segments=batch_segments
         )
+        sep.mwf = mwf
+        return sep
     spec = resolve_spec(name)
     if checkpoint is None:
         base = spec.name.replace("-16kHz", "")
@@ -90,9 +95,11 @@ def load_separator(
                 "or pass --checkpoint DIR (an extracted release tarball or a `spleeter train` model_dir)"
             )
         checkpoint = folder
-    return SpleeterSeparator.from_checkpoint(
+    sep = SpleeterSeparator.from_checkpoint(
         checkpoint, model=spec, device=device, batch_segments=batch_segments, cache_dir=_cache_dir()
     )
+    sep.mwf = mwf
+    return sep
 
 
 def describe_separator(separator: Any) -> dict[str, Any]:
@@ -111,6 +118,7 @@ def describe_separator(separator: Any) -> dict[str, Any]:
         "model": separator.spec.name,
         "weights": separator.origin,
         "stems": list(separator.stems),
+        "mwf": separator.mwf,
     }
 
 

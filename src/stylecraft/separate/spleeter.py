@@ -13,6 +13,14 @@ in ``spleeter/model/__init__.py``), and what this module reproduces:
 4. inverse STFT (irfft, the same Hann window, overlap-add, no window normalisation) times 2/3,
    and the output cropped back to the input's length after the 4096 prepended samples.
 
+With ``mwf=True`` (Spleeter's ``--mwf``), step 3 is replaced by Spleeter's multichannel Wiener
+filter (``norbert.wiener`` with one EM iteration): soft masks ``s_i / (eps + sum_j s_j)`` give
+initial stem STFTs, each stem's spatial covariance ``R_j`` is averaged over the whole track, and
+every frame is filtered with ``W_j = v_j R_j (sum_k v_k R_k + sqrt(eps) I)^-1``. The statistics
+need the whole track, so the audio goes through the network twice: a first pass accumulates
+``sum_t y_j y_j^H``, ``sum_t v_j`` and ``max |x|``, the second filters and resynthesises. Memory
+stays bounded; time doubles.
+
 Spleeter does all of this on the whole file at once (and ``spleeter separate`` first crops the
 input to 600 s). Here the network sees exactly the same 512-frame segments, but they are
 processed a few at a time: the STFT of a group of segments needs only its own samples plus a
@@ -93,6 +101,7 @@ class SpleeterSeparator:
     device: torch.device
     batch_segments: int
     origin: str = ""
+    mwf: bool = False  # multichannel Wiener filtering (two passes)
 
     @property
     def spec(self) -> SpleeterSpec:
@@ -120,8 +129,8 @@ class SpleeterSeparator:
             check_state_shapes(net, state, origin)
             net.load_state_dict(state, strict=False)  # num_batches_tracked is not in TF checkpoints
         dev = torch.device(device) if device not in (None, "auto") else _default_device()
-        # NHWC ("channels_last") is the layout oneDNN and cuDNN convolutions are fastest in.
-        net.eval().to(dev, memory_format=torch.channels_last)
+        # NHWC ("channels_last"): oneDNN's convolutions ran faster in it here, as cuDNN's do.
+        net.eval().to(dev).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if batch_segments is None:
             batch_segments = 8 if dev.type == "cuda" else 2
         if batch_segments < 1:
@@ -232,9 +241,19 @@ class SpleeterSeparator:
 
     # -- separation --------------------------------------------------------------------------
 
-    def stream(self) -> SpleeterStream:
-        """A streaming separation: feed stereo blocks at ``sample_rate``, get stem blocks back."""
-        return SpleeterStream(self)
+    def stream(self, stats: WienerStats | None = None) -> SpleeterStream:
+        """A streaming separation: feed stereo blocks at ``sample_rate``, get stem blocks back.
+
+        With ``mwf``, pass the statistics of a finished :meth:`statistics_stream` over the same
+        audio.
+        """
+        if self.mwf and stats is None:
+            raise ValueError("Wiener filtering needs the statistics pass first (statistics_stream)")
+        return SpleeterStream(self, stats=stats if self.mwf else None)
+
+    def statistics_stream(self) -> SpleeterStream:
+        """First pass of Wiener filtering: returns no audio; ``.stats`` is set by ``finish``."""
+        return SpleeterStream(self, collect=True)
 
     def separate(self, waveform: np.ndarray, sample_rate: int | None = None) -> dict[str, np.ndarray]:
         """Separate a whole waveform ``[samples, channels]`` (or ``[samples]``) in memory.
@@ -248,10 +267,19 @@ class SpleeterSeparator:
         return separate_array(self, waveform, sample_rate or self.sample_rate)
 
 
+@dataclass
+class WienerStats:
+    """Whole-track sums for the Wiener filter, per stem, over the first ``F`` bins."""
+
+    cov: torch.Tensor  # [S, F, 2, 2] complex: sum_t y_j y_j^H
+    power: torch.Tensor  # [S, F]: sum_t mean_c |y_j|^2
+    max_abs: float  # max |x| over every frame, bin and channel
+
+
 class SpleeterStream:
     """Incremental Spleeter separation of stereo float32 blocks at the model's sample rate."""
 
-    def __init__(self, separator: SpleeterSeparator) -> None:
+    def __init__(self, separator: SpleeterSeparator, stats: WienerStats | None = None, collect: bool = False) -> None:
         spec = separator.spec
         self.sep = separator
         self.hop = spec.frame_step
@@ -268,6 +296,8 @@ class SpleeterStream:
         self._tail: torch.Tensor | None = None  # [S, 2, (ratio-1)*hop] overlap-add carry
         self._emitted = 0  # output samples (original index) already returned
         self._finished = False
+        self.stats = stats
+        self._collect = collect
         dev = separator.device
         self._window = torch.hann_window(self.win, periodic=True, dtype=torch.float32, device=dev)
 
@@ -351,17 +381,33 @@ class SpleeterStream:
         mag = stft.abs()[..., : spec.F].reshape(2, n_seg, spec.T, spec.F).transpose(0, 1)  # [n_seg, 2, T, F]
         est = self.sep.net(mag.contiguous(memory_format=torch.channels_last))  # [S, n_seg, 2, T, F]
         n_stems = est.shape[0]
-        power = est.pow(spec.separation_exponent)
-        masks = (power + _EPSILON / n_stems) / (power.sum(0) + _EPSILON)
-        masks = masks.transpose(1, 2).reshape(n_stems, 2, frames, spec.F)  # [S, 2, frames, F]
-        extra = bins - spec.F
-        if extra:
-            if spec.mask_extension == "average":
-                ext = masks.mean(dim=-1, keepdim=True).expand(-1, -1, -1, extra)
+        if self._collect or self.stats is not None:
+            est = est.transpose(1, 2).reshape(n_stems, 2, frames, spec.F)  # [S, 2, frames, F]
+            if self._collect:
+                self._accumulate(est, stft)
+                masked = None
             else:
-                ext = masks.new_zeros(n_stems, 2, frames, extra)
-            masks = torch.cat([masks, ext], dim=-1)
-        y = torch.fft.irfft(masks * stft.unsqueeze(0), n=win)[..., :win] * self._window  # [S, 2, frames, win]
+                masked = self._wiener(est, stft)
+        else:
+            power = est.pow(spec.separation_exponent)
+            masks = (power + _EPSILON / n_stems) / (power.sum(0) + _EPSILON)
+            masks = masks.transpose(1, 2).reshape(n_stems, 2, frames, spec.F)  # [S, 2, frames, F]
+            extra = bins - spec.F
+            if extra:
+                if spec.mask_extension == "average":
+                    ext = masks.mean(dim=-1, keepdim=True).expand(-1, -1, -1, extra)
+                else:
+                    ext = masks.new_zeros(n_stems, 2, frames, extra)
+                masks = torch.cat([masks, ext], dim=-1)
+            masked = masks * stft.unsqueeze(0)
+        if masked is None:  # statistics pass: no audio
+            self._next_frame = a + frames
+            drop = self._next_frame * hop - self._buffer_start
+            if drop > 0:
+                self._buffer = self._buffer[drop:]
+                self._buffer_start += drop
+            return torch.zeros(n_stems, 2, frames * hop, device=self.sep.device)
+        y = torch.fft.irfft(masked, n=win)[..., :win] * self._window  # [S, 2, frames, win]
         # Overlap-add: frame f covers hops f .. f + r - 1.
         y = y.reshape(n_stems, 2, frames, r, hop)
         ola = y.new_zeros(n_stems, 2, frames + r - 1, hop)
@@ -379,6 +425,53 @@ class SpleeterStream:
             self._buffer = self._buffer[drop:]
             self._buffer_start += drop
         return ola[..., :done]
+
+    def _accumulate(self, est: torch.Tensor, stft: torch.Tensor) -> None:
+        F_bins = est.shape[-1]
+        y = _soft_estimates(est, stft[..., :F_bins])  # [S, 2, t, F]
+        cov = torch.einsum("sitf,sjtf->sfij", y, y.conj())  # [S, F, 2, 2]
+        power = (y.real.square() + y.imag.square()).mean(dim=1).sum(dim=1)  # [S, F]
+        max_abs = float(stft.abs().max())
+        if self.stats is None:
+            self.stats = WienerStats(cov=cov.to(torch.complex128), power=power.double(), max_abs=max_abs)
+        else:
+            self.stats.cov += cov.to(torch.complex128)
+            self.stats.power += power.double()
+            self.stats.max_abs = max(self.stats.max_abs, max_abs)
+
+
+    def _wiener(self, est: torch.Tensor, stft: torch.Tensor) -> torch.Tensor:
+        stats = self.stats
+        assert stats is not None
+        F_bins = est.shape[-1]
+        m = max(1.0, stats.max_abs / 10.0)  # norbert scales the mixture down for stability
+        x = (stft[..., :F_bins] / m).to(torch.complex128)  # [2, t, F]
+        y = _soft_estimates(est, stft[..., :F_bins]).to(torch.complex128) / m  # [S, 2, t, F]
+        v = (y.real.square() + y.imag.square()).mean(dim=1).to(torch.complex128)  # [S, t, F]
+        R = (stats.cov / (m * m)) / (_WIENER_EPS + stats.power / (m * m)).to(torch.complex128)[..., None, None]  # [S, F, 2, 2]
+        cxx = torch.einsum("stf,sfij->tfij", v, R)
+        cxx[..., 0, 0] += _WIENER_EPS**0.5
+        cxx[..., 1, 1] += _WIENER_EPS**0.5
+        det = cxx[..., 0, 0] * cxx[..., 1, 1] - cxx[..., 0, 1] * cxx[..., 1, 0]
+        inv = torch.stack(
+            [torch.stack([cxx[..., 1, 1], -cxx[..., 0, 1]], -1), torch.stack([-cxx[..., 1, 0], cxx[..., 0, 0]], -1)], -2
+        ) / det[..., None, None]  # [t, F, 2, 2]
+        gain = torch.einsum("sfik,tfkj->stfij", R, inv) * v[..., None, None]  # [S, t, F, 2, 2]
+        out = torch.einsum("stfij,jtf->sitf", gain, x) * m  # [S, 2, t, F]
+        bins = stft.shape[-1]
+        full = torch.zeros(out.shape[0], 2, out.shape[2], bins, dtype=stft.dtype, device=stft.device)
+        full[..., :F_bins] = out.to(stft.dtype)  # above F the model gives no estimate: zero, as in Spleeter
+        return full
+
+
+# -- multichannel Wiener filter (norbert.wiener, one EM iteration, as Spleeter calls it) -----------
+
+_WIENER_EPS = float(np.finfo(np.float32).eps)  # norbert's default for complex64 input
+
+
+def _soft_estimates(est: torch.Tensor, stft_f: torch.Tensor) -> torch.Tensor:
+    """``y_j = s_j / (eps + sum_k s_k) * x`` over the first F bins: [S, 2, frames, F] complex."""
+    return (est / (_WIENER_EPS + est.sum(0, keepdim=True))) * stft_f.unsqueeze(0)
 
 
 def iter_blocks(waveform: np.ndarray, block: int) -> Iterator[np.ndarray]:

@@ -10,10 +10,10 @@ exact length. Files are read and written block by block, so memory does not grow
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import soundfile as sf
@@ -60,8 +60,8 @@ def to_stereo(block: np.ndarray) -> np.ndarray:
 class _RateAdapter:
     """Feeds a stem stream at the model's rate and returns stems at the input's rate and length."""
 
-    def __init__(self, separator: Separator, sample_rate: int) -> None:
-        self.stream = separator.stream()
+    def __init__(self, separator: Separator, sample_rate: int, stream: StemStream | None = None) -> None:
+        self.stream = stream if stream is not None else separator.stream()
         self.stems = separator.stems
         model_rate = separator.sample_rate
         self.same = sample_rate == model_rate
@@ -111,6 +111,16 @@ class _RateAdapter:
         x = block if self.rs_in is None else self.rs_in.resample_chunk(block)
         return self._back(self.stream.feed(x), last=False)
 
+    def feed_only(self, block: np.ndarray) -> None:
+        """Feed without resampling the (empty) output back: the statistics pass."""
+        block = to_stereo(block)
+        self.stream.feed(block if self.rs_in is None else self.rs_in.resample_chunk(block))
+
+    def finish_only(self) -> None:
+        if self.rs_in is not None:
+            self.stream.feed(self.rs_in.resample_chunk(np.zeros((0, 2), dtype=np.float32), last=True))
+        self.stream.finish()
+
     def finish(self) -> dict[str, np.ndarray]:
         if self.rs_in is not None:
             tail = self.rs_in.resample_chunk(np.zeros((0, 2), dtype=np.float32), last=True)
@@ -122,6 +132,23 @@ class _RateAdapter:
         return self._back(outs, last=True)
 
 
+def _statistics(separator: Separator, sample_rate: int, blocks: Iterable[np.ndarray]) -> Any:
+    """Run a two-pass separator's first pass (Spleeter's Wiener filter) over ``blocks``."""
+    stats_stream = separator.statistics_stream()  # type: ignore[attr-defined]
+    adapter = _RateAdapter(separator, sample_rate, stream=stats_stream)
+    for block in blocks:
+        adapter.feed_only(block)
+    adapter.finish_only()
+    return stats_stream.stats
+
+
+def _second_pass_stream(separator: Separator, waveform: np.ndarray, sample_rate: int, block: int) -> StemStream | None:
+    if not getattr(separator, "mwf", False):
+        return None
+    blocks = (waveform[s : s + block] for s in range(0, waveform.shape[0], block))
+    return separator.stream(_statistics(separator, sample_rate, blocks))  # type: ignore[call-arg]
+
+
 def separate_array(separator: Separator, waveform: np.ndarray, sample_rate: int) -> dict[str, np.ndarray]:
     """Separate an in-memory waveform; stems are float32 ``[samples, 2]`` at the input's rate."""
     waveform = np.asarray(waveform)
@@ -131,8 +158,8 @@ def separate_array(separator: Separator, waveform: np.ndarray, sample_rate: int)
         )
     if not np.isfinite(waveform).all():
         raise AudioDecodeError("waveform holds NaN or infinite samples")
-    adapter = _RateAdapter(separator, sample_rate)
     block = int(_BLOCK_SECONDS * sample_rate)
+    adapter = _RateAdapter(separator, sample_rate, stream=_second_pass_stream(separator, waveform, sample_rate, block))
     parts: dict[str, list[np.ndarray]] = {s: [] for s in separator.stems}
     for start in range(0, waveform.shape[0], block):
         for s, o in adapter.feed(waveform[start : start + block]).items():
@@ -204,7 +231,16 @@ def separate_file(
             )
             for n, t in tmp.items()
         }
-        adapter = _RateAdapter(separator, sr)
+        blocksize = int(_BLOCK_SECONDS * sr)
+        second = None
+        if getattr(separator, "mwf", False):  # Wiener statistics need the whole track first
+            try:
+                stats = _statistics(separator, sr, reader.blocks(blocksize=blocksize, dtype="float32", always_2d=True))
+            except Exception as exc:
+                raise AudioDecodeError(f"cannot decode '{source}': {exc}") from None
+            reader.seek(0)
+            second = separator.stream(stats)  # type: ignore[call-arg]
+        adapter = _RateAdapter(separator, sr, stream=second)
         peak = 0.0
         n_read = 0
 
@@ -221,7 +257,7 @@ def separate_file(
                 writers[n].write(data)
 
         try:
-            for block in reader.blocks(blocksize=int(_BLOCK_SECONDS * sr), dtype="float32", always_2d=True):
+            for block in reader.blocks(blocksize=blocksize, dtype="float32", always_2d=True):
                 if not np.isfinite(block).all():
                     raise AudioDecodeError(f"'{source}' holds NaN or infinite samples")
                 peak = max(peak, float(np.abs(block).max(initial=0.0)))

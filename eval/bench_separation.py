@@ -98,18 +98,32 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--long", action="store_true", help="also measure peak memory on a 60-minute file")
     ap.add_argument("--gpu", action="store_true")
+    ap.add_argument("--no-speed", action="store_true", help="skip the CPU comparison (keep its previous results)")
     args = ap.parse_args()
 
     python = parity.ensure_reference_env()
     model_dir, config, _ = parity.train_reference(python, "4stems", 4)
     music = [f for f in ensure_music() if sf.info(str(f)).duration >= 60]
     music.sort(key=lambda f: sf.info(str(f)).duration)
-    files = music[: args.tracks]
-    seconds = sum(sf.info(str(f)).duration for f in files)
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2", STYLECRAFT_PROGRESS="0")
+    previous = RESULTS / "bench_separation.json"
+    result: dict[str, object] = json.loads(previous.read_text()) if previous.exists() else {}
+    if not args.no_speed:
+        result.update(speed(python, config, model_dir, music[: args.tracks], args.reps, env))
+    if args.long:
+        result["long_file"] = long_file(python, config, model_dir, music, env)
+    if args.gpu:
+        result["gpu"] = gpu_rtf(model_dir)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bench_separation.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_md(result)
+
+
+def speed(python: Path, config: Path, model_dir: Path, files: list[Path], reps: int, env: dict[str, str]) -> dict[str, object]:
+    seconds = sum(sf.info(str(f)).duration for f in files)
     WORK.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict[str, float]]] = {"spleeter": [], "stylecraft": []}
-    for rep in range(args.reps):
+    for rep in range(reps):
         for tool in ("spleeter", "stylecraft"):
             out = WORK / f"{tool}-out"
             shutil.rmtree(out, ignore_errors=True)
@@ -125,7 +139,7 @@ def main() -> None:
             ours, _ = sf.read(WORK / "stylecraft-out" / f.stem / f"{stem}.wav", dtype="float32", always_2d=True)
             n = min(len(ref), len(ours))
             agreement[f"{f.stem}/{stem}"] = round(snr_db(ref[:n], ours[:n]), 2)
-    result: dict[str, object] = {
+    return {
         "date": dt.date.today().isoformat(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_avg_at_end": os.getloadavg()},
         "files": [f.name for f in files],
@@ -135,13 +149,6 @@ def main() -> None:
         "speedup": round(best["spleeter"] / best["stylecraft"], 2),
         "snr_vs_spleeter_wav16_db": agreement,
     }
-    if args.long:
-        result["long_file"] = long_file(python, config, model_dir, music, env)
-    if args.gpu:
-        result["gpu"] = gpu_rtf(model_dir)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_separation.json").write_text(json.dumps(result, indent=2) + "\n")
-    write_md(result)
 
 
 def long_file(python: Path, config: Path, model_dir: Path, music: list[Path], env: dict[str, str]) -> dict[str, object]:

@@ -146,8 +146,10 @@ def fetch_spleeter(model: str, release: str = SPLEETER_RELEASE) -> Path:
             f"unknown Spleeter release {model!r}; known: spleeter:2stems, spleeter:4stems, spleeter:5stems"
         )
     target = spleeter_weights_dir(base)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Unpacked next to the target, so that the final rename stays on one file system.
     with tempfile.TemporaryDirectory(
-        prefix=".fetch-", dir=target.parent if target.parent.is_dir() else None
+        prefix=".fetch-", dir=target.parent
     ) as tmp:
         index_path = Path(tmp) / "checksum.json"
         _download(f"{release}/checksum.json", index_path)
@@ -169,11 +171,13 @@ def fetch_spleeter(model: str, release: str = SPLEETER_RELEASE) -> Path:
                     raise CheckpointError(
                         f"{base}.tar.gz holds a non-regular entry {member.name!r}: not extracted"
                     )
-            tar.extractall(extract, filter="data")  # refuses absolute paths and '..'
+            try:
+                tar.extractall(extract, filter="data")  # refuses absolute paths and '..'
+            except tarfile.FilterError as exc:
+                raise CheckpointError(f"{base}.tar.gz: {exc}: not extracted") from None
         (extract / "stylecraft-fetch.json").write_text(
             json.dumps({"source": f"{release}/{base}.tar.gz", "sha256": digest})
         )
-        target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             shutil.rmtree(target)
         os.replace(extract, target)

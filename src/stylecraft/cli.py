@@ -188,6 +188,7 @@ def separate(
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda when present)")] = None,
     batch_segments: Annotated[int | None, typer.Option("--batch-segments", help="Spleeter 11.9 s segments per forward pass")] = None,
     mwf: Annotated[bool, typer.Option("--mwf", help="Spleeter's multichannel Wiener filtering (two passes)")] = False,
+    plot: Annotated[bool, typer.Option("--plot/--no-plot", help="write OUT/<name>/stems.png (spectrograms)")] = True,
 ) -> None:
     """Separate audio into stems; exit 1 if no input could be separated."""
     from stylecraft.errors import ConfigError
@@ -206,7 +207,7 @@ def separate(
     unknown = sorted({p for parts in mixes.values() for p in parts} - set(separator.stems))
     if unknown:
         raise ConfigError(f"--mix names unknown stems {unknown}; {model} gives {list(separator.stems)}")
-    result = separate_paths(separator, inputs, out, fmt=fmt, mixes=mixes)
+    result = separate_paths(separator, inputs, out, fmt=fmt, mixes=mixes, plot=plot)
     for row in result.rejects:
         typer.echo(f"rejected {row['path']}: {row['reason']}", err=True)
     typer.echo(f"{len(result.done)} separated, {len(result.skipped)} already done, {len(result.rejects)} rejected -> {out}")

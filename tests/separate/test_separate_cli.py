@@ -55,6 +55,7 @@ def test_cli_separates_rejects_and_skips_on_rerun(inputs: Path, tmp_path: Path):
     assert {r["output"] for r in rows} == {"song one", "mono"}
     stems = rows[0]["files"]
     assert set(stems) == {"vocals", "drums", "bass", "other", "band"}
+    assert (out / "song one" / "stems.png").stat().st_size > 10_000
     again = run_cli("separate", str(inputs / "song one.wav"), "--model", "spleeter:4stems-tiny", "--out", str(out), cwd=tmp_path)
     assert "0 separated, 1 already done" in again.stdout
 

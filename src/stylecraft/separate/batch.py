@@ -67,6 +67,7 @@ def separate_paths(
     out_dir: Path,
     fmt: str = "flac",
     mixes: dict[str, list[str]] | None = None,
+    plot: bool = True,
 ) -> BatchResult:
     """Separate every audio file under ``inputs`` into ``out_dir``.
 
@@ -132,11 +133,31 @@ def separate_paths(
                 rows[name] = row
                 result.done.append(row)
                 write_jsonl(manifest, list(rows.values()))
+                if plot:
+                    plot_stems(src, done.stems, folder / "stems.png")
             finally:
                 progress.remove_task(sub)
             progress.advance(task)
     write_jsonl(out_dir / "rejects.jsonl", result.rejects)
     return result
+
+
+def plot_stems(source: Path, stems: dict[str, Path], out: Path, seconds: float = 30.0) -> Path:
+    """Log-mel spectrograms of the input and each stem (first ``seconds``, from the middle of
+    longer files) on one dB scale: the quickest way to see what went where."""
+    import soundfile as sf
+
+    from stylecraft.audio import io as audio_io
+    from stylecraft.evaluate.plots import spectrogram_grid
+
+    info = sf.info(str(source))
+    start = max(0.0, info.duration / 2 - seconds / 2)
+    mix, sr = audio_io.load(source, start_s=start, duration_s=seconds)
+    clips = [(f"input: {source.name} ({start:.0f}-{start + mix.shape[0] / sr:.0f} s)", audio_io.to_mono(mix))]
+    for name, path in stems.items():
+        audio, _ = audio_io.load(path, start_s=start, duration_s=seconds) if sf.info(str(path)).frames else (mix[:0], sr)
+        clips.append((name, audio_io.to_mono(audio)))
+    return spectrogram_grid(clips, sr, out)
 
 
 def _intact(folder: Path, row: dict[str, Any]) -> bool:

@@ -170,6 +170,12 @@ def fetch(name: Annotated[str, typer.Argument(help="registry name, e.g. musicgen
 
         typer.echo(str(fetch_spleeter(name)))
         return
+    if name.startswith("demucs:"):
+        from stylecraft.separate.demucs import fetch_demucs
+
+        for path in fetch_demucs(name.split(":", 1)[1]):
+            typer.echo(str(path))
+        return
     from stylecraft.models.fetch import fetch as run_fetch
 
     typer.echo(str(run_fetch(name)))

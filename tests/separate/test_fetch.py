@@ -61,3 +61,37 @@ def test_fetch_offline_and_unknown(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         fetch_spleeter("spleeter:4stems", release=(tmp_path / "nothing").as_uri())
     with pytest.raises(ModelNotFoundError, match="unknown Spleeter release"):
         fetch_spleeter("spleeter:3stems")
+
+
+def test_fetch_demucs_checks_the_hash_in_the_file_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import demucs.pretrained
+    import torch
+    from demucs.states import serialize_model
+    from omegaconf import OmegaConf
+
+    from stylecraft.separate.demucs import DemucsSeparator, fetch_demucs
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    sep = DemucsSeparator.tiny(seed=5)
+    blob = tmp_path / "blob.th"
+    torch.save(serialize_model(sep.model, OmegaConf.create({}), half=False), blob)
+    digest = hashlib.sha256(blob.read_bytes()).hexdigest()
+    (remote / "tinybag.yaml").write_text("models: ['abcd1234']\n")
+    (remote / "files.txt").write_text(f"root: test/\nabcd1234-{digest[:8]}.th\n")
+    server = tmp_path / "server" / "test"
+    server.mkdir(parents=True)
+    shutil.copy(blob, server / f"abcd1234-{digest[:8]}.th")
+    monkeypatch.setattr(demucs.pretrained, "REMOTE_ROOT", remote)
+    (path,) = fetch_demucs("tinybag", root_url=(tmp_path / "server").as_uri() + "/")
+    assert path.parent == tmp_path / "torch" / "hub" / "checkpoints"
+    loaded = DemucsSeparator.pretrained("tinybag")
+    assert torch.equal(loaded.model.state_dict()["encoder.0.conv.weight"], sep.model.state_dict()["encoder.0.conv.weight"])
+    # a corrupted download is refused and nothing is left behind
+    (remote / "files.txt").write_text(f"root: test/\nabcd1234-{'0' * 8}.th\n")
+    shutil.copy(blob, server / f"abcd1234-{'0' * 8}.th")
+    with pytest.raises(CheckpointError, match="published"):
+        fetch_demucs("tinybag", root_url=(tmp_path / "server").as_uri() + "/")
+    assert not list((tmp_path / "torch" / "hub" / "checkpoints").glob("abcd1234-0*"))
+    assert not list((tmp_path / "torch" / "hub" / "checkpoints").glob(".*"))

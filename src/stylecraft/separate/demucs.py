@@ -26,7 +26,7 @@ import torch
 
 from stylecraft.errors import CheckpointError, ConfigError, ModelNotFoundError
 
-__all__ = ["DemucsSeparator", "DemucsStream"]
+__all__ = ["DemucsSeparator", "DemucsStream", "fetch_demucs"]
 
 _SOURCES = ("drums", "bass", "other", "vocals")
 _TINY = dict(
@@ -232,5 +232,63 @@ class DemucsStream:
         return {s: np.ascontiguousarray(stems[i].T) for i, s in enumerate(self.stems)}
 
 
-def describe(separator: DemucsSeparator) -> dict[str, Any]:
-    return {"backend": "demucs", "model": separator.name, "weights": separator.origin}
+def fetch_demucs(name: str = "htdemucs", root_url: str | None = None) -> list[Path]:
+    """Download the weights of a Demucs model into Demucs' cache and verify them.
+
+    Demucs names each file ``<sig>-<first 8 hex digits of its sha256>.th``; every download is
+    checked against that prefix before it is moved into place.
+
+    Raises:
+        ConfigError: unknown model name.
+        ModelNotFoundError: no network.
+        CheckpointError: a file does not match its published hash.
+    """
+    import hashlib
+    import shutil
+    import tempfile
+    import urllib.request
+
+    import yaml
+
+    _require_demucs()
+    import demucs.pretrained
+
+    remote = Path(demucs.pretrained.REMOTE_ROOT)
+    spec = remote / f"{name}.yaml"
+    if not spec.is_file():
+        known = sorted(p.stem for p in remote.glob("*.yaml"))
+        raise ConfigError(f"unknown Demucs model {name!r}; known: {', '.join(known)}")
+    base = root_url or demucs.pretrained.ROOT_URL
+    files: dict[str, str] = {}
+    root = ""
+    for line in (remote / "files.txt").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("root:"):
+            root = line.split(":", 1)[1].strip()
+        else:
+            files[line.split("-", 1)[0]] = root + line
+    home = _demucs_home()
+    home.mkdir(parents=True, exist_ok=True)
+    out = []
+    for sig in yaml.safe_load(spec.read_text())["models"]:
+        rel = files[sig]
+        filename = rel.rsplit("/", 1)[-1]
+        target = home / filename
+        want = filename.rsplit("-", 1)[1].split(".")[0]
+        if not target.is_file() or hashlib.sha256(target.read_bytes()).hexdigest()[: len(want)] != want:
+            with tempfile.NamedTemporaryFile(dir=home, prefix=f".{filename}.", delete=False) as tmp:
+                try:
+                    with urllib.request.urlopen(base + rel, timeout=60) as response:
+                        shutil.copyfileobj(response, tmp, length=1 << 20)
+                except OSError as exc:
+                    Path(tmp.name).unlink(missing_ok=True)
+                    raise ModelNotFoundError(f"cannot download {base + rel}: {exc}") from None
+            got = hashlib.sha256(Path(tmp.name).read_bytes()).hexdigest()
+            if not got.startswith(want):
+                Path(tmp.name).unlink(missing_ok=True)
+                raise CheckpointError(f"{filename}: sha256 {got[:12]}… does not start with the published {want}")
+            os.replace(tmp.name, target)
+        out.append(target)
+    return out

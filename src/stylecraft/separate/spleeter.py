@@ -32,7 +32,6 @@ whole-file computation, up to float rounding.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -472,13 +471,3 @@ _WIENER_EPS = float(np.finfo(np.float32).eps)  # norbert's default for complex64
 def _soft_estimates(est: torch.Tensor, stft_f: torch.Tensor) -> torch.Tensor:
     """``y_j = s_j / (eps + sum_k s_k) * x`` over the first F bins: [S, 2, frames, F] complex."""
     return (est / (_WIENER_EPS + est.sum(0, keepdim=True))) * stft_f.unsqueeze(0)
-
-
-def iter_blocks(waveform: np.ndarray, block: int) -> Iterator[np.ndarray]:
-    for start in range(0, waveform.shape[0], block):
-        yield waveform[start : start + block]
-
-
-def describe(separator: SpleeterSeparator) -> dict[str, Any]:
-    """Provenance fields for manifests."""
-    return {"backend": "spleeter", "model": separator.spec.name, "weights": separator.origin}

@@ -1,0 +1,112 @@
+"""Runs inside the reference venv (eval/parity/refenv.py): the reference tools' own code on given inputs.
+
+Invoked as ``python ref_worker.py TASK JSON_ARGS``; prints one JSON line with the answer.
+Nothing from stylecraft is imported here. Modules that the reference packages import at module
+level but that the exercised code paths never call (torchaudio, laion_clap, torchlibrosa) are
+replaced by empty stand-ins before the packages are imported; anything those paths did call
+would fail loudly with AttributeError rather than silently change a number.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _stub(name: str, **attrs: Any) -> types.ModuleType:
+    mod = types.ModuleType(name)
+    mod.__dict__.update(attrs)
+    sys.modules[name] = mod
+    return mod
+
+
+class _Unused:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("stubbed class used: the parity path reached code it should not")
+
+
+def install_stubs() -> None:
+    """Stand-ins for heavy imports the reference packages make at import time."""
+    ta = _stub("torchaudio")
+    ta.transforms = _stub("torchaudio.transforms", Resample=_Unused)
+    ta.functional = _stub("torchaudio.functional")
+    ta.load = ta.save = _Unused
+    _stub("laion_clap", CLAP_Module=_Unused)
+    tl = _stub("torchlibrosa")
+    tl.stft = _stub("torchlibrosa.stft", Spectrogram=_Unused, LogmelFilterBank=_Unused, STFT=_Unused)
+    tl.augmentation = _stub("torchlibrosa.augmentation", SpecAugmentation=_Unused)
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("frechet-audio-distance", "fadtk", "torchvggish", "encodec", "numpy", "scipy", "torch", "resampy", "transformers"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    out["python"] = sys.version.split()[0]
+    return out
+
+
+def task_frechet(args: dict[str, Any]) -> dict[str, Any]:
+    """FAD of each (a, b) embedding pair with both tools' statistics and Fréchet functions."""
+    import fadtk.fad as fadtk_fad
+    from frechet_audio_distance.fad import FrechetAudioDistance as FAD1
+
+    fad1 = object.__new__(FAD1)  # only the numpy methods are used; skip model loading
+    data = np.load(args["npz"])
+    out: dict[str, Any] = {}
+    for case in args["cases"]:
+        a, b = data[f"{case}_a"], data[f"{case}_b"]
+        row: dict[str, Any] = {}
+        try:
+            mu1, s1 = fad1.calculate_embd_statistics(a)
+            mu2, s2 = fad1.calculate_embd_statistics(b)
+            row["frechet_audio_distance"] = float(np.real(fad1.calculate_frechet_distance(mu1, s1, mu2, s2)))
+        except Exception as exc:  # recorded, not hidden: the suite reports reference failures
+            row["frechet_audio_distance_error"] = f"{type(exc).__name__}: {exc}"
+        try:
+            mu1, s1 = fadtk_fad.calc_embd_statistics(a)
+            mu2, s2 = fadtk_fad.calc_embd_statistics(b)
+            row["fadtk"] = float(np.real(fadtk_fad.calc_frechet_distance(mu1, s1, mu2, s2)))
+        except Exception as exc:
+            row["fadtk_error"] = f"{type(exc).__name__}: {exc}"
+        out[case] = row
+    return {"results": out, "versions": versions()}
+
+
+def task_fad_inf(args: dict[str, Any]) -> dict[str, Any]:
+    """fadtk's ``score_inf`` on a baseline Gaussian and eval embedding files, seeded global RNG."""
+    import fadtk.fad as fadtk_fad
+
+    fad = object.__new__(fadtk_fad.FrechetAudioDistance)
+    fad.ml = types.SimpleNamespace(name=args["model_name"])
+    np.random.seed(args["seed"])
+    res = fad.score_inf(args["baseline_npz"], [Path(p) for p in args["eval_files"]], steps=args["steps"], min_n=args["min_n"])
+    return {
+        "score": float(res.score),
+        "slope": float(res.slope),
+        "r2": float(res.r2),
+        "points": [[int(n), float(v)] for n, v in res.points],
+        "versions": versions(),
+    }
+
+
+TASKS = {"frechet": task_frechet, "fad_inf": task_fad_inf}
+
+
+def main() -> None:
+    install_stubs()
+    task, raw = sys.argv[1], sys.argv[2]
+    result = TASKS[task](json.loads(raw))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

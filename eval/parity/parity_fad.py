@@ -142,15 +142,15 @@ def to_markdown(result: dict[str, Any]) -> str:
         "| case | shape a | shape b | stylecraft | frechet-audio-distance | rel. diff | fadtk | rel. diff |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in result["frechet"]["cases"]:
-        def cell(tool: str) -> str:
-            if tool in r:
-                return f"{r[tool]:.9g} | {r[f'rel_diff_{tool}']:.2e}"
-            return f"error: {r[f'{tool}_error'][:60]} | -"
+    def cell(r: dict[str, Any], tool: str) -> str:
+        if tool in r:
+            return f"{r[tool]:.9g} | {r[f'rel_diff_{tool}']:.2e}"
+        return f"error: {r[f'{tool}_error'][:60]} | -"
 
+    for r in result["frechet"]["cases"]:
         lines.append(
             f"| {r['case']} | {r['shape_a']} | {r['shape_b']} | {r['stylecraft']:.9g} | "
-            f"{cell('frechet_audio_distance')} | {cell('fadtk')} |"
+            f"{cell(r, 'frechet_audio_distance')} | {cell(r, 'fadtk')} |"
         )
     fi = result["fad_inf"]
     lines += [

@@ -98,7 +98,74 @@ def task_fad_inf(args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-TASKS = {"frechet": task_frechet, "fad_inf": task_fad_inf}
+def _hub_vggish(state_path: str, pca_path: str | None) -> Any:
+    """The model ``torch.hub.load('harritaylor/torchvggish', 'vggish')`` returns, on given weights.
+
+    The hub entry point (torchvggish master) is the pip package's VGG network plus a ``forward(x,
+    fs)`` that first runs ``waveform_to_examples``; the hub download is replaced by local files.
+    """
+    import torch
+    import torchvggish
+    from torchvggish import torchvggish as tv
+
+    class HubVGGish(tv.VGG):
+        def __init__(self) -> None:
+            super().__init__(tv.make_layers(), postprocess=False)
+            self.load_state_dict(torch.load(state_path, map_location="cpu"))
+            self.postprocess = pca_path is not None
+            if pca_path is not None:
+                params = torch.load(pca_path, map_location="cpu", weights_only=False)
+                pproc = object.__new__(tv.Postprocessor)
+                pproc._pca_matrix = torch.as_tensor(params["pca_eigen_vectors"]).float()
+                pproc._pca_means = torch.as_tensor(params["pca_means"].reshape(-1, 1)).float()
+                self.pproc = pproc
+            self.device = torch.device("cpu")
+
+        def forward(self, x: Any, fs: Any = None) -> Any:
+            x = torchvggish.waveform_to_examples(x, fs)
+            return tv.VGG.forward(self, x.to(self.device))
+
+    return HubVGGish()
+
+
+def task_vggish(args: dict[str, Any]) -> dict[str, Any]:
+    """Per-clip torchvggish embeddings and frechet-audio-distance's end-to-end VGGish FAD."""
+    import time
+
+    import torch
+    from frechet_audio_distance import fad as fad_mod
+    from frechet_audio_distance.utils import load_audio_task
+
+    def hub_load(*a: Any, **k: Any) -> Any:
+        return _hub_vggish(args["weights"], args.get("pca"))
+
+    torch.hub.load = hub_load
+    torch.set_num_threads(args.get("threads", 1))
+    out: dict[str, Any] = {"versions": versions()}
+    if args.get("clips"):
+        model = hub_load()
+        if not args["use_pca"]:
+            model.postprocess = False
+        if not args["use_activation"]:
+            model.embeddings = torch.nn.Sequential(*list(model.embeddings.children())[:-1])
+        model.eval()
+        embs = {}
+        for i, path in enumerate(args["clips"]):
+            wav = load_audio_task(path, 16000, 1, "float32")
+            embs[f"clip{i}"] = model.forward(wav, 16000).detach().numpy()
+        np.savez(args["out_npz"], **embs)
+    if args.get("background"):
+        t0 = time.perf_counter()
+        fad = fad_mod.FrechetAudioDistance(
+            model_name="vggish", sample_rate=16000, use_pca=args["use_pca"], use_activation=args["use_activation"],
+            audio_load_worker=args.get("load_workers", 8),
+        )
+        out["fad"] = float(fad.score(args["background"], args["eval"]))
+        out["fad_seconds"] = time.perf_counter() - t0
+    return out
+
+
+TASKS = {"frechet": task_frechet, "fad_inf": task_fad_inf, "vggish": task_vggish}
 
 
 def main() -> None:

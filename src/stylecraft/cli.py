@@ -148,18 +148,43 @@ def generate(
 def fad(
     ref: Annotated[Path, typer.Argument(help="reference set: folder of audio or .npy [N, D] embeddings")],
     gen: Annotated[Path, typer.Argument(help="generated set: folder of audio or .npy [N, D] embeddings")],
-    embedding: Annotated[str, typer.Option(help="embedding model")] = "mfcc",
+    embedding: Annotated[str, typer.Option(help="embedding model (mfcc, vggish, vggish-tiny)")] = "mfcc",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="per-file embedding cache")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="also write the JSON record here")] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="per-file embedding cache (float32 .npy)")] = None,
+    inf: Annotated[bool, typer.Option("--inf", help="also compute FAD-inf (fadtk's extrapolation) with its R²")] = False,
+    inf_min_n: Annotated[int, typer.Option("--inf-min-n", help="smallest FAD-inf sample size")] = 500,
+    per_track: Annotated[bool, typer.Option("--per-track", help="also score each generated file on its own")] = False,
+    ci: Annotated[float | None, typer.Option("--ci", help="bootstrap confidence level, e.g. 0.95")] = None,
+    n_boot: Annotated[int, typer.Option("--n-boot", help="bootstrap replicates")] = 200,
+    workers: Annotated[int, typer.Option("--workers", help="files embedded at once (threads); models use CUDA when present")] = 1,
+    seed: Annotated[int, typer.Option(help="seed of FAD-inf draws and bootstrap resampling")] = 0,
 ) -> None:
     """Fréchet Audio Distance between two sets (float64 statistics)."""
+    from stylecraft.artifacts import atomic_write_json
     from stylecraft.evaluate.fad import compute_fad
 
-    result = compute_fad(ref, gen, embedding_name=embedding, cache_dir=cache_dir)
+    if workers < 1:
+        raise StylecraftError(f"--workers must be at least 1, got {workers}")
+    result = compute_fad(
+        ref, gen, embedding_name=embedding, cache_dir=cache_dir, inf=inf, per_track=per_track, ci=ci,
+        n_boot=n_boot, workers=workers, seed=seed, inf_min_n=inf_min_n,
+    )
+    if output is not None:
+        atomic_write_json(output, result)
     if as_json:
         typer.echo(json.dumps(result, default=str))
-    else:
-        typer.echo(f"FAD ({result['embedding']}) = {result['fad']:.6f}  (n_ref={result['n_ref']}, n_gen={result['n_gen']})")
+        return
+    typer.echo(f"FAD ({result['embedding']}) = {result['fad']:.6f}  (n_ref={result['n_ref']}, n_gen={result['n_gen']})")
+    if "ci" in result:
+        c = result["ci"]
+        typer.echo(f"{c['level']:.0%} CI [{c['low']:.6f}, {c['high']:.6f}]  ({c['n_boot']} resamples of {c['unit']}s)")
+    if "fad_inf" in result:
+        fi = result["fad_inf"]
+        r2 = "n/a" if fi["r2"] is None else f"{fi['r2']:.4f}"
+        typer.echo(f"FAD-inf = {fi['score']:.6f}  (R² {r2})")
+    for row in result.get("per_track", []):
+        typer.echo(f"{row['fad']:12.6f}  {row['path']}")
 
 
 @app.command()
@@ -205,7 +230,7 @@ def models() -> None:
             where = str(resolve_folder(name))
         except StylecraftError:
             where = f"not downloaded (stylecraft fetch {name})"
-        typer.echo(f"{name:24s} {entry.repo_id:32s} {entry.license:36s} {where}")
+        typer.echo(f"{name:24s} {entry.source.removeprefix('hf://'):32s} {entry.license:36s} {where}")
 
 
 def main() -> None:

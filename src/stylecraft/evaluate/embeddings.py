@@ -252,8 +252,24 @@ class MfccEmbedding:
         return out
 
 
+def _vggish() -> Embedding:
+    from stylecraft.evaluate.vggish import VGGishEmbedding
+
+    return VGGishEmbedding.from_registry()
+
+
+def _vggish_tiny() -> Embedding:
+    from stylecraft.evaluate.vggish import VGGishEmbedding
+
+    return VGGishEmbedding.preset("tiny", seed=0)
+
+
 _REGISTRY: dict[str, Callable[[], Embedding]] = {
     MfccEmbedding.name: MfccEmbedding,
+    # The published weights, fetched by name; a missing file is a ModelNotFoundError.
+    "vggish": _vggish,
+    # Same network structure, small and randomly initialised: offline tests and quick demos only.
+    "vggish-tiny": _vggish_tiny,
 }
 
 

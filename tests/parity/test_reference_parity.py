@@ -1,4 +1,4 @@
-"""Fréchet distance and FAD∞ against frechet-audio-distance 0.3.4 and fadtk 1.1.0 (opt-in).
+"""Fréchet distance, FAD∞ and VGGish against frechet-audio-distance 0.3.4, fadtk 1.1.0 and torchvggish (opt-in).
 
 Builds the reference venv on first use (eval/parity/refenv.py, about two minutes, needs the
 package index); run with ``pytest -m reference``.
@@ -33,3 +33,12 @@ def test_fad_inf_matches_fadtk(tmp_path):
     assert result["rel_diff_score"] <= parity_fad.TOLERANCE
     assert result["max_rel_diff_points"] <= parity_fad.TOLERANCE
     assert abs(result["stylecraft"]["r2"] - result["fadtk"]["r2"]) <= 1e-6
+
+
+def test_vggish_matches_torchvggish_and_frechet_audio_distance(tmp_path):
+    import parity_embeddings
+
+    result = parity_embeddings.run_vggish(tmp_path)
+    for variant in result["variants"].values():
+        assert variant["max_abs_diff"] <= parity_embeddings.EMB_TOL
+    assert result["fad"]["rel_diff"] <= parity_embeddings.FAD_TOL

@@ -1,0 +1,167 @@
+"""Embedding parity on shared random weights: stylecraft's VGGish vs torchvggish / frechet-audio-distance.
+
+The full-size VGGish is initialised at random (seed 0, no published weights are needed), its
+state dict is saved, and the reference venv loads it into torchvggish's network and runs the
+reference front end (``waveform_to_examples``, resampy loading as frechet-audio-distance does).
+Compared: per-clip embeddings (max abs diff), with and without the PCA post-processor, and the
+end-to-end FAD of ``FrechetAudioDistance(model_name="vggish").score`` against stylecraft's
+:func:`~stylecraft.evaluate.fad.compute_fad` on the same folders.
+
+Usage::
+
+    python eval/parity/parity_embeddings.py    # writes eval/results/parity_embeddings.{json,md}
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from refenv import ROOT, run_worker  # noqa: E402
+
+from stylecraft.artifacts import atomic_write_json, atomic_write_text  # noqa: E402
+from stylecraft.evaluate.fad import compute_fad, load_audio_for_embedding  # noqa: E402
+from stylecraft.evaluate.vggish import VGGishEmbedding  # noqa: E402
+
+EMB_TOL = 1e-4
+FAD_TOL = 1e-4
+RESULTS = ROOT / "eval" / "results"
+
+
+def synth_clip(rng: np.random.Generator, seconds: float, sr: int, channels: int) -> np.ndarray:
+    """A few decaying partials over pink-ish noise: music-like spectra, cheap to make."""
+    t = np.arange(int(seconds * sr)) / sr
+    y = np.zeros_like(t)
+    for _ in range(6):
+        f0 = rng.uniform(80, 1200)
+        onset = rng.uniform(0, seconds * 0.7)
+        env = np.where(t >= onset, np.exp(-(t - onset) * rng.uniform(0.5, 4)), 0.0)
+        y += env * sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 5))
+    y += 0.05 * np.cumsum(rng.normal(size=t.size)) / np.sqrt(t.size)
+    y = 0.3 * y / max(1e-9, np.abs(y).max())
+    out = np.stack([y * (0.7 + 0.3 * c) for c in range(channels)], axis=1)
+    return out.astype(np.float32)
+
+
+def write_folder(folder: Path, seed: int, n: int) -> list[Path]:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        sr, ch = [(16000, 1), (44100, 2), (22050, 1), (48000, 2)][i % 4]
+        p = folder / f"clip{i}.wav"
+        sf.write(p, synth_clip(rng, rng.uniform(3.0, 6.0), sr, ch), sr, subtype="FLOAT")
+        paths.append(p)
+    return paths
+
+
+def random_pca(seed: int = 1) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(128, 128)))
+    return {"pca_eigen_vectors": (q * 20).astype(np.float64), "pca_means": rng.normal(scale=0.05, size=(128,))}
+
+
+def run_vggish(workdir: Path) -> dict[str, Any]:
+    emb = VGGishEmbedding.preset("full", seed=0, name="vggish")
+    weights = workdir / "vggish_random.pth"
+    torch.save(emb.net.state_dict(), weights)
+    pca_params = random_pca()
+    pca_path = workdir / "pca.pth"
+    torch.save(pca_params, pca_path)
+    bg = write_folder(workdir / "background", seed=10, n=8)
+    ev = write_folder(workdir / "eval", seed=11, n=8)
+    clips = bg[:4] + ev[:4]
+    result: dict[str, Any] = {"clips": [c.name for c in clips], "variants": {}}
+    for use_pca in (False, True):
+        ours = VGGishEmbedding(
+            emb.net, weights_id="random:full:seed0", use_pca=use_pca, use_activation=False,
+            pca=(pca_params["pca_eigen_vectors"], pca_params["pca_means"]),
+        )
+        out_npz = workdir / f"ref_{use_pca}.npz"
+        ref = run_worker(
+            "vggish",
+            {"weights": str(weights), "pca": str(pca_path), "use_pca": use_pca, "use_activation": False,
+             "clips": [str(c) for c in clips], "out_npz": str(out_npz)},
+        )
+        ref_embs = np.load(out_npz)
+        diffs = []
+        for i, c in enumerate(clips):
+            audio, sr = load_audio_for_embedding(c)
+            mine = ours.embed(audio, sr)
+            theirs = np.atleast_2d(ref_embs[f"clip{i}"])
+            assert mine.shape == theirs.shape, (c, mine.shape, theirs.shape)
+            diffs.append(float(np.max(np.abs(mine - theirs))))
+        key = "pca_quantised" if use_pca else "raw_no_final_relu"
+        result["variants"][key] = {"max_abs_diff_per_clip": diffs, "max_abs_diff": max(diffs), "ok": max(diffs) <= EMB_TOL}
+        result["versions"] = ref["versions"]
+
+    # End to end: frechet-audio-distance's score() on the two folders vs stylecraft's compute_fad.
+    ref = run_worker(
+        "vggish",
+        {"weights": str(weights), "pca": None, "use_pca": False, "use_activation": False,
+         "background": str(workdir / "background"), "eval": str(workdir / "eval")},
+    )
+    from stylecraft.evaluate import embeddings as registry
+
+    registry._REGISTRY["vggish-parity"] = lambda: VGGishEmbedding(emb.net, weights_id="random:full:seed0", name="vggish-parity")
+    try:
+        mine = compute_fad(workdir / "background", workdir / "eval", embedding_name="vggish-parity", progress=False)
+    finally:
+        del registry._REGISTRY["vggish-parity"]
+    rel = abs(mine["fad"] - ref["fad"]) / abs(ref["fad"])
+    result["fad"] = {"stylecraft": mine["fad"], "frechet_audio_distance": ref["fad"], "rel_diff": rel, "ok": rel <= FAD_TOL}
+    return result
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    v = result["vggish"]
+    lines = [
+        "# Embedding parity (shared random weights)",
+        "",
+        f"Tolerances: embeddings max abs diff ≤ {EMB_TOL:g}; end-to-end FAD ≤ {FAD_TOL:g} relative.",
+        "",
+        "## vggish vs torchvggish 0.2 (+ frechet-audio-distance 0.3.4 loading and switches)",
+        "",
+        "Full-size VGGish, random init (seed 0); 8 synthetic clips of 3-6 s at 16/22.05/44.1/48 kHz, mono and stereo",
+        "(resampled with resampy as frechet-audio-distance loads audio).",
+        "",
+        "| variant | max abs diff | per clip |",
+        "|---|---|---|",
+    ]
+    for name, r in v["variants"].items():
+        lines.append(f"| {name} | {r['max_abs_diff']:.3e} | {', '.join(f'{d:.1e}' for d in r['max_abs_diff_per_clip'])} |")
+    f = v["fad"]
+    lines += [
+        "",
+        f"End-to-end FAD (8 vs 8 files): stylecraft {f['stylecraft']:.9g}, frechet-audio-distance {f['frechet_audio_distance']:.9g}, "
+        f"relative difference {f['rel_diff']:.2e}.",
+        "",
+        f"Versions (reference env): {v['versions']}",
+        f"Machine: {result['machine']}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        result = {
+            "vggish": run_vggish(Path(tmp)),
+            "machine": f"{platform.machine()} {platform.system()} python {platform.python_version()} torch {torch.__version__}",
+        }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(RESULTS / "parity_embeddings.json", result)
+    atomic_write_text(RESULTS / "parity_embeddings.md", to_markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    print(to_markdown(main()))

@@ -121,6 +121,74 @@ def run_vggish(workdir: Path) -> dict[str, Any]:
     return result
 
 
+def run_encodec(workdir: Path, variant: str) -> dict[str, Any]:
+    """EnCodec features: encodec package (random init) vs transformers' EncodecModel via the key mapping."""
+    from transformers import EncodecModel
+
+    from stylecraft.evaluate.encodec_emb import (
+        EncodecEmbedding,
+        encodec_config,
+        encodec_package_to_transformers,
+    )
+
+    sub = workdir / f"encodec_{variant}"
+    bg = write_folder(sub / "background", seed=20, n=6)
+    ev = write_folder(sub / "eval", seed=21, n=6)
+    if variant == "48k":
+        # frechet-audio-distance resamples a [T, 2] array along its channel axis (resampy's
+        # default axis=-1), so only 48 kHz stereo input is meaningful to compare.
+        for p in bg + ev:
+            audio, sr = sf.read(p, dtype="float32", always_2d=True)
+            from stylecraft.audio.io import resample
+
+            y = resample(audio, sr, 48000) if sr != 48000 else audio
+            sf.write(p, np.repeat(y[:, :1], 2, axis=1) * np.array([1.0, 0.8], dtype=np.float32), 48000, subtype="FLOAT")
+    clips = bg[:3] + ev[:3]
+    state_path = sub / "encodec_state.pt"
+    out_npz = sub / "ref.npz"
+    ref = run_worker(
+        "encodec",
+        {"variant": variant, "seed": 0, "state_out": str(state_path), "clips": [str(c) for c in clips],
+         "out_npz": str(out_npz), "background": str(sub / "background"), "eval": str(sub / "eval")},
+    )
+    model = EncodecModel(encodec_config(variant))
+    mapped = encodec_package_to_transformers(torch.load(state_path, map_location="cpu"))
+    missing, unexpected = model.load_state_dict(mapped, strict=False)
+    mapping = {"missing": list(missing), "unexpected": list(unexpected)}
+    emb = EncodecEmbedding(model, weights_id="random:encodec-package:seed0", variant=variant, name=f"encodec-{variant}")
+    fadtk_emb = EncodecEmbedding(model, weights_id="random:encodec-package:seed0", variant=variant, segment="fadtk")
+    ref_embs = np.load(out_npz)
+    diffs, fadtk_diffs = [], []
+    for i, c in enumerate(clips):
+        audio, sr = load_audio_for_embedding(c)
+        mine = emb.embed(audio, sr)
+        theirs = ref_embs[f"clip{i}"]
+        assert mine.shape == theirs.shape, (c, mine.shape, theirs.shape)
+        diffs.append(float(np.max(np.abs(mine - theirs))))
+        if variant == "48k":
+            m2, t2 = fadtk_emb.embed(audio, sr), ref_embs[f"fadtk{i}"]
+            assert m2.shape == t2.shape, (c, m2.shape, t2.shape)
+            fadtk_diffs.append(float(np.max(np.abs(m2 - t2))))
+    from stylecraft.evaluate import embeddings as registry
+
+    registry._REGISTRY["encodec-parity"] = lambda: emb
+    try:
+        mine_fad = compute_fad(sub / "background", sub / "eval", embedding_name="encodec-parity", progress=False)
+    finally:
+        del registry._REGISTRY["encodec-parity"]
+    rel = abs(mine_fad["fad"] - ref["fad"]) / abs(ref["fad"])
+    res: dict[str, Any] = {
+        "key_mapping": mapping,
+        "max_abs_diff_per_clip": diffs,
+        "max_abs_diff": max(diffs),
+        "fad": {"stylecraft": mine_fad["fad"], "frechet_audio_distance": ref["fad"], "rel_diff": rel},
+        "ok": max(diffs) <= EMB_TOL and rel <= FAD_TOL and not mapping["missing"] and not mapping["unexpected"],
+    }
+    if fadtk_diffs:
+        res["fadtk_segments_max_abs_diff"] = max(fadtk_diffs)
+    return res
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     v = result["vggish"]
     lines = [
@@ -144,6 +212,26 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"End-to-end FAD (8 vs 8 files): stylecraft {f['stylecraft']:.9g}, frechet-audio-distance {f['frechet_audio_distance']:.9g}, "
         f"relative difference {f['rel_diff']:.2e}.",
         "",
+        "## encodec vs the encodec 0.1.1 package (frechet-audio-distance 0.3.4 get_embeddings / score; fadtk 1.1.0 1 s segments)",
+        "",
+        "encodec package model at random init (seed 0), its state dict mapped onto transformers' EncodecModel with",
+        "`encodec_package_to_transformers` (strict: no missing or unexpected keys); 6 synthetic clips.",
+        "",
+        "| variant | key mapping missing/unexpected | max abs diff (features) | fadtk segments max abs diff | FAD stylecraft | FAD frechet-audio-distance | rel. diff |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for variant in ("24k", "48k"):
+        e = result.get(f"encodec_{variant}")
+        if e is None:
+            continue
+        seg = e.get("fadtk_segments_max_abs_diff")
+        lines.append(
+            f"| {variant} | {len(e['key_mapping']['missing'])}/{len(e['key_mapping']['unexpected'])} | {e['max_abs_diff']:.3e} | "
+            f"{'-' if seg is None else f'{seg:.3e}'} | {e['fad']['stylecraft']:.9g} | {e['fad']['frechet_audio_distance']:.9g} | "
+            f"{e['fad']['rel_diff']:.2e} |"
+        )
+    lines += [
+        "",
         f"Versions (reference env): {v['versions']}",
         f"Machine: {result['machine']}",
         "",
@@ -155,6 +243,8 @@ def main() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         result = {
             "vggish": run_vggish(Path(tmp)),
+            "encodec_24k": run_encodec(Path(tmp), "24k"),
+            "encodec_48k": run_encodec(Path(tmp), "48k"),
             "machine": f"{platform.machine()} {platform.system()} python {platform.python_version()} torch {torch.__version__}",
         }
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -42,3 +42,15 @@ def test_vggish_matches_torchvggish_and_frechet_audio_distance(tmp_path):
     for variant in result["variants"].values():
         assert variant["max_abs_diff"] <= parity_embeddings.EMB_TOL
     assert result["fad"]["rel_diff"] <= parity_embeddings.FAD_TOL
+
+
+@pytest.mark.parametrize("variant", ["24k", "48k"])
+def test_encodec_matches_the_encodec_package(tmp_path, variant):
+    import parity_embeddings
+
+    result = parity_embeddings.run_encodec(tmp_path, variant)
+    assert result["key_mapping"] == {"missing": [], "unexpected": []}
+    assert result["max_abs_diff"] <= parity_embeddings.EMB_TOL
+    assert result["fad"]["rel_diff"] <= parity_embeddings.FAD_TOL
+    if variant == "48k":
+        assert result["fadtk_segments_max_abs_diff"] <= parity_embeddings.EMB_TOL

@@ -189,6 +189,31 @@ def run_encodec(workdir: Path, variant: str) -> dict[str, Any]:
     return res
 
 
+def run_clap(workdir: Path) -> dict[str, Any]:
+    """CLAP: stylecraft's batched windows vs fadtk's loop around transformers' pipeline, same tiny model."""
+    from stylecraft.evaluate.clap_emb import ClapEmbedding
+
+    sub = workdir / "clap"
+    clips = write_folder(sub / "clips", seed=30, n=4)
+    emb = ClapEmbedding.preset(seed=0, name="clap")
+    model_dir = sub / "model"
+    emb.model.save_pretrained(model_dir)
+    emb.fe.save_pretrained(model_dir)
+    out_npz = sub / "ref.npz"
+    ref = run_worker("clap", {"model_dir": str(model_dir), "clips": [str(c) for c in clips], "out_npz": str(out_npz)})
+    ref_embs = np.load(out_npz)
+    diffs = []
+    for i, c in enumerate(clips):
+        audio, sr = load_audio_for_embedding(c)
+        mine = emb.embed(audio, sr)
+        theirs = ref_embs[f"clip{i}"]
+        assert mine.shape == theirs.shape, (c, mine.shape, theirs.shape)
+        diffs.append(float(np.max(np.abs(mine - theirs))))
+    scale = float(np.max(np.abs(np.concatenate([ref_embs[k] for k in ref_embs.files]))))
+    return {"max_abs_diff_per_clip": diffs, "max_abs_diff": max(diffs), "embedding_scale": scale,
+            "ok": max(diffs) <= EMB_TOL, "versions": ref["versions"]}
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     v = result["vggish"]
     lines = [
@@ -230,6 +255,18 @@ def to_markdown(result: dict[str, Any]) -> str:
             f"{'-' if seg is None else f'{seg:.3e}'} | {e['fad']['stylecraft']:.9g} | {e['fad']['frechet_audio_distance']:.9g} | "
             f"{e['fad']['rel_diff']:.2e} |"
         )
+    c = result.get("clap")
+    if c is not None:
+        lines += [
+            "",
+            "## clap vs transformers' pipeline in fadtk 1.1.0's window loop",
+            "",
+            "Tiny random ClapModel (seed 0) saved with save_pretrained and loaded in the reference venv; fadtk's",
+            "int16 round trip and 10 s / 1 s-hop windows, each window through ClapFeatureExtractor + get_audio_features",
+            "one at a time there, batched here. 4 synthetic clips of 3-6 s (so 3-6 windows each).",
+            "",
+            f"Max abs diff: {c['max_abs_diff']:.3e} (largest embedding magnitude {c['embedding_scale']:.3g}).",
+        ]
     lines += [
         "",
         f"Versions (reference env): {v['versions']}",
@@ -245,6 +282,7 @@ def main() -> dict[str, Any]:
             "vggish": run_vggish(Path(tmp)),
             "encodec_24k": run_encodec(Path(tmp), "24k"),
             "encodec_48k": run_encodec(Path(tmp), "48k"),
+            "clap": run_clap(Path(tmp)),
             "machine": f"{platform.machine()} {platform.system()} python {platform.python_version()} torch {torch.__version__}",
         }
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -20,8 +20,12 @@ import numpy as np
 
 
 def _stub(name: str, **attrs: Any) -> types.ModuleType:
+    import importlib.machinery
+
     mod = types.ModuleType(name)
     mod.__dict__.update(attrs)
+    # transformers probes optional packages with find_spec, which needs a spec on the module.
+    mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
     sys.modules[name] = mod
     return mod
 
@@ -213,7 +217,48 @@ def task_encodec(args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-TASKS = {"frechet": task_frechet, "fad_inf": task_fad_inf, "vggish": task_vggish, "encodec": task_encodec}
+def task_clap(args: dict[str, Any]) -> dict[str, Any]:
+    """fadtk 1.1.0's CLAP windowing loop with transformers' ClapFeatureExtractor + ClapModel per window.
+
+    The loop (int16 round trip, 10 s windows every 1 s, zero padding) is fadtk's
+    ``CLAPLaionModel._get_embedding``; laion_clap's ``get_audio_embedding_from_data`` is replaced
+    by transformers' documented pipeline on the same saved model, one window at a time.
+    """
+    import torch
+    from frechet_audio_distance.utils import load_audio_task
+    from transformers import ClapFeatureExtractor, ClapModel
+
+    torch.set_num_threads(args.get("threads", 1))
+    model = ClapModel.from_pretrained(args["model_dir"]).eval()
+    fe = ClapFeatureExtractor.from_pretrained(args["model_dir"])
+    sr = 48000
+
+    def int16_to_float32(x: np.ndarray) -> np.ndarray:
+        return (x / 32767.0).astype(np.float32)
+
+    def float32_to_int16(x: np.ndarray) -> np.ndarray:
+        x = np.clip(x, a_min=-1.0, a_max=1.0)
+        return (x * 32767.0).astype(np.int16)
+
+    embs = {}
+    for i, path in enumerate(args["clips"]):
+        audio = load_audio_task(path, sr, 1, "float32").reshape(1, -1)
+        audio = int16_to_float32(float32_to_int16(audio))
+        chunk_size, hop_size = 10 * sr, sr
+        chunks = [audio[:, j : j + chunk_size] for j in range(0, audio.shape[1], hop_size)]
+        rows = []
+        for chunk in chunks:
+            with torch.no_grad():
+                chunk = chunk if chunk.shape[1] == chunk_size else np.pad(chunk, ((0, 0), (0, chunk_size - chunk.shape[1])))
+                inputs = fe(chunk[0], sampling_rate=sr, return_tensors="pt")
+                out = model.get_audio_features(**inputs)
+                rows.append(out.pooler_output if hasattr(out, "pooler_output") else out)
+        embs[f"clip{i}"] = torch.cat(rows, dim=0).numpy()
+    np.savez(args["out_npz"], **embs)
+    return {"versions": versions()}
+
+
+TASKS = {"frechet": task_frechet, "fad_inf": task_fad_inf, "vggish": task_vggish, "encodec": task_encodec, "clap": task_clap}
 
 
 def main() -> None:

@@ -188,6 +188,42 @@ def fad(
 
 
 @app.command()
+def audit(
+    candidates: Annotated[list[Path], typer.Argument(help="candidate audio files or folders")],
+    reference: Annotated[list[str], typer.Option("--reference", help="NAME=PATH: a reference artist's folder (repeat)")],
+    embedding: Annotated[str, typer.Option(help="embedding model (mfcc, vggish, encodec-24k, clap, ...)")] = "mfcc",
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the audit record here")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="write report.html here")] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="per-file embedding cache")] = None,
+    n_boot: Annotated[int, typer.Option("--n-boot", help="bootstrap replicates")] = 100,
+    workers: Annotated[int, typer.Option("--workers", help="files embedded at once")] = 1,
+    seed: Annotated[int, typer.Option(help="seed of bootstrap and classifier sampling")] = 0,
+) -> None:
+    """Which reference artist each candidate resembles, how sure that is, and whether it copies a recording."""
+    from stylecraft.artifacts import atomic_write_json
+    from stylecraft.evaluate.audit import AuditSettings, audit_json, parse_references, run_audit
+
+    refs = parse_references(reference)
+    settings = AuditSettings(embedding=embedding, n_boot=n_boot, seed=seed, workers=workers)
+    record = run_audit(refs, candidates, settings, cache_dir=cache_dir)
+    if json_out is not None:
+        atomic_write_json(json_out, audit_json(record))
+    if report is not None:
+        from stylecraft.evaluate.report import write_report
+
+        write_report(record, report)
+    for c in record["candidates"]:
+        probs = c["probabilities"] or {}
+        flag = "  NEAR-COPY of " + str(c["memorization"]["fingerprint"]["reference"]) if c["memorization"]["near_copy"] else ""
+        typer.echo(
+            f"{c['closest']:16s} bootstrap {c['confidence']['bootstrap']:4.0%}  classifier "
+            f"{probs.get(c['closest'], float('nan')):4.0%}  {c['path']}{flag}"
+        )
+    for s in record["skipped"]:
+        typer.echo(f"skipped {s['path']}: {s['reason']}")
+
+
+@app.command()
 def fetch(name: Annotated[str, typer.Argument(help="registry name, e.g. musicgen-small")]) -> None:
     """Download known weights into checkpoints/hub/NAME and verify their sha256."""
     from stylecraft.models.fetch import fetch as run_fetch

@@ -54,3 +54,10 @@ def test_encodec_matches_the_encodec_package(tmp_path, variant):
     assert result["fad"]["rel_diff"] <= parity_embeddings.FAD_TOL
     if variant == "48k":
         assert result["fadtk_segments_max_abs_diff"] <= parity_embeddings.EMB_TOL
+
+
+def test_clap_matches_transformers_pipeline_in_fadtk_windows(tmp_path):
+    import parity_embeddings
+
+    result = parity_embeddings.run_clap(tmp_path)
+    assert result["max_abs_diff"] <= parity_embeddings.EMB_TOL

@@ -277,6 +277,18 @@ def _encodec(variant: str, tiny: bool) -> Callable[[], Embedding]:
     return factory
 
 
+def _clap() -> Embedding:
+    from stylecraft.evaluate.clap_emb import ClapEmbedding
+
+    return ClapEmbedding.from_registry()
+
+
+def _clap_tiny() -> Embedding:
+    from stylecraft.evaluate.clap_emb import ClapEmbedding
+
+    return ClapEmbedding.preset(seed=0)
+
+
 _REGISTRY: dict[str, Callable[[], Embedding]] = {
     MfccEmbedding.name: MfccEmbedding,
     # The published weights, fetched by name; a missing file is a ModelNotFoundError.
@@ -287,6 +299,8 @@ _REGISTRY: dict[str, Callable[[], Embedding]] = {
     "encodec-48k": _encodec("48k", tiny=False),
     "encodec-24k-tiny": _encodec("24k", tiny=True),
     "encodec-48k-tiny": _encodec("48k", tiny=True),
+    "clap": _clap,
+    "clap-tiny": _clap_tiny,
 }
 
 

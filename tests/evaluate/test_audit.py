@@ -30,8 +30,9 @@ def _music(seconds: float, seed: int, low: bool) -> np.ndarray:
     note_s = 0.6 if low else 0.2
     for onset in np.arange(0, seconds, note_s):
         f0 = rng.uniform(80, 300) if low else rng.uniform(600, 2000)
-        env = np.where(t >= onset, np.exp(-(t - onset) * (2 if low else 12)), 0.0)
-        y += env * sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 4))
+        a, b = int(onset * SR), min(n, int((onset + 3.0) * SR))  # notes have decayed after 3 s
+        tt = t[a:b] - onset
+        y[a:b] += np.exp(-tt * (2 if low else 12)) * sum(np.sin(2 * np.pi * f0 * k * tt) / k for k in range(1, 4))
     if not low:
         y += 0.3 * rng.normal(size=n)
     return (0.25 * y / np.abs(y).max()).astype(np.float32)

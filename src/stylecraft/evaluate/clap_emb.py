@@ -1,6 +1,6 @@
 """CLAP audio embeddings through transformers' ``ClapModel`` (e.g. ``laion/larger_clap_music``).
 
-Front end: mono mix, resampled to 48 kHz with resampy, then one of two windowings:
+Front end: mono mix, resampled to 48 kHz with resampy's kaiser_best filter, then one of two windowings:
 
 * ``"fadtk"`` (default), as fadtk 1.1.0 embeds with CLAP: the clip is quantised to int16 and
   back (``x * 32767`` clipped to [-1, 1], ``/ 32767``), cut into 10 s windows every 1 s, each
@@ -133,7 +133,7 @@ class ClapEmbedding:
             "weights": self.weights_id,
             "sample_rate": SAMPLE_RATE,
             "mono": "mean of channels",
-            "resample": f"resampy-{importlib.metadata.version('resampy')}-kaiser_best",
+            "resample": f"polyphase resampy-{importlib.metadata.version('resampy')} kaiser_best",
             "windowing": self.windowing,
             "window_s": 10.0,
             "hop_s": 1.0 if self.windowing == "fadtk" else 10.0,
@@ -169,7 +169,7 @@ class ClapEmbedding:
         """
         mono = _to_mono_float(audio, sample_rate)
         if sample_rate != SAMPLE_RATE:
-            import resampy
+            from stylecraft.evaluate.resample import resample_kaiser_best
 
-            mono = resampy.resample(mono, sample_rate, SAMPLE_RATE)
+            mono = resample_kaiser_best(mono, sample_rate, SAMPLE_RATE)
         return self.embed_windows(clap_windows(np.asarray(mono), self.windowing))

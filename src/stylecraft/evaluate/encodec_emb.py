@@ -4,7 +4,7 @@ Computed through transformers' ``EncodecModel`` exactly as frechet-audio-distanc
 the original ``encodec`` package: the encoder runs on the whole clip, and each latent frame
 (75 per second at 24 kHz, 150 at 48 kHz) is one 128-D row.
 
-* ``24k``: mono mix (mean of channels), resampled to 24 kHz with resampy, shape ``[1, 1, T]``.
+* ``24k``: mono mix (mean of channels), resampled to 24 kHz with resampy's kaiser_best filter, shape ``[1, 1, T]``.
 * ``48k``: stereo (a mono clip is duplicated to two channels), 48 kHz, ``[1, 2, T]``. With
   ``segment="fadtk"`` the clip is cut into the model's 1 s segments, each encoded on its own
   and the frames concatenated, as fadtk 1.1.0 does; ``segment="none"`` (the default) encodes
@@ -80,9 +80,9 @@ def encodec_package_to_transformers(state: dict[str, torch.Tensor]) -> dict[str,
 def _resample(mono: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     if sr_in == sr_out:
         return mono
-    import resampy
+    from stylecraft.evaluate.resample import resample_kaiser_best
 
-    return resampy.resample(mono, sr_in, sr_out, axis=0)
+    return resample_kaiser_best(mono, sr_in, sr_out)
 
 
 class EncodecEmbedding:
@@ -165,7 +165,7 @@ class EncodecEmbedding:
             "sample_rate": self.sample_rate,
             "channels": self.channels,
             "mono": "mean of channels" if self.channels == 1 else "mono duplicated to stereo",
-            "resample": f"resampy-{importlib.metadata.version('resampy')}-kaiser_best",
+            "resample": f"polyphase resampy-{importlib.metadata.version('resampy')} kaiser_best",
             "layer": "encoder output (before quantisation)",
             "segment": self.segment,
             "frame_rate": self.sample_rate // int(np.prod(self.model.config.upsampling_ratios)),

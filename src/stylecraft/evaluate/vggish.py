@@ -2,8 +2,9 @@
 
 Front end (a float64 numpy port of VGGish's ``mel_features`` / ``vggish_input``):
 
-1. mono mix (mean of channels); resampled to 16 kHz with ``resampy`` (``kaiser_best``) when
-   needed, as frechet-audio-distance 0.3.4 loads audio;
+1. mono mix (mean of channels); resampled to 16 kHz with resampy's ``kaiser_best`` filter
+   (computed as a polyphase product, :mod:`stylecraft.evaluate.resample`) when needed, as
+   frechet-audio-distance 0.3.4 loads audio;
 2. STFT magnitude of 25 ms frames (400 samples, periodic Hann, FFT 512) every 10 ms, no
    padding (a trailing partial frame is dropped);
 3. 64 HTK-mel bands from 125 Hz to 7500 Hz, ``log(mel + 0.01)``;
@@ -29,6 +30,7 @@ from torch import nn
 from stylecraft.artifacts import sha256_file
 from stylecraft.errors import AudioDecodeError, CheckpointError, ModelNotFoundError
 from stylecraft.evaluate.embeddings import _to_mono_float
+from stylecraft.evaluate.resample import resample_kaiser_best
 
 __all__ = ["VGGISH_FILES", "VGGishConfig", "VGGishEmbedding", "VGGishNet", "log_mel_examples"]
 
@@ -173,9 +175,7 @@ class VGGishNet(nn.Module):
 def _resample_to_16k(mono: np.ndarray, sample_rate: int) -> np.ndarray:
     if sample_rate == SAMPLE_RATE:
         return mono
-    import resampy
-
-    return resampy.resample(mono, sample_rate, SAMPLE_RATE)
+    return resample_kaiser_best(mono, sample_rate, SAMPLE_RATE)
 
 
 class VGGishEmbedding:
@@ -192,7 +192,7 @@ class VGGishEmbedding:
         use_activation: bool = False,
         name: str = "vggish",
         device: str | torch.device | None = None,
-        batch_size: int = 64,
+        batch_size: int = 256,
     ) -> None:
         """Wrap a network.
 
@@ -215,7 +215,9 @@ class VGGishEmbedding:
         self.use_activation = use_activation
         self.batch_size = batch_size
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.net = net.eval().to(self.device)
+        # channels_last lets oneDNN pick its faster NHWC convolution kernels on CPU (about 1.4x
+        # here); the numbers agree with the default layout to float32 rounding.
+        self.net = net.eval().to(self.device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.pca = pca
 
     @classmethod
@@ -287,7 +289,7 @@ class VGGishEmbedding:
             "version": 1,
             "weights": self.weights_id,
             "sample_rate": SAMPLE_RATE,
-            "resample": f"resampy-{importlib.metadata.version('resampy')}-kaiser_best",
+            "resample": f"polyphase resampy-{importlib.metadata.version('resampy')} kaiser_best",
             "mono": "mean of channels",
             "stft": {"window": "periodic hann", "window_s": WINDOW_S, "hop_s": HOP_S, "fft": 512, "pad": "none"},
             "mel": {"bands": NUM_BANDS, "fmin": MEL_MIN_HZ, "fmax": MEL_MAX_HZ, "scale": "htk", "log_offset": LOG_OFFSET},
@@ -309,7 +311,7 @@ class VGGishEmbedding:
         x_all = torch.from_numpy(np.ascontiguousarray(examples, dtype=np.float32))[:, None]  # [n, 1, 96, 64]
         outs = []
         for start in range(0, x_all.shape[0], self.batch_size):
-            x = x_all[start : start + self.batch_size].to(self.device)
+            x = x_all[start : start + self.batch_size].to(self.device).contiguous(memory_format=torch.channels_last)
             outs.append(self.net(x, use_activation=self.use_activation).float().cpu())
         emb = torch.cat(outs)
         if self.use_pca:

@@ -11,7 +11,8 @@ Tracks of at least 40 s are sorted by name; every fifth is held out as a candida
 form each soundtrack's reference. One more candidate is a 30 s excerpt of a Wesnoth *reference*
 track at -6 dB with a little noise added, to show the memorisation check (it is not counted in
 the attribution score). Embedding: ``mfcc`` (weights-free; the learned embeddings' published
-weights cannot be downloaded on this machine).
+weights cannot be downloaded on this machine). Tracks are scaled to -23 LUFS before embedding
+(the audit's default), so mastering level does not decide attribution.
 
 Usage::
 
@@ -122,7 +123,7 @@ def main() -> dict[str, Any]:
         "# Style audit on two real soundtracks",
         "",
         f"References: {', '.join(f'{n} ({k} tracks)' for n, k in summary['reference_tracks'].items())}; "
-        f"embedding mfcc; every fifth track (≥ 40 s, by name) held out.",
+        f"embedding mfcc on audio scaled to -23 LUFS; every fifth track (≥ 40 s, by name) held out.",
         "",
         f"**Held-out tracks attributed to their own soundtrack: {len(correct)} of {len(held_rows)}** (closest per-track FAD); "
         f"style classifier: {len(clf_correct)} of {len(held_rows)}.",

@@ -198,13 +198,16 @@ def audit(
     n_boot: Annotated[int, typer.Option("--n-boot", help="bootstrap replicates")] = 100,
     workers: Annotated[int, typer.Option("--workers", help="files embedded at once")] = 1,
     seed: Annotated[int, typer.Option(help="seed of bootstrap and classifier sampling")] = 0,
+    loudness: Annotated[float | None, typer.Option("--loudness", help="LUFS every track is scaled to before embedding")] = -23.0,
+    raw_level: Annotated[bool, typer.Option("--raw-level", help="embed files at their own level (no loudness scaling)")] = False,
 ) -> None:
     """Which reference artist each candidate resembles, how sure that is, and whether it copies a recording."""
     from stylecraft.artifacts import atomic_write_json
     from stylecraft.evaluate.audit import AuditSettings, audit_json, parse_references, run_audit
 
     refs = parse_references(reference)
-    settings = AuditSettings(embedding=embedding, n_boot=n_boot, seed=seed, workers=workers)
+    settings = AuditSettings(embedding=embedding, n_boot=n_boot, seed=seed, workers=workers,
+                             loudness_lufs=None if raw_level else loudness)
     record = run_audit(refs, candidates, settings, cache_dir=cache_dir)
     if json_out is not None:
         atomic_write_json(json_out, audit_json(record))

@@ -148,3 +148,15 @@ def test_report_renders_in_headless_chromium(corpus, tmp_path):
     img = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     # A rendered page: not blank, with both dark (text, plots) and light (background) areas.
     assert img.shape == (1600, 1200) and img.std() > 20 and (img < 80).mean() > 0.005 and (img > 200).mean() > 0.3
+
+
+def test_loudness_normalised_embedding_ignores_gain():
+    from stylecraft.evaluate.audit import LoudnessNormalized
+    from stylecraft.evaluate.embeddings import get_embedding
+
+    y = _music(4.0, seed=5, low=True)
+    emb = LoudnessNormalized(get_embedding("mfcc"), -23.0)
+    assert np.allclose(emb.embed(y, SR), emb.embed(y * 0.1, SR), atol=1e-3)
+    raw = get_embedding("mfcc")
+    assert not np.allclose(raw.embed(y, SR), raw.embed(y * 0.1, SR), atol=1e-1)
+    assert emb.settings()["loudness_normalized_lufs"] == -23.0 and emb.name == "mfcc"

@@ -112,3 +112,24 @@ def test_fad_cli_errors_are_one_line(tmp_path):
     proc = _cli("fad", str(ref), str(ref), "--embedding", "vggish-tiny", "--inf")
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 1 and len(errors) == 1 and "min_n=500" in errors[0]
+
+
+def test_fetch_verifies_url_files_by_their_hash_prefix(tmp_path, monkeypatch):
+    from stylecraft.artifacts import sha256_bytes
+    from stylecraft.models.fetch import fetch
+
+    monkeypatch.setenv("STYLECRAFT_CHECKPOINTS", str(tmp_path))
+    good = b"weights"
+    name = f"w-{sha256_bytes(good)[:8]}.pth"
+    (tmp_path / "registry.yaml").write_text(
+        f"w:\n  kind: vggish\n  source: https://example.invalid/rel\n  files: [{name}]\n  license: test\n  sha256: {{}}\n"
+    )
+    folder = tmp_path / "hub" / "w"
+    folder.mkdir(parents=True)
+    (folder / name).write_bytes(good)  # already downloaded: only verified, no network
+    assert fetch("w") == folder
+    lock = json.loads((tmp_path / "lock" / "w.json").read_text())
+    assert lock["sha256"][name] == sha256_bytes(good)
+    (folder / name).write_bytes(b"tampered")
+    with pytest.raises(CheckpointError, match="delete it and fetch again"):
+        fetch("w")

@@ -58,6 +58,10 @@ class AuditSettings:
         copy_min_fraction: ... and the fraction of the candidate's hashes they must be.
         classifier_max_rows: Reference rows per artist used to train the classifier.
         workers: Files embedded at once.
+        loudness_lufs: Every track (references and candidates) is scaled to this integrated
+            loudness before it is embedded, so that attribution follows the music and not the
+            mastering level (which the style profile reports separately); ``None`` embeds the
+            files as they are.
     """
 
     embedding: str = "mfcc"
@@ -70,6 +74,28 @@ class AuditSettings:
     copy_min_fraction: float = 0.05
     classifier_max_rows: int = 4000
     workers: int = 1
+    loudness_lufs: float | None = -23.0
+
+
+class LoudnessNormalized:
+    """An embedding applied to audio scaled to a fixed integrated loudness (ITU-R BS.1770)."""
+
+    def __init__(self, inner: Embedding, target_lufs: float) -> None:
+        self.inner = inner
+        self.target_lufs = target_lufs
+        self.name = inner.name
+        self.sample_rate = inner.sample_rate
+
+    def settings(self) -> dict[str, Any]:
+        """The inner embedding's settings plus the loudness target (so caches keep them apart)."""
+        return {**self.inner.settings(), "loudness_normalized_lufs": self.target_lufs}
+
+    def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Scale to the target loudness (no peak limit: nothing is written), then embed."""
+        from stylecraft.audio.loudness import normalize_gain
+
+        scaled, _ = normalize_gain(np.asarray(audio, dtype=np.float32), sample_rate, self.target_lufs, peak=float("inf"))
+        return self.inner.embed(scaled, sample_rate)
 
 
 def parse_references(items: list[str]) -> dict[str, Path]:
@@ -218,6 +244,8 @@ def run_audit(
     if cfg.n_boot < 10:
         raise StylecraftError(f"the audit bootstrap needs at least 10 replicates, got {cfg.n_boot}")
     emb_model = embedding or get_embedding(cfg.embedding)
+    if cfg.loudness_lufs is not None:
+        emb_model = LoudnessNormalized(emb_model, cfg.loudness_lufs)
     rng = np.random.default_rng(cfg.seed)
 
     # --- references: embeddings, Gaussians, fingerprints, profiles ---

@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # the platform's build. Pinning it first keeps pip from pulling a CUDA stack for the CPU-only jobs.
 TORCH ?= torch==2.13.0
 
-.PHONY: venv quickstart test lint clean
+.PHONY: venv quickstart test lint clean parity
 
 # constraints.txt pins the versions the suite last passed with; pyproject.toml keeps ranges.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -25,6 +25,10 @@ quickstart: venv
 
 test: venv lint
 	$(PY) -m pytest -q
+
+# Parity against the reference FAD tools; builds eval/.cache/envs/fad-ref on first use (needs the package index).
+parity: venv
+	$(PY) -m pytest -q -m reference tests/parity
 
 lint: venv
 	$(VENV)/bin/ruff check src tests eval

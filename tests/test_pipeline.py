@@ -29,6 +29,8 @@ SMALL = [
     "train.batch_size=4",
     "generate.per_prompt=2",
     "generate.duration_s=2",
+    "evaluate.embeddings=[vggish-tiny]",
+    "evaluate.n_boot=20",
 ]
 
 
@@ -72,6 +74,10 @@ def test_quickstart_leaves_every_artifact(quick_run):
     fad = json.loads((run / "eval" / "fad.json").read_text())
     assert {"fad", "n_ref", "n_gen", "embedding"} <= fad.keys()
     assert fad["fad"] > 0 and np.isfinite(fad["fad"]) and fad["embedding"] == "mfcc"
+    assert set(fad["by_embedding"]) == {"mfcc", "vggish-tiny"} and fad["by_embedding"]["mfcc"]["fad"] == fad["fad"]
+    for row in fad["by_embedding"].values():
+        assert row["ci95"][0] <= row["ci95"][1] and row["n_gen_files"] == 2
+    assert fad["by_embedding"]["vggish-tiny"]["embedding_settings"]["weights"] == "random:tiny:seed0"
     assert (run / "recipe.yaml").exists() and (run / "model" / "model.safetensors").exists()
     assert (run / "eval" / "spectrograms.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -148,18 +148,82 @@ def generate(
 def fad(
     ref: Annotated[Path, typer.Argument(help="reference set: folder of audio or .npy [N, D] embeddings")],
     gen: Annotated[Path, typer.Argument(help="generated set: folder of audio or .npy [N, D] embeddings")],
-    embedding: Annotated[str, typer.Option(help="embedding model")] = "mfcc",
+    embedding: Annotated[str, typer.Option(help="embedding model (mfcc, vggish, vggish-tiny)")] = "mfcc",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="per-file embedding cache")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="also write the JSON record here")] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="per-file embedding cache (float32 .npy)")] = None,
+    inf: Annotated[bool, typer.Option("--inf", help="also compute FAD-inf (fadtk's extrapolation) with its R²")] = False,
+    inf_min_n: Annotated[int, typer.Option("--inf-min-n", help="smallest FAD-inf sample size")] = 500,
+    per_track: Annotated[bool, typer.Option("--per-track", help="also score each generated file on its own")] = False,
+    ci: Annotated[float | None, typer.Option("--ci", help="bootstrap confidence level, e.g. 0.95")] = None,
+    n_boot: Annotated[int, typer.Option("--n-boot", help="bootstrap replicates")] = 200,
+    workers: Annotated[int, typer.Option("--workers", help="files embedded at once (threads); models use CUDA when present")] = 1,
+    seed: Annotated[int, typer.Option(help="seed of FAD-inf draws and bootstrap resampling")] = 0,
 ) -> None:
     """Fréchet Audio Distance between two sets (float64 statistics)."""
+    from stylecraft.artifacts import atomic_write_json
     from stylecraft.evaluate.fad import compute_fad
 
-    result = compute_fad(ref, gen, embedding_name=embedding, cache_dir=cache_dir)
+    if workers < 1:
+        raise StylecraftError(f"--workers must be at least 1, got {workers}")
+    result = compute_fad(
+        ref, gen, embedding_name=embedding, cache_dir=cache_dir, inf=inf, per_track=per_track, ci=ci,
+        n_boot=n_boot, workers=workers, seed=seed, inf_min_n=inf_min_n,
+    )
+    if output is not None:
+        atomic_write_json(output, result)
     if as_json:
         typer.echo(json.dumps(result, default=str))
-    else:
-        typer.echo(f"FAD ({result['embedding']}) = {result['fad']:.6f}  (n_ref={result['n_ref']}, n_gen={result['n_gen']})")
+        return
+    typer.echo(f"FAD ({result['embedding']}) = {result['fad']:.6f}  (n_ref={result['n_ref']}, n_gen={result['n_gen']})")
+    if "ci" in result:
+        c = result["ci"]
+        typer.echo(f"{c['level']:.0%} CI [{c['low']:.6f}, {c['high']:.6f}]  ({c['n_boot']} resamples of {c['unit']}s)")
+    if "fad_inf" in result:
+        fi = result["fad_inf"]
+        r2 = "n/a" if fi["r2"] is None else f"{fi['r2']:.4f}"
+        typer.echo(f"FAD-inf = {fi['score']:.6f}  (R² {r2})")
+    for row in result.get("per_track", []):
+        typer.echo(f"{row['fad']:12.6f}  {row['path']}")
+
+
+@app.command()
+def audit(
+    candidates: Annotated[list[Path], typer.Argument(help="candidate audio files or folders")],
+    reference: Annotated[list[str], typer.Option("--reference", help="NAME=PATH: a reference artist's folder (repeat)")],
+    embedding: Annotated[str, typer.Option(help="embedding model (mfcc, vggish, encodec-24k, clap, ...)")] = "mfcc",
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the audit record here")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="write report.html here")] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="per-file embedding cache")] = None,
+    n_boot: Annotated[int, typer.Option("--n-boot", help="bootstrap replicates")] = 100,
+    workers: Annotated[int, typer.Option("--workers", help="files embedded at once")] = 1,
+    seed: Annotated[int, typer.Option(help="seed of bootstrap and classifier sampling")] = 0,
+    loudness: Annotated[float | None, typer.Option("--loudness", help="LUFS every track is scaled to before embedding")] = -23.0,
+    raw_level: Annotated[bool, typer.Option("--raw-level", help="embed files at their own level (no loudness scaling)")] = False,
+) -> None:
+    """Which reference artist each candidate resembles, how sure that is, and whether it copies a recording."""
+    from stylecraft.artifacts import atomic_write_json
+    from stylecraft.evaluate.audit import AuditSettings, audit_json, parse_references, run_audit
+
+    refs = parse_references(reference)
+    settings = AuditSettings(embedding=embedding, n_boot=n_boot, seed=seed, workers=workers,
+                             loudness_lufs=None if raw_level else loudness)
+    record = run_audit(refs, candidates, settings, cache_dir=cache_dir)
+    if json_out is not None:
+        atomic_write_json(json_out, audit_json(record))
+    if report is not None:
+        from stylecraft.evaluate.report import write_report
+
+        write_report(record, report)
+    for c in record["candidates"]:
+        probs = c["probabilities"] or {}
+        flag = "  NEAR-COPY of " + str(c["memorization"]["fingerprint"]["reference"]) if c["memorization"]["near_copy"] else ""
+        typer.echo(
+            f"{c['closest']:16s} bootstrap {c['confidence']['bootstrap']:4.0%}  classifier "
+            f"{probs.get(c['closest'], float('nan')):4.0%}  {c['path']}{flag}"
+        )
+    for s in record["skipped"]:
+        typer.echo(f"skipped {s['path']}: {s['reason']}")
 
 
 @app.command()
@@ -256,7 +320,7 @@ def models() -> None:
             where = str(resolve_folder(name))
         except StylecraftError:
             where = f"not downloaded (stylecraft fetch {name})"
-        typer.echo(f"{name:24s} {entry.repo_id:32s} {entry.license:36s} {where}")
+        typer.echo(f"{name:24s} {entry.source.removeprefix('hf://'):32s} {entry.license:36s} {where}")
 
 
 def main() -> None:

@@ -128,7 +128,9 @@ class GenerateConfig:
 
 @dataclass
 class EvaluateConfig:
-    embedding: str = "mfcc"
+    embedding: str = "mfcc"  # the embedding of the headline FAD (fad.json "fad")
+    embeddings: list[str] = field(default_factory=list)  # more embeddings scored beside it (e.g. [vggish, clap])
+    n_boot: int = 100  # bootstrap replicates of each FAD's confidence interval (0: none)
 
 
 @dataclass

@@ -223,44 +223,66 @@ def _default_prompt(cfg: DictConfig, run: Path) -> str:
 
 
 def stage_evaluate(cfg: DictConfig, run: Path) -> dict[str, Any]:
-    """FAD of generated audio against the held-out tracks, beside FAD(train tracks, held-out)."""
+    """FAD of generated audio against the held-out tracks, beside FAD(train tracks, held-out).
+
+    Every embedding named by ``evaluate.embedding`` and ``evaluate.embeddings`` is scored; the
+    first is the headline ``fad`` and all appear under ``by_embedding`` with a bootstrap
+    confidence interval (generated files and held-out tracks resampled as wholes).
+    """
     from stylecraft.data.manifest import Track, load_rows
     from stylecraft.data.segment import load_track_audio
     from stylecraft.evaluate.embeddings import get_embedding
-    from stylecraft.evaluate.fad import embed_set
+    from stylecraft.evaluate.fad import embed_set, environment_versions
     from stylecraft.evaluate.frechet import frechet_distance, gaussian_stats
+    from stylecraft.evaluate.stats import bootstrap_fad
 
-    emb = get_embedding(cfg.evaluate.embedding)
     tracks = load_rows(run / "tracks.jsonl", Track)
     sr = cfg.segment.sample_rate
     segmented = [t for t in tracks if (run / "audio" / f"{t.id}.npy").exists()]
-
-    def embed_tracks(split: str) -> np.ndarray | None:
-        rows = [emb.embed(load_track_audio(run, t.id), sr) for t in segmented if t.split == split]
-        return np.concatenate(rows).astype(np.float64) if rows else None
-
-    valid, train_e = embed_tracks("valid"), embed_tracks("train")
-    if valid is None:
+    if not any(t.split == "valid" for t in segmented):
         raise StageInputError("no held-out (valid) track to evaluate against: raise ingest.valid_fraction or add tracks")
-    gen = embed_set(run / "generated", emb, progress=False)
-    mu_v, s_v = gaussian_stats(valid)
-    mu_g, s_g = gaussian_stats(gen.embeddings)
+    names = list(dict.fromkeys([cfg.evaluate.embedding, *cfg.evaluate.embeddings]))
+    # Build every model first, so a missing weight file fails before minutes of embedding.
+    models = [get_embedding(name) for name in names]
+
+    by_embedding: dict[str, dict[str, Any]] = {}
+    gen_files: list[str] = []
+    for emb in models:
+        def embed_tracks(split: str, emb: Any = emb) -> list[np.ndarray]:
+            return [emb.embed(load_track_audio(run, t.id), sr) for t in segmented if t.split == split]
+
+        valid_rows, train_rows = embed_tracks("valid"), embed_tracks("train")
+        valid = np.concatenate(valid_rows).astype(np.float64)
+        gen = embed_set(run / "generated", emb, progress=False)
+        gen_files = gen.files
+        mu_v, s_v = gaussian_stats(valid)
+        mu_g, s_g = gaussian_stats(gen.embeddings)
+        row: dict[str, Any] = {
+            "fad": frechet_distance(mu_v, s_v, mu_g, s_g),
+            "n_ref": int(valid.shape[0]),
+            "n_gen": int(gen.embeddings.shape[0]),
+            "embedding": emb.name,
+            "embedding_settings": emb.settings(),
+            "n_gen_files": gen.n_files,
+            "skipped": gen.skipped,
+        }
+        if cfg.evaluate.n_boot:
+            ci = bootstrap_fad(valid, gen.embeddings, n_boot=cfg.evaluate.n_boot, seed=0,
+                               ref_sizes=[r.shape[0] for r in valid_rows], gen_sizes=gen.sizes)
+            row["ci95"] = [ci.low, ci.high]
+        if train_rows and sum(r.shape[0] for r in train_rows) >= 2:
+            mu_t, s_t = gaussian_stats(np.concatenate(train_rows).astype(np.float64))
+            row["fad_train_tracks_vs_ref"] = frechet_distance(mu_v, s_v, mu_t, s_t)
+            row["n_train"] = int(sum(r.shape[0] for r in train_rows))
+        by_embedding[emb.name] = row
     result: dict[str, Any] = {
-        "fad": frechet_distance(mu_v, s_v, mu_g, s_g),
-        "n_ref": int(valid.shape[0]),
-        "n_gen": int(gen.embeddings.shape[0]),
-        "embedding": emb.name,
-        "embedding_settings": emb.settings(),
+        **by_embedding[models[0].name],
         "reference": "held-out (valid) tracks of the catalogue, loudness-normalised",
-        "n_gen_files": gen.n_files,
-        "skipped": gen.skipped,
+        "by_embedding": by_embedding,
+        "versions": environment_versions(),
     }
-    if train_e is not None and train_e.shape[0] >= 2:
-        mu_t, s_t = gaussian_stats(train_e)
-        result["fad_train_tracks_vs_ref"] = frechet_distance(mu_v, s_v, mu_t, s_t)
-        result["n_train"] = int(train_e.shape[0])
     atomic_write_json(run / "eval" / "fad.json", result)
-    _spectrograms(run, segmented, gen.files, sr)
+    _spectrograms(run, segmented, gen_files, sr)
     return {k: result[k] for k in ("fad", "n_ref", "n_gen", "fad_train_tracks_vs_ref") if k in result}
 
 

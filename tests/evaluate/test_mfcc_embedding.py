@@ -19,8 +19,8 @@ def test_registry_builds_mfcc_and_lists_names_for_unknown() -> None:
     assert isinstance(emb, Embedding)
     assert emb.name == "mfcc" and emb.sample_rate == 16_000
     assert "mfcc" in available_embeddings()
-    with pytest.raises(StylecraftError, match="unknown embedding 'vggish'.*mfcc"):
-        get_embedding("vggish")
+    with pytest.raises(StylecraftError, match="unknown embedding 'panns'.*mfcc"):
+        get_embedding("panns")
 
 
 def test_settings_are_json_and_describe_the_output() -> None:

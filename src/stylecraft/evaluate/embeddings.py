@@ -4,11 +4,13 @@ FAD compares the distribution of embedding frames of a reference set with that o
 set, so every model used for it only has to turn a clip into a ``[frames, D]`` matrix. The
 :class:`Embedding` protocol is that contract; :func:`get_embedding` builds one by name.
 
-Only :class:`MfccEmbedding` ships here: it needs no weights and no network, so FAD can be
-computed anywhere (CI included). Learned embeddings (VGGish, CLAP, EnCodec, ...) plug in by
-implementing :class:`Embedding` and calling :func:`register_embedding` with a zero-argument
-factory; the factory is only called on :func:`get_embedding`, so heavy imports and weight
-downloads stay out of module import time.
+:class:`MfccEmbedding` needs no weights and no network, so FAD can be computed anywhere (CI
+included). Learned embeddings (``vggish``, ``encodec-24k``/``-48k``, ``clap``) load their
+published weights by name (``stylecraft fetch``); each also has a ``-tiny`` randomly initialised
+variant of the same code path for offline tests. More models plug in by implementing
+:class:`Embedding` and calling :func:`register_embedding` with a zero-argument factory; the
+factory is only called on :func:`get_embedding`, so heavy imports and weight loading stay out
+of module import time.
 """
 
 from __future__ import annotations
@@ -252,8 +254,53 @@ class MfccEmbedding:
         return out
 
 
+def _vggish() -> Embedding:
+    from stylecraft.evaluate.vggish import VGGishEmbedding
+
+    return VGGishEmbedding.from_registry()
+
+
+def _vggish_tiny() -> Embedding:
+    from stylecraft.evaluate.vggish import VGGishEmbedding
+
+    return VGGishEmbedding.preset("tiny", seed=0)
+
+
+def _encodec(variant: str, tiny: bool) -> Callable[[], Embedding]:
+    def factory() -> Embedding:
+        from stylecraft.evaluate.encodec_emb import EncodecEmbedding
+
+        if tiny:
+            return EncodecEmbedding.preset(variant, tiny=True, seed=0)
+        return EncodecEmbedding.from_registry(variant)
+
+    return factory
+
+
+def _clap() -> Embedding:
+    from stylecraft.evaluate.clap_emb import ClapEmbedding
+
+    return ClapEmbedding.from_registry()
+
+
+def _clap_tiny() -> Embedding:
+    from stylecraft.evaluate.clap_emb import ClapEmbedding
+
+    return ClapEmbedding.preset(seed=0)
+
+
 _REGISTRY: dict[str, Callable[[], Embedding]] = {
     MfccEmbedding.name: MfccEmbedding,
+    # The published weights, fetched by name; a missing file is a ModelNotFoundError.
+    "vggish": _vggish,
+    # Same network structure, small and randomly initialised: offline tests and quick demos only.
+    "vggish-tiny": _vggish_tiny,
+    "encodec-24k": _encodec("24k", tiny=False),
+    "encodec-48k": _encodec("48k", tiny=False),
+    "encodec-24k-tiny": _encodec("24k", tiny=True),
+    "encodec-48k-tiny": _encodec("48k", tiny=True),
+    "clap": _clap,
+    "clap-tiny": _clap_tiny,
 }
 
 

@@ -57,6 +57,17 @@ class EmbeddedSet:
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     source: str = ""
     kind: Literal["audio", "npy"] = "audio"
+    sizes: list[int] = dataclasses.field(default_factory=list)
+    """Embedding rows per file, in file order (empty for a ``.npy`` source)."""
+
+    def per_file(self) -> dict[str, np.ndarray]:
+        """Rows of each file, keyed by path."""
+        out: dict[str, np.ndarray] = {}
+        start = 0
+        for f, n in zip(self.files, self.sizes, strict=True):
+            out[f] = self.embeddings[start : start + n]
+            start += n
+        return out
 
 
 def _one_line(exc: BaseException) -> str:
@@ -202,6 +213,7 @@ def embed_set(
     embedding: Embedding,
     cache_dir: Path | None = None,
     progress: bool = True,
+    workers: int = 1,
 ) -> EmbeddedSet:
     """Embed a folder of audio, or load precomputed embeddings from a ``.npy`` file.
 
@@ -217,6 +229,9 @@ def embed_set(
         cache_dir: If given, per-file embeddings are cached there as float32 ``.npy``
             (see :func:`embedding_cache_path`).
         progress: Show a progress bar over files on stderr.
+        workers: Files decoded and embedded at once, in threads. Decoding, resampling, the
+            FFT front ends and torch all release the GIL, so threads overlap them without
+            copying the model into other processes; results keep file order either way.
 
     Returns:
         The :class:`EmbeddedSet`.
@@ -245,11 +260,29 @@ def embed_set(
     used: list[str] = []
     skipped: list[tuple[str, str]] = []
     desc = f"embedding {source.name or source} ({embedding.name})"
-    for path in progress_iter(files, desc, enabled=progress):
+
+    def one(path: Path) -> np.ndarray | AudioDecodeError:
         try:
-            emb = _embed_file(path, embedding, cache_dir)
+            return _embed_file(path, embedding, cache_dir)
         except AudioDecodeError as exc:
-            reason = _one_line(exc)
+            return exc
+
+    if workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=workers)
+        results = pool.map(one, files)
+    else:
+        pool = None
+        results = map(one, files)
+    try:
+        outcomes = list(progress_iter(results, desc, total=len(files), enabled=progress))
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    for path, emb in zip(files, outcomes, strict=True):
+        if isinstance(emb, AudioDecodeError):
+            reason = _one_line(emb)
             logger.warning("skipping %s: %s", path, reason)
             skipped.append((str(path), reason))
             continue
@@ -272,6 +305,7 @@ def embed_set(
         skipped=skipped,
         source=str(source),
         kind="audio",
+        sizes=[int(r.shape[0]) for r in rows],
     )
 
 
@@ -296,12 +330,35 @@ def _stats(emb_set: EmbeddedSet, label: str) -> tuple[np.ndarray, np.ndarray]:
     return gaussian_stats(emb_set.embeddings)
 
 
+def environment_versions() -> dict[str, str]:
+    """Versions of the packages that can move a FAD value, recorded in every FAD result."""
+    import importlib.metadata
+    import platform
+
+    out = {"python": platform.python_version()}
+    for pkg in ("stylecraft", "numpy", "scipy", "torch", "librosa", "soxr", "resampy", "transformers", "soundfile"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
 def compute_fad(
     ref: str | Path,
     gen: str | Path,
     embedding_name: str = "mfcc",
     cache_dir: Path | None = None,
     progress: bool = True,
+    inf: bool = False,
+    per_track: bool = False,
+    ci: float | None = None,
+    n_boot: int = 200,
+    workers: int = 1,
+    seed: int = 0,
+    inf_min_n: int = 500,
+    inf_steps: int = 25,
+    embedding: Embedding | None = None,
 ) -> dict[str, Any]:
     """Fréchet Audio Distance between a reference set and a generated set.
 
@@ -312,21 +369,35 @@ def compute_fad(
             :func:`~stylecraft.evaluate.embeddings.get_embedding`).
         cache_dir: Optional per-file embedding cache folder.
         progress: Show progress bars over files on stderr.
+        inf: Also compute FAD∞ (:func:`~stylecraft.evaluate.stats.fad_inf`) of the generated set.
+        per_track: Also compute each generated file's own FAD against the reference.
+        ci: Confidence level of a bootstrap interval (e.g. 0.95), or ``None`` for none.
+        n_boot: Bootstrap replicates.
+        workers: Files embedded at once (threads).
+        seed: Seed of FAD∞ draws and bootstrap resampling.
+        inf_min_n: Smallest sample size of FAD∞.
+        inf_steps: Number of FAD∞ sample sizes.
+        embedding: An already built embedding (overrides ``embedding_name``).
 
     Returns:
         A JSON-serialisable record with keys ``fad`` (float), ``n_ref`` / ``n_gen`` (embedding
-        rows), ``dim``, ``embedding``, ``embedding_settings``, ``ref`` / ``gen`` (sources),
-        ``ref_kind`` / ``gen_kind`` (``"audio"`` or ``"npy"``), ``n_ref_files`` /
-        ``n_gen_files`` (audio files embedded; 0 for ``.npy``) and ``skipped`` (a list of
-        ``{"set", "path", "reason"}`` for files that could not be embedded).
+        rows), ``dim``, ``embedding``, ``embedding_settings`` (with the weights' hashes),
+        ``versions``, ``ref`` / ``gen`` (sources), ``ref_kind`` / ``gen_kind``
+        (``"audio"`` or ``"npy"``), ``n_ref_files`` / ``n_gen_files`` (audio files embedded; 0
+        for ``.npy``), ``skipped`` (a list of ``{"set", "path", "reason"}`` for files that could
+        not be embedded), and, when asked for, ``fad_inf``, ``per_track`` and ``ci``.
 
     Raises:
         StylecraftError: For an unknown embedding, unreadable sources, sets with fewer than 2
-            rows, or sets whose embedding dimensions differ.
+            rows, sets whose embedding dimensions differ, or statistics that cannot be computed
+            (e.g. FAD∞ with fewer rows than its minimum sample size).
     """
-    embedding = get_embedding(embedding_name)
-    ref_set = embed_set(ref, embedding, cache_dir=cache_dir, progress=progress)
-    gen_set = embed_set(gen, embedding, cache_dir=cache_dir, progress=progress)
+    from stylecraft.evaluate.stats import bootstrap_fad, fad_inf, per_track_fad
+
+    if embedding is None:
+        embedding = get_embedding(embedding_name)
+    ref_set = embed_set(ref, embedding, cache_dir=cache_dir, progress=progress, workers=workers)
+    gen_set = embed_set(gen, embedding, cache_dir=cache_dir, progress=progress, workers=workers)
     d_ref = ref_set.embeddings.shape[1]
     d_gen = gen_set.embeddings.shape[1]
     if d_ref != d_gen:
@@ -342,13 +413,14 @@ def compute_fad(
         for label, s in (("ref", ref_set), ("gen", gen_set))
         for path, reason in s.skipped
     ]
-    return {
+    record: dict[str, Any] = {
         "fad": fad,
         "n_ref": int(ref_set.embeddings.shape[0]),
         "n_gen": int(gen_set.embeddings.shape[0]),
         "dim": int(d_ref),
         "embedding": embedding.name,
         "embedding_settings": embedding.settings(),
+        "versions": environment_versions(),
         "ref": str(ref),
         "gen": str(gen),
         "ref_kind": ref_set.kind,
@@ -356,4 +428,23 @@ def compute_fad(
         "n_ref_files": ref_set.n_files,
         "n_gen_files": gen_set.n_files,
         "skipped": skipped,
+        "seed": seed,
     }
+    if inf:
+        res = fad_inf(mu_ref, sigma_ref, gen_set.embeddings, steps=inf_steps, min_n=inf_min_n, seed=seed)
+        record["fad_inf"] = {"score": res.score, "slope": res.slope, "r2": res.r2, "points": res.points,
+                             "steps": inf_steps, "min_n": inf_min_n}
+    if per_track:
+        if gen_set.kind != "audio":
+            raise StylecraftError(f"per-track FAD needs a folder of audio files; {gen} is a .npy of embeddings")
+        scores, track_skips = per_track_fad(mu_ref, sigma_ref, gen_set.per_file())
+        record["per_track"] = [{"path": p, "fad": v} for p, v in scores.items()]
+        record["per_track_skipped"] = [{"path": p, "reason": r} for p, r in track_skips.items()]
+    if ci is not None:
+        boot = bootstrap_fad(
+            ref_set.embeddings, gen_set.embeddings, n_boot=n_boot, level=ci, seed=seed,
+            ref_sizes=ref_set.sizes or None, gen_sizes=gen_set.sizes or None,
+        )
+        record["ci"] = {"level": boot.level, "low": boot.low, "high": boot.high, "std": boot.std,
+                        "n_boot": boot.n_boot, "unit": boot.unit}
+    return record

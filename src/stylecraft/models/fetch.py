@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import urllib.request
 from pathlib import Path
 
 from stylecraft.artifacts import atomic_write_json, sha256_file
@@ -23,6 +25,8 @@ def fetch(name: str) -> Path:
     if entry is None:
         known = ", ".join(registry.load_registry())
         raise ModelNotFoundError(f"unknown model '{name}' (known: {known})")
+    if entry.is_url:
+        return _fetch_files(entry)
     try:
         from huggingface_hub import HfApi, snapshot_download
 
@@ -44,4 +48,41 @@ def fetch(name: str) -> Path:
         verified[rel] = got
     atomic_write_json(registry.checkpoints_dir() / "lock" / f"{entry.name}.json",
                       {"name": entry.name, "repo_id": entry.repo_id, "revision": info.sha, "sha256": verified})
+    return folder
+
+
+def _expected_hash(entry: registry.Entry, filename: str) -> tuple[str, bool]:
+    """``(hash, is_prefix)``: the registry's full sha256, else the torch-hub prefix in the name."""
+    if filename in (entry.sha256 or {}):
+        return entry.sha256[filename], False
+    match = re.search(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$", filename)
+    if match is None:
+        raise CheckpointError(f"registry entry '{entry.name}' gives no sha256 for {filename}")
+    return match.group(1), True
+
+
+def _fetch_files(entry: registry.Entry) -> Path:
+    """Download the files of an https entry, verify each, and write the lock file."""
+    folder = entry.local_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    verified: dict[str, str] = {}
+    for filename in entry.files:
+        path = folder / filename
+        if not path.exists():
+            url = entry.source.rstrip("/") + "/" + filename
+            try:
+                with urllib.request.urlopen(url, timeout=60) as resp:
+                    data = resp.read()
+            except Exception as exc:  # network errors come in many types; all mean the same to the user
+                raise ModelNotFoundError(f"cannot download '{entry.name}' file {url}: {exc}") from None
+            from stylecraft.artifacts import atomic_write_bytes
+
+            atomic_write_bytes(path, data)
+        got = sha256_file(path)
+        want, is_prefix = _expected_hash(entry, filename)
+        if not (got.startswith(want) if is_prefix else got == want):
+            raise CheckpointError(f"'{path}' has sha256 {got}, expected {want}{'…' if is_prefix else ''}: delete it and fetch again")
+        verified[filename] = got
+    atomic_write_json(registry.checkpoints_dir() / "lock" / f"{entry.name}.json",
+                      {"name": entry.name, "source": entry.source, "sha256": verified})
     return folder

@@ -27,6 +27,13 @@ class Entry:
     license: str
     params: str = ""
     sha256: dict[str, str] = field(default_factory=dict)
+    # For plain https sources: the file names under ``source`` to download.
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def is_url(self) -> bool:
+        """Whether the weights are plain files under an https URL (not a hub repository)."""
+        return self.source.startswith("https://")
 
     @property
     def repo_id(self) -> str:

@@ -1,0 +1,423 @@
+"""Style audit: which reference artist does each candidate track resemble, how sure is that, and is it a copy?
+
+For every candidate track against every reference set (one per artist):
+
+* **per-track FAD** to each reference (the candidate's own embedding Gaussian against the
+  artist's), and the closest reference;
+* **confidence** two ways: a bootstrap (candidate rows resampled in blocks, reference files
+  resampled per artist) giving how often the closest reference stays closest, and a style
+  classifier (standardised logistic regression on the references' embedding rows) giving a
+  probability per artist;
+* an interpretable **style profile** (tempo, key, loudness, spectral statistics) beside each
+  artist's;
+* a **memorisation check**: the nearest reference segments in embedding space (with the
+  distance relative to how close different reference tracks usually come) and a landmark
+  fingerprint match with its time offset; an aligned fingerprint match flags a near-copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stylecraft.errors import AudioDecodeError, StylecraftError
+from stylecraft.evaluate.embeddings import Embedding, get_embedding
+from stylecraft.evaluate.fad import (
+    EmbeddedSet,
+    embed_set,
+    environment_versions,
+    list_audio_files,
+    load_audio_for_embedding,
+)
+from stylecraft.evaluate.fingerprint import FingerprintIndex
+from stylecraft.evaluate.frechet import frechet_distance, gaussian_stats
+from stylecraft.progress import progress_iter
+
+__all__ = ["AuditSettings", "audit_json", "parse_references", "run_audit", "style_profile"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditSettings:
+    """Knobs of an audit (all recorded in its JSON).
+
+    Attributes:
+        embedding: Registry name of the embedding.
+        n_boot: Bootstrap replicates for the closest-reference confidence.
+        block_rows: Consecutive candidate rows resampled together (rows are correlated in time).
+        seed: Seed of every random choice.
+        profile_s: Seconds of each track (from its middle) analysed for the style profile.
+        nearest: Nearest reference segments reported per candidate.
+        copy_min_aligned: Fingerprint hashes that must agree on one offset to flag a near-copy.
+        copy_min_fraction: ... and the fraction of the candidate's hashes they must be.
+        classifier_max_rows: Reference rows per artist used to train the classifier.
+        workers: Files embedded at once.
+        loudness_lufs: Every track (references and candidates) is scaled to this integrated
+            loudness before it is embedded, so that attribution follows the music and not the
+            mastering level (which the style profile reports separately); ``None`` embeds the
+            files as they are.
+    """
+
+    embedding: str = "mfcc"
+    n_boot: int = 100
+    block_rows: int = 8
+    seed: int = 0
+    profile_s: float = 60.0
+    nearest: int = 3
+    copy_min_aligned: int = 20
+    copy_min_fraction: float = 0.05
+    classifier_max_rows: int = 4000
+    workers: int = 1
+    loudness_lufs: float | None = -23.0
+
+
+class LoudnessNormalized:
+    """An embedding applied to audio scaled to a fixed integrated loudness (ITU-R BS.1770)."""
+
+    def __init__(self, inner: Embedding, target_lufs: float) -> None:
+        self.inner = inner
+        self.target_lufs = target_lufs
+        self.name = inner.name
+        self.sample_rate = inner.sample_rate
+
+    def settings(self) -> dict[str, Any]:
+        """The inner embedding's settings plus the loudness target (so caches keep them apart)."""
+        return {**self.inner.settings(), "loudness_normalized_lufs": self.target_lufs}
+
+    def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Scale to the target loudness (no peak limit: nothing is written), then embed."""
+        from stylecraft.audio.loudness import normalize_gain
+
+        scaled, _ = normalize_gain(np.asarray(audio, dtype=np.float32), sample_rate, self.target_lufs, peak=float("inf"))
+        return self.inner.embed(scaled, sample_rate)
+
+
+def parse_references(items: list[str]) -> dict[str, Path]:
+    """Parse ``NAME=PATH`` reference arguments.
+
+    Raises:
+        StylecraftError: For a malformed item, a repeated name, or a missing folder.
+    """
+    refs: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not path:
+            raise StylecraftError(f"--reference must look like NAME=PATH, got {item!r}")
+        if name in refs:
+            raise StylecraftError(f"reference name {name!r} is given twice")
+        p = Path(path)
+        if not p.is_dir():
+            raise StylecraftError(f"reference {name!r}: {p} is not a folder of audio")
+        refs[name] = p
+    if len(refs) < 1:
+        raise StylecraftError("give at least one --reference NAME=PATH")
+    return refs
+
+
+def style_profile(audio: np.ndarray, sample_rate: int, max_s: float = 60.0) -> dict[str, Any]:
+    """Interpretable descriptors of one track.
+
+    Args:
+        audio: ``[samples, channels]`` or ``[samples]`` float audio.
+        sample_rate: Its rate.
+        max_s: Seconds analysed (the middle of the track) for tempo, key and spectra; loudness
+            uses the whole track.
+
+    Returns:
+        ``tempo_bpm``, ``key``, ``loudness_lufs``, ``spectral_centroid_hz``,
+        ``spectral_bandwidth_hz``, ``spectral_rolloff_hz``, ``spectral_flatness``,
+        ``zero_crossing_rate``, ``duration_s``.
+    """
+    import librosa
+
+    from stylecraft.audio.io import resample
+    from stylecraft.audio.loudness import integrated_loudness
+    from stylecraft.data.features import chroma_of_audio, estimate_key, estimate_tempo
+
+    audio = np.asarray(audio, dtype=np.float32)
+    mono = audio.mean(axis=1) if audio.ndim == 2 else audio
+    sr = 22050
+    n = int(max_s * sample_rate)
+    start = max(0, (mono.shape[0] - n) // 2)
+    y = resample(mono[start : start + n], sample_rate, sr) if sample_rate != sr else mono[start : start + n]
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    hop = 512
+    mel = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, n_fft=2048, hop_length=hop, n_mels=64))
+    win = int(10 * sr / hop)  # 10 s tempo windows, the median of which is the track's tempo
+    windows = [mel[:, i : i + win] for i in range(0, max(1, mel.shape[1] - win + 1), win)]
+    loud = integrated_loudness(audio, sample_rate)
+    return {
+        "tempo_bpm": float(estimate_tempo(np.stack(windows), sr, hop)),
+        "key": estimate_key(chroma_of_audio(y, sr, max_s=max_s)),
+        "loudness_lufs": float(loud) if np.isfinite(loud) else None,
+        "spectral_centroid_hz": float(librosa.feature.spectral_centroid(y=y, sr=sr, hop_length=hop).mean()),
+        "spectral_bandwidth_hz": float(librosa.feature.spectral_bandwidth(y=y, sr=sr, hop_length=hop).mean()),
+        "spectral_rolloff_hz": float(librosa.feature.spectral_rolloff(y=y, sr=sr, hop_length=hop).mean()),
+        "spectral_flatness": float(librosa.feature.spectral_flatness(y=y, hop_length=hop).mean()),
+        "zero_crossing_rate": float(librosa.feature.zero_crossing_rate(y, hop_length=hop).mean()),
+        "duration_s": float(mono.shape[0] / sample_rate),
+    }
+
+
+NUMERIC_PROFILE = (
+    "tempo_bpm",
+    "loudness_lufs",
+    "spectral_centroid_hz",
+    "spectral_bandwidth_hz",
+    "spectral_rolloff_hz",
+    "spectral_flatness",
+    "zero_crossing_rate",
+)
+
+
+def _artist_profile(profiles: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and spread of the numeric descriptors over an artist's tracks, and their key counts."""
+    out: dict[str, Any] = {"n_tracks": len(profiles)}
+    for key in NUMERIC_PROFILE:
+        vals = np.array([p[key] for p in profiles if p.get(key) is not None], dtype=np.float64)
+        out[key] = {"mean": float(vals.mean()), "std": float(vals.std())} if vals.size else None
+    keys = Counter(p["key"] for p in profiles)
+    out["keys"] = dict(keys.most_common())
+    return out
+
+
+def _block_resample(n: int, block: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of a moving-block bootstrap sample of ``n`` time-ordered rows."""
+    block = max(1, min(block, n))
+    starts = rng.integers(0, n - block + 1, size=int(np.ceil(n / block)))
+    return np.concatenate([np.arange(s, s + block) for s in starts])[:n]
+
+
+@dataclasses.dataclass
+class _Reference:
+    name: str
+    emb: EmbeddedSet
+    mu: np.ndarray
+    sigma: np.ndarray
+
+
+def _file_times(emb_rows: int, duration_s: float) -> np.ndarray:
+    """Start time of each embedding row, spreading the rows evenly over the file."""
+    return np.arange(emb_rows) * (duration_s / max(1, emb_rows))
+
+
+def run_audit(
+    references: dict[str, Path],
+    candidates: list[Path],
+    settings: AuditSettings | None = None,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    embedding: Embedding | None = None,
+) -> dict[str, Any]:
+    """Audit candidate tracks against reference artists.
+
+    Args:
+        references: Artist name -> folder of that artist's tracks.
+        candidates: Candidate audio files or folders of them.
+        settings: :class:`AuditSettings` (defaults if ``None``).
+        cache_dir: Per-file embedding cache.
+        progress: Show progress bars.
+        embedding: A built embedding (overrides ``settings.embedding``).
+
+    Returns:
+        A record (JSON-serialisable after :func:`audit_json`): ``candidates`` (one dict per candidate track with ``path``,
+        ``scores`` (per-track FAD per reference name), ``closest``, ``confidence``,
+        ``probabilities``, ``profile``, ``memorization``), ``references`` (per artist: files,
+        rows, profile), ``skipped``, ``settings``, ``embedding_settings``, ``versions``.
+
+    Raises:
+        StylecraftError: For missing inputs, no usable candidate, or a reference with fewer
+            than two embedding rows.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    cfg = settings or AuditSettings()
+    if cfg.n_boot < 10:
+        raise StylecraftError(f"the audit bootstrap needs at least 10 replicates, got {cfg.n_boot}")
+    emb_model = embedding or get_embedding(cfg.embedding)
+    if cfg.loudness_lufs is not None:
+        emb_model = LoudnessNormalized(emb_model, cfg.loudness_lufs)
+    rng = np.random.default_rng(cfg.seed)
+
+    # --- references: embeddings, Gaussians, fingerprints, profiles ---
+    refs: list[_Reference] = []
+    index = FingerprintIndex()
+    ref_profiles: dict[str, list[dict[str, Any]]] = {}
+    durations: dict[str, float] = {}
+    for name, folder in references.items():
+        es = embed_set(folder, emb_model, cache_dir=cache_dir, progress=progress, workers=cfg.workers)
+        if es.embeddings.shape[0] < 2:
+            raise StylecraftError(f"reference {name!r} gives {es.embeddings.shape[0]} embedding row(s); need at least 2")
+        mu, sigma = gaussian_stats(es.embeddings)
+        refs.append(_Reference(name, es, mu, sigma))
+        ref_profiles[name] = []
+        for f in progress_iter(es.files, f"profiling + fingerprinting {name}", enabled=progress):
+            audio, sr = load_audio_for_embedding(f)
+            durations[f] = audio.shape[0] / sr
+            index.add(f, audio, sr)
+            ref_profiles[name].append(style_profile(audio, sr, cfg.profile_s))
+
+    # --- classifier on reference rows ---
+    xs, ys = [], []
+    for k, r in enumerate(refs):
+        rows = r.emb.embeddings
+        if rows.shape[0] > cfg.classifier_max_rows:
+            rows = rows[rng.choice(rows.shape[0], cfg.classifier_max_rows, replace=False)]
+        xs.append(rows)
+        ys.append(np.full(rows.shape[0], k))
+    classifier = None
+    if len(refs) >= 2:
+        classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
+        classifier.fit(np.concatenate(xs), np.concatenate(ys))
+
+    # --- nearest-segment search space (standardised reference rows) ---
+    all_rows = np.concatenate([r.emb.embeddings for r in refs])
+    scale_mu = all_rows.mean(axis=0)
+    scale_sd = all_rows.std(axis=0) + 1e-9
+    z_ref = (all_rows - scale_mu) / scale_sd
+    row_file: list[str] = []
+    row_time: list[float] = []
+    row_ref: list[str] = []
+    for r in refs:
+        for f, n in zip(r.emb.files, r.emb.sizes, strict=True):
+            row_file += [f] * n
+            row_time += _file_times(n, durations[f]).tolist()
+            row_ref += [r.name] * n
+    row_file_arr = np.array(row_file)
+    # Baseline: how close rows of *different* reference tracks usually come (median nearest distance).
+    sample = rng.choice(z_ref.shape[0], size=min(800, z_ref.shape[0]), replace=False)
+    base = []
+    for i in sample:
+        d = np.linalg.norm(z_ref - z_ref[i], axis=1)
+        d[row_file_arr == row_file_arr[i]] = np.inf
+        if np.isfinite(d).any():
+            base.append(float(d.min()))
+    baseline = float(np.median(base)) if base else float("nan")
+
+    # --- candidates ---
+    files: list[Path] = []
+    for c in candidates:
+        c = Path(c)
+        if c.is_dir():
+            files += list_audio_files(c)
+        elif c.is_file():
+            files.append(c)
+        else:
+            raise StylecraftError(f"candidate {c} does not exist")
+    if not files:
+        raise StylecraftError("no candidate audio files given")
+    results: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    cand_rows: dict[str, np.ndarray] = {}
+    for path in progress_iter(files, f"auditing candidates ({emb_model.name})", enabled=progress):
+        try:
+            audio, sr = load_audio_for_embedding(path)
+            rows = np.asarray(emb_model.embed(audio, sr), dtype=np.float64)
+        except AudioDecodeError as exc:
+            skipped.append({"path": str(path), "reason": " ".join(str(exc).split())})
+            continue
+        if rows.shape[0] < 2:
+            skipped.append({"path": str(path), "reason": f"{rows.shape[0]} embedding row(s); per-track FAD needs 2"})
+            continue
+        cand_rows[str(path)] = rows
+        mu_c, sigma_c = gaussian_stats(rows)
+        scores = {r.name: frechet_distance(r.mu, r.sigma, mu_c, sigma_c) for r in refs}
+        closest = min(scores, key=lambda k: scores[k])
+
+        # Bootstrap: how often does the closest reference stay closest?
+        wins: Counter[str] = Counter()
+        ref_groups = {r.name: np.cumsum([0, *r.emb.sizes]) for r in refs}
+        for _ in range(cfg.n_boot):
+            cand = rows[_block_resample(rows.shape[0], cfg.block_rows, rng)]
+            m_c, s_c = gaussian_stats(cand)
+            rep: dict[str, float] = {}
+            for r in refs:
+                bounds = ref_groups[r.name]
+                pick = rng.integers(0, len(bounds) - 1, size=len(bounds) - 1)
+                sel = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in pick])
+                sub = r.emb.embeddings[sel] if sel.size >= 2 else r.emb.embeddings
+                m_r, s_r = gaussian_stats(sub)
+                rep[r.name] = frechet_distance(m_r, s_r, m_c, s_c)
+            wins[min(rep, key=lambda k: rep[k])] += 1
+        confidence = wins[closest] / cfg.n_boot
+
+        probabilities = None
+        if classifier is not None:
+            probs = classifier.predict_proba(rows).mean(axis=0)
+            probabilities = {refs[k].name: float(p) for k, p in enumerate(probs)}
+
+        # Memorisation: nearest reference segments and the fingerprint match.
+        z_c = (rows - scale_mu) / scale_sd
+        d2 = (z_c**2).sum(1)[:, None] + (z_ref**2).sum(1)[None, :] - 2 * z_c @ z_ref.T
+        dist = np.sqrt(np.maximum(d2, 0.0))
+        cand_times = _file_times(rows.shape[0], audio.shape[0] / sr)
+        nearest = []
+        flat = np.argsort(dist, axis=None)
+        seen: set[tuple[str, int]] = set()
+        for idx in flat:
+            ci, ri = divmod(int(idx), dist.shape[1])
+            key = (row_file[ri], int(row_time[ri] // 5))  # one hit per 5 s of a reference track
+            if key in seen:
+                continue
+            seen.add(key)
+            nearest.append({
+                "reference": row_ref[ri], "path": row_file[ri], "reference_time_s": round(row_time[ri], 2),
+                "candidate_time_s": round(float(cand_times[ci]), 2), "distance": float(dist[ci, ri]),
+                "relative_distance": float(dist[ci, ri] / baseline) if baseline > 0 else None,
+            })
+            if len(nearest) == cfg.nearest:
+                break
+        fp = index.match(audio, sr)
+        near_copy = fp.is_copy(cfg.copy_min_aligned, cfg.copy_min_fraction)
+        results.append({
+            "path": str(path),
+            "scores": scores,
+            "closest": closest,
+            "confidence": {"bootstrap": confidence, "bootstrap_wins": dict(wins), "n_boot": cfg.n_boot},
+            "probabilities": probabilities,
+            "classifier_closest": None if probabilities is None else max(probabilities, key=lambda k: probabilities[k]),
+            "n_rows": int(rows.shape[0]),
+            "profile": style_profile(audio, sr, cfg.profile_s),
+            "memorization": {
+                "near_copy": near_copy,
+                "fingerprint": dataclasses.asdict(fp),
+                "nearest_segments": nearest,
+                "baseline_nearest_distance": baseline,
+            },
+        })
+    if not results:
+        raise StylecraftError(f"none of the {len(files)} candidate files could be audited; first: {skipped[0]['reason']}")
+    return {
+        "candidates": results,
+        "references": {
+            r.name: {
+                "path": str(references[r.name]),
+                "files": r.emb.files,
+                "rows": int(r.emb.embeddings.shape[0]),
+                "skipped": [{"path": p, "reason": why} for p, why in r.emb.skipped],
+                "profile": _artist_profile(ref_profiles[r.name]),
+            }
+            for r in refs
+        },
+        "skipped": skipped,
+        "settings": dataclasses.asdict(cfg),
+        "embedding": emb_model.name,
+        "embedding_settings": emb_model.settings(),
+        "versions": environment_versions(),
+        # For the report's embedding map; left out of the JSON by audit_json.
+        "_rows": {"references": {r.name: r.emb.embeddings for r in refs}, "candidates": cand_rows},
+    }
+
+
+def audit_json(record: dict[str, Any]) -> dict[str, Any]:
+    """The audit record without its in-memory embedding arrays (keys starting with ``_``)."""
+    return {k: v for k, v in record.items() if not k.startswith("_")}

@@ -1,0 +1,135 @@
+"""VGGish front end, tiny network, weight loading errors and the extended `stylecraft fad`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fad_synth import tones, write_set
+
+from stylecraft.errors import AudioDecodeError, CheckpointError, ModelNotFoundError
+from stylecraft.evaluate.embeddings import get_embedding
+from stylecraft.evaluate.vggish import VGGishEmbedding, _mel_matrix, log_mel_examples
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_front_end_frames_like_vggish():
+    sr = 16000
+    for seconds, expected in ((0.5, 0), (0.975, 1), (3.0, 3), (10.0, 10)):
+        y = np.zeros(int(seconds * sr))
+        ex = log_mel_examples(y)
+        # 1 + (n - 400) // 160 STFT frames, grouped by 96 without padding.
+        n_frames = 1 + (y.size - 400) // 160 if y.size >= 400 else 0
+        assert ex.shape == (n_frames // 96, 96, 64) == (expected, 96, 64)
+    # Silence is log(0 + 0.01) everywhere.
+    assert np.allclose(log_mel_examples(np.zeros(sr * 2)), np.log(0.01))
+    mel = _mel_matrix(257)
+    assert mel.shape == (257, 64) and np.all(mel[0] == 0) and np.all(mel >= 0)
+    # A 1 kHz tone lights up the band around 1 kHz (HTK mel, 125-7500 Hz).
+    t = np.arange(sr * 2) / sr
+    ex = log_mel_examples(np.sin(2 * np.pi * 1000 * t))
+    centres = np.exp(np.linspace(np.log1p(125 / 700), np.log1p(7500 / 700), 66)[1:-1]) * 700 - 700
+    assert abs(centres[ex[0].mean(axis=0).argmax()] - 1000) < 80
+
+
+def test_tiny_vggish_embeds_resampled_stereo_deterministically():
+    emb = get_embedding("vggish-tiny")
+    assert emb.name == "vggish-tiny" and emb.sample_rate == 16000
+    y = tones(3.0, 44100, seed=0, channels=2)
+    a = emb.embed(y, 44100)
+    assert a.shape == (3, 128) and a.dtype == np.float32
+    b = get_embedding("vggish-tiny").embed(y, 44100)
+    assert np.array_equal(a, b)
+    assert emb.settings()["weights"] == "random:tiny:seed0"
+    assert json.loads(json.dumps(emb.settings())) == emb.settings()
+    with pytest.raises(AudioDecodeError, match="shorter than one VGGish example"):
+        emb.embed(y[:8000], 44100)
+
+
+def test_final_relu_and_pca_switches():
+    base = VGGishEmbedding.preset("tiny", seed=1)
+    y = tones(2.0, 16000, seed=3)
+    raw = base.embed(y, 16000)
+    relu = VGGishEmbedding(base.net, "random:tiny:seed1", use_activation=True).embed(y, 16000)
+    assert np.array_equal(relu, np.maximum(raw, 0)) and (raw < 0).any()
+    pca = (np.eye(128) * 10, np.zeros(128))
+    q = VGGishEmbedding(base.net, "random:tiny:seed1", pca=pca, use_pca=True).embed(y, 16000)
+    expected = np.round((np.clip(raw * 10, -2, 2) + 2) * 255 / 4)
+    assert np.allclose(q, expected) and q.min() >= 0 and q.max() <= 255
+    with pytest.raises(CheckpointError, match="PCA"):
+        VGGishEmbedding(base.net, "x", use_pca=True)
+
+
+def test_missing_or_wrong_weights_are_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("STYLECRAFT_CHECKPOINTS", str(tmp_path))
+    (tmp_path / "registry.yaml").write_text((ROOT / "checkpoints" / "registry.yaml").read_text())
+    with pytest.raises(ModelNotFoundError, match="stylecraft fetch vggish"):
+        get_embedding("vggish")
+    bad = tmp_path / "bad.pth"
+    torch.save(VGGishEmbedding.preset("tiny").net.state_dict(), bad)
+    with pytest.raises(CheckpointError, match="not a torchvggish state dict"):
+        VGGishEmbedding.from_files(bad)
+
+
+def _cli(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "STYLECRAFT_PROGRESS": "0", "HF_HUB_OFFLINE": "1", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "stylecraft", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_fad_cli_statistics_and_record(tmp_path):
+    ref = write_set(tmp_path / "ref", "tones", n_files=4, seconds=4.0, sample_rate=16000, seed=1)
+    gen = write_set(tmp_path / "gen", "noise", n_files=3, seconds=4.0, sample_rate=22050, seed=2)
+    out = tmp_path / "fad.json"
+    proc = _cli("fad", str(ref), str(gen), "--embedding", "vggish-tiny", "--per-track", "--ci", "0.9",
+                "--n-boot", "20", "--inf", "--inf-min-n", "4", "--workers", "2", "--cache-dir", str(tmp_path / "c"),
+                "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads(out.read_text())
+    assert rec["embedding"] == "vggish-tiny" and rec["embedding_settings"]["weights"] == "random:tiny:seed0"
+    assert rec["versions"]["torch"] and rec["versions"]["numpy"]
+    assert rec["n_gen"] == 12 and len(rec["per_track"]) == 3
+    assert rec["ci"]["low"] <= rec["ci"]["high"] and rec["ci"]["unit"] == "file"
+    assert rec["fad_inf"]["steps"] == 25 and len(rec["fad_inf"]["points"]) == 25
+    assert "FAD-inf" in proc.stdout and "CI" in proc.stdout
+    cached = sorted((tmp_path / "c").glob("*.npy"))
+    assert len(cached) == 7 and np.load(cached[0]).dtype == np.float32
+
+
+def test_fad_cli_errors_are_one_line(tmp_path):
+    ref = write_set(tmp_path / "ref", "tones", n_files=2, seconds=2.0, sample_rate=16000, seed=1)
+    proc = _cli("fad", str(ref), str(ref), "--embedding", "vggish", env_extra={"STYLECRAFT_CHECKPOINTS": str(tmp_path)})
+    # With no registry copy there, the embedding still names the fetch command.
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error:")
+    assert "stylecraft fetch vggish" in proc.stderr
+    proc = _cli("fad", str(ref), str(ref), "--embedding", "vggish-tiny", "--inf")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and len(errors) == 1 and "min_n=500" in errors[0]
+
+
+def test_fetch_verifies_url_files_by_their_hash_prefix(tmp_path, monkeypatch):
+    from stylecraft.artifacts import sha256_bytes
+    from stylecraft.models.fetch import fetch
+
+    monkeypatch.setenv("STYLECRAFT_CHECKPOINTS", str(tmp_path))
+    good = b"weights"
+    name = f"w-{sha256_bytes(good)[:8]}.pth"
+    (tmp_path / "registry.yaml").write_text(
+        f"w:\n  kind: vggish\n  source: https://example.invalid/rel\n  files: [{name}]\n  license: test\n  sha256: {{}}\n"
+    )
+    folder = tmp_path / "hub" / "w"
+    folder.mkdir(parents=True)
+    (folder / name).write_bytes(good)  # already downloaded: only verified, no network
+    assert fetch("w") == folder
+    lock = json.loads((tmp_path / "lock" / "w.json").read_text())
+    assert lock["sha256"][name] == sha256_bytes(good)
+    (folder / name).write_bytes(b"tampered")
+    with pytest.raises(CheckpointError, match="delete it and fetch again"):
+        fetch("w")

@@ -105,6 +105,15 @@ class TrainConfig:
 
 
 @dataclass
+class WatermarkConfig:
+    """Keyed DSP watermark added to every generated file (stylecraft.generate.watermark)."""
+
+    enabled: bool = True
+    key: str = "stylecraft"  # a label's own secret, or "env:NAME" to read it from $NAME
+    strength: float = 0.1  # tile gain 1 ± strength in 0.5-7 kHz; 0.1 measured at about 29 dB SNR
+
+
+@dataclass
 class GenerateConfig:
     prompts: list[str] = field(default_factory=list)  # empty: the artist's caption
     per_prompt: int = 1
@@ -114,6 +123,7 @@ class GenerateConfig:
     top_p: float = 0.0
     guidance_scale: float = 3.0
     seed: int = 0
+    watermark: WatermarkConfig = field(default_factory=WatermarkConfig)
 
 
 @dataclass
@@ -301,6 +311,10 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
         errors.append(f"generate.duration_s must be > 0, got {g.duration_s}")
     if g.temperature <= 0:
         errors.append(f"generate.temperature must be > 0, got {g.temperature}")
+    if not 0.0 < g.watermark.strength <= 0.5:
+        errors.append(f"generate.watermark.strength must be in (0, 0.5], got {g.watermark.strength}")
+    if g.watermark.enabled and not str(g.watermark.key):
+        errors.append("generate.watermark.key must not be empty (or set generate.watermark.enabled=false)")
     return errors
 
 

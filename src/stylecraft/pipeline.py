@@ -181,7 +181,8 @@ def stage_train(cfg: DictConfig, run: Path) -> dict[str, Any]:
 
 
 def stage_generate(cfg: DictConfig, run: Path) -> dict[str, Any]:
-    from stylecraft.generate.sample import SamplingParams, generate
+    from stylecraft.config import to_container
+    from stylecraft.generate.sample import SamplingParams, WatermarkSettings, generate
     from stylecraft.models.loading import load_model
 
     g = cfg.generate
@@ -191,7 +192,11 @@ def stage_generate(cfg: DictConfig, run: Path) -> dict[str, Any]:
         duration_s=g.duration_s, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
         guidance_scale=g.guidance_scale, seed=g.seed,
     )
-    rows = generate(bundle, run / "generated", prompts, params, per_prompt=g.per_prompt)
+    mark = WatermarkSettings(enabled=g.watermark.enabled, key=g.watermark.key, strength=g.watermark.strength)
+    rows = generate(
+        bundle, run / "generated", prompts, params, per_prompt=g.per_prompt, watermark=mark,
+        recipe_sha256=sha256_json(to_container(cfg)),
+    )
     return {"files": len(rows)}
 
 

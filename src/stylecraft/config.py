@@ -54,6 +54,19 @@ class SegmentConfig:
 
 
 @dataclass
+class OutliersConfig:
+    """Outlier report written by the segment stage (stylecraft.data.outliers)."""
+
+    enabled: bool = True
+    # Report only by default: flags are statistics (a few percent of real tracks can be flagged),
+    # and dropping a real recording unasked is the loss this check exists to prevent.
+    exclude: bool = False
+    track_z: float = 3.5
+    window_z: float = 4.0
+    duplicate_corr: float = 0.9  # fingerprint correlation from which two tracks count as copies
+
+
+@dataclass
 class AugmentConfig:
     pitch_semitones: list[float] = field(default_factory=lambda: [-2.0, -1.0, 1.0, 2.0])
     stretch_rates: list[float] = field(default_factory=lambda: [0.9, 1.1])
@@ -141,6 +154,7 @@ class RecipeConfig:
     demo: DemoConfig = field(default_factory=DemoConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
+    outliers: OutliersConfig = field(default_factory=OutliersConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
@@ -286,6 +300,9 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
         errors.append(f"segment.sample_rate must be >= 8000, got {s.sample_rate}")
     if s.n_fft <= 0 or s.hop_length <= 0 or s.hop_length > s.n_fft:
         errors.append("segment.n_fft must be > 0 and 0 < segment.hop_length <= segment.n_fft")
+    o = cfg.outliers
+    if o.track_z <= 0 or o.window_z <= 0 or not 0.0 < o.duplicate_corr <= 1.0:
+        errors.append("outliers.track_z and outliers.window_z must be > 0 and outliers.duplicate_corr in (0, 1]")
     if not 0.0 <= cfg.ingest.valid_fraction < 1.0:
         errors.append(f"ingest.valid_fraction must be in [0, 1), got {cfg.ingest.valid_fraction}")
     for r in cfg.augment.stretch_rates:

@@ -68,6 +68,7 @@ def signature(stage: str, cfg: DictConfig, run: Path) -> str:
             parts["listing"] = None
     elif stage == "segment":
         parts["segment"] = section(cfg, "segment")
+        parts["outliers"] = section(cfg, "outliers")
         parts["artist"] = cfg.artist
         parts["tracks"] = _file_hash(run / "tracks.jsonl")
     elif stage == "augment":
@@ -96,7 +97,7 @@ def signature(stage: str, cfg: DictConfig, run: Path) -> str:
 OUTPUTS: dict[str, list[str]] = {
     "demo": [],
     "ingest": ["tracks.jsonl", "rejects.jsonl"],
-    "segment": ["windows.jsonl"],
+    "segment": ["windows.jsonl", "outliers/report.json"],
     "augment": ["variants.jsonl"],
     "tokenize": ["tokens/index.jsonl"],
     "train": ["model/model.safetensors", "model/stylecraft.json", "train/metrics.jsonl"],
@@ -155,7 +156,28 @@ def stage_segment(cfg: DictConfig, run: Path) -> dict[str, Any]:
     from stylecraft.data.segment import segment
 
     windows = segment(run, section(cfg, "segment"), artist=cfg.artist)
-    return {"windows": len(windows), "train_windows": sum(w.split == "train" for w in windows)}
+    result: dict[str, Any] = {}
+    o = cfg.outliers
+    if o.enabled:
+        from stylecraft.data.manifest import save_rows
+        from stylecraft.data.outliers import OutlierParams, check_run
+
+        params = OutlierParams(track_z=o.track_z, window_z=o.window_z, duplicate_corr=o.duplicate_corr)
+        report = check_run(run, windows, cfg.segment.sample_rate, params)
+        result["outlier_tracks"] = len(report.flagged_tracks)
+        result["outlier_windows"] = len(report.flagged_windows)
+        if report.flagged_windows:
+            info(f"segment: {len(report.flagged_windows)} window(s) in {len(report.flagged_tracks)} flagged track(s) and "
+                 f"elsewhere look unlike the catalogue; see {run / 'outliers' / 'report.png'}"
+                 + (" (excluded)" if o.exclude else " (kept: outliers.exclude=true leaves them out)"))
+        if o.exclude and report.flagged_windows:
+            windows = [w for w in windows if w.id not in report.flagged_windows]
+            if not windows:
+                raise StageInputError("every window was flagged as an outlier: check outliers/report.json, or set outliers.exclude=false")
+            save_rows(run / "windows.jsonl", windows)
+    elif (run / "outliers" / "report.json").exists():
+        (run / "outliers" / "report.json").unlink()  # a stale report would describe other settings
+    return {"windows": len(windows), "train_windows": sum(w.split == "train" for w in windows), **result}
 
 
 def stage_augment(cfg: DictConfig, run: Path) -> dict[str, Any]:

@@ -155,7 +155,11 @@ def stage_ingest(cfg: DictConfig, run: Path) -> dict[str, Any]:
 def stage_segment(cfg: DictConfig, run: Path) -> dict[str, Any]:
     from stylecraft.data.segment import segment
 
-    windows = segment(run, section(cfg, "segment"), artist=cfg.artist)
+    try:
+        catalogue: Path | None = catalogue_path(cfg, run)
+    except StageInputError:
+        catalogue = None  # a run segmented on its own: tracks.jsonl is all there is
+    windows = segment(run, section(cfg, "segment"), artist=cfg.artist, catalogue=catalogue)
     result: dict[str, Any] = {}
     o = cfg.outliers
     if o.enabled:

@@ -13,7 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from stylecraft.artifacts import atomic_save_npy, atomic_write_json, read_jsonl, sha256_file, sha256_json
+from stylecraft.artifacts import (
+    atomic_save_npy,
+    atomic_write_json,
+    check_under,
+    read_jsonl,
+    sha256_file,
+    sha256_json,
+)
 from stylecraft.audio import io as audio_io
 from stylecraft.audio.loudness import normalize_gain
 from stylecraft.data import features as feat
@@ -32,7 +39,7 @@ def track_audio_path(run_dir: Path, track_id: str) -> Path:
 
 def load_track_audio(run_dir: Path, track_id: str) -> np.ndarray:
     """The normalised mono track at the segment rate, float32 [samples] (memory-mapped int16 on disk)."""
-    pcm = np.load(track_audio_path(run_dir, track_id), mmap_mode="r")
+    pcm = np.load(track_audio_path(run_dir, track_id), mmap_mode="r", allow_pickle=False)
     return np.asarray(pcm, dtype=np.float32) / 32767.0
 
 
@@ -129,13 +136,16 @@ def _record_valid(run: Path, track: Track, params_hash: str) -> dict[str, Any] |
     return rec
 
 
-def segment(run_dir: str | Path, params: dict[str, Any], artist: str = "artist") -> list[Window]:
+def segment(
+    run_dir: str | Path, params: dict[str, Any], artist: str = "artist", catalogue: str | Path | None = None
+) -> list[Window]:
     """Write ``windows.jsonl`` and per-track audio and feature shards for every ingested track.
 
     Args:
         run_dir: the run folder holding ``tracks.jsonl``.
         params: the recipe's ``segment`` section.
         artist: artist tag used in captions.
+        catalogue: the catalogue folder; when given, every track's path must lie inside it.
 
     Raises:
         StageInputError: no tracks, or no window survived (tracks too short or silent).
@@ -145,6 +155,10 @@ def segment(run_dir: str | Path, params: dict[str, Any], artist: str = "artist")
     if not tracks_path.exists():
         raise StageInputError(f"'{tracks_path}' is missing: run `stylecraft ingest` first")
     tracks = load_rows(tracks_path, Track)
+    if catalogue is not None:
+        root = Path(catalogue).expanduser().resolve()
+        for t in tracks:
+            check_under(t.path, root, f"track path in '{tracks_path}'")
     if not tracks:
         raise StageInputError(f"'{tracks_path}' lists no tracks")
     p = dict(params)
@@ -210,4 +224,4 @@ def load_features(run_dir: str | Path, track_id: str, name: str) -> np.ndarray:
     """Memory-mapped feature shard of a track: ``[n_windows, bins, frames]`` float16."""
     if name not in FEATURE_NAMES:
         raise KeyError(f"unknown feature '{name}' (known: {', '.join(FEATURE_NAMES)})")
-    return np.load(Path(run_dir) / "features" / f"{track_id}.{name}.npy", mmap_mode="r")
+    return np.load(Path(run_dir) / "features" / f"{track_id}.{name}.npy", mmap_mode="r", allow_pickle=False)

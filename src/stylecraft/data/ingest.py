@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,19 @@ def scan(catalogue: Path, extensions: list[str]) -> tuple[list[Path], list[Rejec
             if name.startswith("."):
                 rejects.append(Reject(path=str(p), reason="hidden file (name starts with '.')"))
                 continue
-            if p.suffix.lower() in exts:
-                files.append(p)
-            else:
+            if p.suffix.lower() not in exts:
                 rejects.append(Reject(path=str(p), reason=f"not an audio file extension ({p.suffix or 'none'})"))
+                continue
+            try:
+                st_file = p.stat()  # follows symlinks
+            except OSError as exc:
+                why = "broken symlink" if p.is_symlink() else f"cannot read: {exc.strerror or exc}"
+                rejects.append(Reject(path=str(p), reason=why))
+                continue
+            if stat.S_ISREG(st_file.st_mode):
+                files.append(p)
+            else:  # a named pipe would block the decoder forever; devices and sockets are not audio files
+                rejects.append(Reject(path=str(p), reason="not a regular file (named pipe, device or socket)"))
     return files, rejects
 
 
@@ -72,6 +82,8 @@ def inspect_file(path: str, min_duration_s: float) -> dict[str, Any]:
         return {"reject": f"too short ({duration:.2f} s < {min_duration_s} s)"}
     if float(np.max(np.abs(audio))) < 1e-5:
         return {"reject": "silent"}
+    if float(np.max(np.abs(audio - audio.mean(axis=0)))) < 1e-5:
+        return {"reject": "a constant (DC) signal: no audio content"}
     loud = integrated_loudness(audio, sr)
     return {
         "sha256": digest,
@@ -114,13 +126,20 @@ def ingest(
     with make_progress() as prog:
         task = prog.add_task("ingest", total=len(files))
         for i, res in run_tasks(inspect_file, [(str(f), min_duration_s) for f in files], n_workers):
-            if isinstance(res, BaseException):
+            if isinstance(res, Exception) and not isinstance(res, MemoryError):
+                # Decoders raise many types on malformed files; a bad file is a reject, never a crash.
+                first = str(res).strip().splitlines()[0] if str(res).strip() else ""
+                res = {"reject": f"cannot decode: {type(res).__name__}{': ' + first if first else ''}"}
+            elif isinstance(res, BaseException):
                 raise res
             results[i] = res
             prog.advance(task)
     tracks: list[Track] = []
     seen: dict[str, str] = {}
-    for i, path in enumerate(files):  # in sorted order, so the first copy of a duplicate is kept
+    # Of files with the same bytes the first real file is kept (a symlink is a second name for one),
+    # else the first in sorted order.
+    for i in sorted(range(len(files)), key=lambda k: (files[k].is_symlink(), str(files[k]))):
+        path = files[i]
         res = results[i]
         if "reject" in res:
             rejects.append(Reject(str(path), res["reject"]))
@@ -131,6 +150,7 @@ def ingest(
         seen[res["sha256"]] = str(path)
         tid = res["sha256"][:16]
         tracks.append(Track(id=tid, path=str(path), split=assign_split(tid, valid_fraction, split_seed), **res))
+    tracks.sort(key=lambda t: t.path)
     tracks = _ensure_both_splits(tracks, valid_fraction)
     save_rows(run_dir / "tracks.jsonl", tracks)
     save_rows(run_dir / "rejects.jsonl", rejects)

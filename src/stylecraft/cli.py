@@ -124,7 +124,7 @@ def generate(
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     n: Annotated[int, typer.Option("--n", help="files per prompt")] = 1,
     watermark_key: Annotated[str, typer.Option("--watermark-key", help="watermark key, or env:NAME to read $NAME")] = "stylecraft",
-    watermark_strength: Annotated[float, typer.Option("--watermark-strength", help="watermark strength (0, 0.5]")] = 0.1,
+    watermark_strength: Annotated[float, typer.Option("--watermark-strength", help="watermark strength (0, 0.5]")] = 0.12,
     no_watermark: Annotated[bool, typer.Option("--no-watermark", help="write files without the watermark")] = False,
 ) -> None:
     """Generate music from text and/or as a continuation of a seed riff (watermarked, with provenance)."""
@@ -228,7 +228,7 @@ def watermark_embed(
     src: Annotated[Path, typer.Argument(help="input audio file")],
     dst: Annotated[Path, typer.Argument(help="output file (.flac, .wav or .ogg)")],
     key: KeyOpt = "stylecraft",
-    strength: Annotated[float, typer.Option(help="watermark strength (0, 0.5]")] = 0.1,
+    strength: Annotated[float, typer.Option(help="watermark strength (0, 0.5]")] = 0.12,
 ) -> None:
     """Write a watermarked copy of SRC to DST."""
     from stylecraft.generate.watermark import embed_file

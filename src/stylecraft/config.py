@@ -123,7 +123,7 @@ class WatermarkConfig:
 
     enabled: bool = True
     key: str = "stylecraft"  # a label's own secret, or "env:NAME" to read it from $NAME
-    strength: float = 0.1  # tile gain 1 ± strength in 0.5-7 kHz; 0.1 measured at about 29 dB SNR
+    strength: float = 0.12  # tile gain 1 ± strength in 0.5-7 kHz (eval/results/reliability.md: SNR, detection)
 
 
 @dataclass

@@ -106,6 +106,31 @@ OUTPUTS: dict[str, list[str]] = {
 }
 
 
+# Folders each stage writes into: where a killed run of that stage can leave temporary files.
+STAGE_DIRS: dict[str, list[str]] = {
+    "ingest": ["."],
+    "segment": [".", "audio", "features", "segment", "outliers"],
+    "augment": [".", "variants"],
+    "tokenize": ["tokens"],
+    "generate": ["generated"],
+    "evaluate": ["eval"],
+}
+
+
+def remove_leftovers(stage: str, run: Path) -> list[Path]:
+    """Delete the temporary files (``.name.XXXX.tmp.ext``) a killed run of ``stage`` left behind."""
+    removed = []
+    for sub in STAGE_DIRS.get(stage, []):
+        folder = run / sub
+        if not folder.is_dir():
+            continue
+        for p in folder.glob(".*.tmp*"):
+            if p.is_file():
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
 def _stamp_path(run: Path, stage: str) -> Path:
     return run / "stages" / f"{stage}.json"
 
@@ -319,6 +344,7 @@ def run_stage(stage: str, cfg: DictConfig, force: bool = False) -> Any:
     if not force and is_up_to_date(stage, cfg, run):
         info(f"[green]✓[/green] {stage}: up to date, skipped")
         return json.loads(_stamp_path(run, stage).read_text()).get("result")
+    remove_leftovers(stage, run)
     t0 = time.perf_counter()
     result = STAGE_FUNCS[stage](cfg, run)
     seconds = time.perf_counter() - t0

@@ -105,7 +105,7 @@ def test_generated_files_carry_mark_and_provenance(tmp_path):
     params = SamplingParams(duration_s=6.0, seed=2)
     rows = generate(bundle, tmp_path / "a", ["demo"], params, watermark=WatermarkSettings(key="k-gen"), recipe_sha256="ab" * 32)
     row = rows[0]
-    assert row["watermark"] == {"method": wm.METHOD, "key_id": wm.key_id("k-gen"), "strength": 0.1}
+    assert row["watermark"] == {"method": wm.METHOD, "key_id": wm.key_id("k-gen"), "strength": wm.DEFAULT_STRENGTH}
     assert row["recipe_sha256"] == "ab" * 32 and len(row["model"]["sha256"]) == 64
     assert row["params"]["seed"] == 2 and row["prompt"] == "demo"
     assert read_jsonl(tmp_path / "a" / "generated.jsonl")[0]["model"]["sha256"] == row["model"]["sha256"]

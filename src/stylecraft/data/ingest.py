@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 
 from stylecraft.artifacts import sha256_file
 from stylecraft.audio import io as audio_io
-from stylecraft.audio.loudness import integrated_loudness
+from stylecraft.audio.loudness import LoudnessMeter, integrated_loudness
 from stylecraft.data.manifest import Reject, Track, save_rows
 from stylecraft.errors import AudioDecodeError, StageInputError
 from stylecraft.parallel import resolve_workers, run_tasks
@@ -63,8 +64,46 @@ def assign_split(track_id: str, valid_fraction: float, seed: int) -> str:
     return "valid" if u < valid_fraction else "train"
 
 
+STREAM_BYTES = 256 << 20  # files whose decoded float32 audio is larger than this are read in blocks
+BLOCK_S = 10.0
+
+
+def _stream_stats(path: str) -> tuple[int, int, float, float, float]:
+    """Decode a file block by block: frames, rate, peak, largest per-channel range and loudness.
+
+    Memory stays at one block (10 s) whatever the file's length.
+
+    Raises:
+        AudioDecodeError: the file cannot be decoded, or holds NaN/Inf samples.
+    """
+    try:
+        with sf.SoundFile(path) as f:
+            sr, ch = f.samplerate, f.channels
+            meter = LoudnessMeter(sr, ch)
+            lo = np.full(ch, np.inf, dtype=np.float32)
+            hi = np.full(ch, -np.inf, dtype=np.float32)
+            frames = 0
+            for block in f.blocks(blocksize=int(BLOCK_S * sr), dtype="float32", always_2d=True):
+                if not np.isfinite(block).all():
+                    raise AudioDecodeError(f"'{path}' holds NaN or infinite samples")
+                lo, hi = np.minimum(lo, block.min(axis=0)), np.maximum(hi, block.max(axis=0))
+                meter.add(block)
+                frames += block.shape[0]
+    except AudioDecodeError:
+        raise
+    except Exception as exc:
+        raise AudioDecodeError(f"cannot decode '{path}': {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+    if frames == 0:
+        raise AudioDecodeError(f"'{path}' holds no audio samples")
+    peak = float(max(np.max(np.abs(lo)), np.max(np.abs(hi))))
+    return frames, sr, peak, float(np.max(hi - lo)), meter.result()
+
+
 def inspect_file(path: str, min_duration_s: float) -> dict[str, Any]:
     """Decode one file fully (a truncated file fails here, not in a later stage) and describe it.
+
+    Long files (more than ``STREAM_BYTES`` of decoded audio) are decoded in blocks, so ingest's
+    memory does not grow with a file's length.
 
     Returns:
         ``{"reject": reason}`` or the file's sha256, rate, channels, duration, format and loudness.
@@ -72,23 +111,28 @@ def inspect_file(path: str, min_duration_s: float) -> dict[str, Any]:
     try:
         info = audio_io.probe(path)
         digest = sha256_file(path)
-        audio, sr = audio_io.load(path)
+        if info.frames * info.channels * 4 > STREAM_BYTES:
+            frames, sr, peak, spread, loud = _stream_stats(path)
+        else:
+            audio, sr = audio_io.load(path)
+            frames, peak = audio.shape[0], float(np.max(np.abs(audio)))
+            spread = float(np.max(np.ptp(audio, axis=0)))
+            loud = integrated_loudness(audio, sr)
     except AudioDecodeError as exc:
         return {"reject": str(exc)}
     except OSError as exc:
         return {"reject": f"cannot read: {exc.strerror or exc}"}
-    duration = audio.shape[0] / sr
+    duration = frames / sr
     if duration < min_duration_s:
         return {"reject": f"too short ({duration:.2f} s < {min_duration_s} s)"}
-    if float(np.max(np.abs(audio))) < 1e-5:
+    if peak < 1e-5:
         return {"reject": "silent"}
-    if float(np.max(np.abs(audio - audio.mean(axis=0)))) < 1e-5:
+    if spread < 2e-5:
         return {"reject": "a constant (DC) signal: no audio content"}
-    loud = integrated_loudness(audio, sr)
     return {
         "sha256": digest,
         "sample_rate": int(sr),
-        "channels": int(audio.shape[1]),
+        "channels": int(info.channels),
         "duration_s": round(duration, 6),
         "format": str(info.format),
         "loudness_lufs": round(loud, 3) if np.isfinite(loud) else None,

@@ -69,7 +69,7 @@ def test_killed_stage_resumes_to_the_same_result(runs, stage, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(before[stage], run)
     records = run / RECORDS[stage]
-    rng = random.Random(stage)
+    rng = random.Random(f"{stage}-{os.environ.get('STYLECRAFT_KILL_SEED', '0')}")
     proc = subprocess.Popen(_cmd(stage, run), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
     try:
         deadline = time.monotonic() + 300

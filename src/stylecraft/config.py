@@ -64,6 +64,7 @@ class OutliersConfig:
     track_z: float = 3.5
     window_z: float = 4.0
     duplicate_corr: float = 0.9  # fingerprint correlation from which two tracks count as copies
+    noise_coherence: float = 0.1  # spectral coherence below which audio counts as noise (music: 0.2-0.7)
 
 
 @dataclass
@@ -301,8 +302,9 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
     if s.n_fft <= 0 or s.hop_length <= 0 or s.hop_length > s.n_fft:
         errors.append("segment.n_fft must be > 0 and 0 < segment.hop_length <= segment.n_fft")
     o = cfg.outliers
-    if o.track_z <= 0 or o.window_z <= 0 or not 0.0 < o.duplicate_corr <= 1.0:
-        errors.append("outliers.track_z and outliers.window_z must be > 0 and outliers.duplicate_corr in (0, 1]")
+    if o.track_z <= 0 or o.window_z <= 0 or not 0.0 < o.duplicate_corr <= 1.0 or not 0.0 <= o.noise_coherence < 1.0:
+        errors.append("outliers.track_z and outliers.window_z must be > 0, outliers.duplicate_corr in (0, 1] "
+                      "and outliers.noise_coherence in [0, 1)")
     if not 0.0 <= cfg.ingest.valid_fraction < 1.0:
         errors.append(f"ingest.valid_fraction must be in [0, 1), got {cfg.ingest.valid_fraction}")
     for r in cfg.augment.stretch_rates:

@@ -191,7 +191,8 @@ def stage_segment(cfg: DictConfig, run: Path) -> dict[str, Any]:
         from stylecraft.data.manifest import save_rows
         from stylecraft.data.outliers import OutlierParams, check_run
 
-        params = OutlierParams(track_z=o.track_z, window_z=o.window_z, duplicate_corr=o.duplicate_corr)
+        params = OutlierParams(track_z=o.track_z, window_z=o.window_z, duplicate_corr=o.duplicate_corr,
+                               noise_coherence=o.noise_coherence)
         report = check_run(run, windows, cfg.segment.sample_rate, params)
         result["outlier_tracks"] = len(report.flagged_tracks)
         result["outlier_windows"] = len(report.flagged_windows)

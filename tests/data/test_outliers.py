@@ -28,15 +28,18 @@ def test_scores_on_known_embeddings():
     rng = np.random.default_rng(0)
     sizes = {f"t{i:02d}": 12 for i in range(10)} | {"far": 12}
     windows = _windows(sizes)
-    emb = rng.standard_normal((len(windows), 80))
-    emb[-12:] += 6.0  # a whole track elsewhere
-    emb[5] += 12.0  # one odd window in a clean track
+    emb = np.concatenate([rng.standard_normal((len(windows), 80)), np.full((len(windows), 3), 0.5)], axis=1)
+    emb[-12:, :80] += 6.0  # a whole track elsewhere
+    emb[5, :80] += 12.0  # one odd window in a clean track
+    emb[24:36, 80] = 0.02  # t02: no spectral coherence, like noise
+    emb[40, 80] = 0.01  # and one noise-like window in t03
     rep = detect_outliers(windows, emb, OutlierParams(), duplicates={"t01": "t00"})
-    assert "far" in rep.flagged_tracks
+    assert "far" in rep.flagged_tracks and "noise-like" in rep.flagged_tracks["t02"]
+    assert "noise-like" in rep.flagged_windows["t03-0004"]
     assert rep.duplicates.get("t01") == "t00" and "t01" in rep.flagged_tracks
     assert "t00" not in rep.flagged_tracks  # of two copies only the later one is excluded
     assert "t00-0005" in rep.flagged_windows
-    clean_flagged = [w for w in rep.flagged_windows if w[:3] not in ("far", "t01") and w != "t00-0005"]
+    clean_flagged = [w for w in rep.flagged_windows if w[:3] not in ("far", "t01", "t02") and w not in ("t00-0005", "t03-0004")]
     assert len(clean_flagged) <= 2
 
 
@@ -59,7 +62,7 @@ def test_fingerprints_match_edited_copies_only():
 
 def test_too_few_tracks_is_a_note_not_a_guess():
     windows = _windows({"a": 5, "b": 5})
-    rep = detect_outliers(windows, np.random.default_rng(1).standard_normal((10, 80)))
+    rep = detect_outliers(windows, np.random.default_rng(1).standard_normal((10, 83)))
     assert rep.flagged_windows == {} and "fewer than" in rep.note
 
 

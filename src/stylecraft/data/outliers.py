@@ -16,6 +16,11 @@ themselves); distances are Mahalanobis distances under it. Then:
   the overlap (re-encodes, resampled, trimmed or quieter copies). Exact copies never get this far:
   ingest rejects files with the same sha256.
 
+A window or track is also **noise-like** when its spectral coherence (:func:`texture`) is below
+``noise_coherence``: MFCC means put broadband noise in the middle of a varied catalogue, where
+no distance from the centre can see it, while its spectrum, unlike music's, does not carry over
+from one frame to the next.
+
 Flags are statistics, not proof, so the default is to report (``outliers/report.json`` and
 ``outliers/report.png``); ``outliers.exclude=true`` leaves flagged windows out of
 ``windows.jsonl``. With fewer than ``MIN_TRACKS`` tracks there is no "rest of the catalogue" to
@@ -44,6 +49,7 @@ class OutlierParams:
     track_z: float = 3.5
     window_z: float = 4.0
     duplicate_corr: float = 0.9  # fingerprint correlation from which two tracks are copies
+    noise_coherence: float = 0.1  # spectral coherence below which audio is noise-like (music: 0.2-0.7)
 
 
 @dataclass
@@ -219,7 +225,9 @@ def detect_outliers(
     if len(windows) < 2 or len(tids) < 2:
         report.note = "fewer than two tracks: nothing to compare"
         return report
-    x = _whiten(embeddings)
+    mfcc_dims = embeddings.shape[1] - TEXTURE_DIMS
+    coherence = embeddings[:, mfcc_dims]
+    x = _whiten(embeddings[:, :mfcc_dims])
     track_of = np.array([w.track_id for w in windows])
 
     # Of a pair of copies only the later one (in id order) is flagged: one copy stays.
@@ -238,11 +246,18 @@ def detect_outliers(
     report.track_scores = {t: round(float(z), 3) for t, z in zip(tids, tz, strict=True)}
     report.window_scores = {w.id: round(float(z), 3) for w, z in zip(windows, wz, strict=True)}
     for t, z in zip(tids, tz, strict=True):
-        if z > p.track_z and t not in report.flagged_tracks:
+        if t in report.flagged_tracks:
+            continue
+        coh = float(np.median(coherence[track_of == t]))
+        if coh < p.noise_coherence:
+            report.flagged_tracks[t] = f"noise-like: spectral coherence {coh:.2f} < {p.noise_coherence}"
+        elif z > p.track_z:
             report.flagged_tracks[t] = f"unlike the rest of the catalogue (track score {z:.1f} > {p.track_z})"
-    for w, z in zip(windows, wz, strict=True):
+    for w, z, coh in zip(windows, wz, coherence, strict=True):
         if w.track_id in report.flagged_tracks:
             report.flagged_windows[w.id] = f"track flagged: {report.flagged_tracks[w.track_id]}"
+        elif coh < p.noise_coherence:
+            report.flagged_windows[w.id] = f"noise-like: spectral coherence {coh:.2f} < {p.noise_coherence}"
         elif z > p.window_z:
             report.flagged_windows[w.id] = f"unlike the rest of the catalogue (window score {z:.1f} > {p.window_z})"
     return report

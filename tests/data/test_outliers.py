@@ -108,3 +108,12 @@ def test_exclude_leaves_flagged_windows_out(injected, tmp_path):
     assert len(kept) == rep["n_windows"] - len(rep["flagged_windows"])
     assert not {w["id"] for w in kept} & set(rep["flagged_windows"])
     assert "zz-noise.flac" not in {tracks[w["track_id"]] for w in kept}
+
+
+def test_fingerprint_in_chunks_is_exact(monkeypatch):
+    from stylecraft.data import outliers
+
+    x = synth_track(12.0, 16000, seed=2, channels=1).reshape(-1)
+    whole = fingerprint(x, 16000)
+    monkeypatch.setattr(outliers, "FP_CHUNK", 17)
+    assert np.allclose(fingerprint(x, 16000), whole, atol=1e-4)  # float rounding of the FFT sizes only

@@ -100,7 +100,6 @@ def texture(audio: np.ndarray, sample_rate: int) -> np.ndarray:
 
 def window_embeddings(run_dir: str | Path, windows: list[Window], sample_rate: int, progress: bool = True) -> np.ndarray:
     """MFCC embedding of every window (mean over its 0.96 s blocks) and its :func:`texture`: ``[windows, 83]``."""
-    from stylecraft.data.segment import load_track_audio
     from stylecraft.evaluate.embeddings import MfccEmbedding
 
     emb = MfccEmbedding()
@@ -109,26 +108,50 @@ def window_embeddings(run_dir: str | Path, windows: list[Window], sample_rate: i
     for i, w in enumerate(windows):
         by_track.setdefault(w.track_id, []).append(i)
     for tid in progress_iter(list(by_track), "outliers", enabled=progress):
-        audio = load_track_audio(Path(run_dir), tid)
+        pcm = track_pcm(Path(run_dir), tid)  # memory-mapped: only the windows are read
         for i in by_track[tid]:
             w = windows[i]
             start = int(round(w.start_s * sample_rate))
-            seg = audio[start : start + int(round(w.duration_s * sample_rate))]
+            seg = pcm[start : start + int(round(w.duration_s * sample_rate))].astype(np.float32) / 32767.0
             out[i, : emb.dim] = emb.embed(seg, sample_rate).mean(axis=0)
             out[i, emb.dim :] = texture(seg, sample_rate)
     return out
 
 
 FP_RATE = 10  # fingerprint frames per second
+FP_CHUNK = 3000  # fingerprint frames computed at a time (5 minutes): bounds memory on long tracks
+
+
+def track_pcm(run_dir: Path, track_id: str) -> np.ndarray:
+    """A segmented track's int16 samples, memory-mapped (nothing is read until sliced)."""
+    from stylecraft.data.segment import track_audio_path
+
+    return np.load(track_audio_path(run_dir, track_id), mmap_mode="r", allow_pickle=False)
 
 
 def fingerprint(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Coarse, gain-free log-mel envelope of a track ``[32, frames]`` at 10 frames per second."""
+    """Coarse, gain-free log-mel envelope of a track ``[32, frames]`` at 10 frames per second.
+
+    ``audio`` may be int16 (scaled here) or float, and memory-mapped: it is read a few minutes at a
+    time. Frames are centred on multiples of the hop, with zeros beyond both ends.
+    """
     import librosa
 
     hop = sample_rate // FP_RATE
-    mel = librosa.feature.melspectrogram(y=audio.astype(np.float32), sr=sample_rate, n_fft=4 * hop, hop_length=hop,
-                                         n_mels=32, fmax=min(8000, sample_rate // 2))
+    n_fft = 4 * hop
+    scale = 1.0 / 32767.0 if audio.dtype == np.int16 else 1.0
+    n_frames = 1 + audio.shape[0] // hop
+    parts = []
+    for f0 in range(0, n_frames, FP_CHUNK):
+        f1 = min(n_frames, f0 + FP_CHUNK)
+        lo, hi = f0 * hop - n_fft // 2, (f1 - 1) * hop + n_fft // 2  # samples the frames f0..f1-1 cover
+        chunk = np.zeros(hi - lo, dtype=np.float32)
+        a, b = max(lo, 0), min(hi, audio.shape[0])
+        if b > a:
+            chunk[a - lo : b - lo] = np.asarray(audio[a:b], dtype=np.float32) * scale
+        parts.append(librosa.feature.melspectrogram(y=chunk, sr=sample_rate, n_fft=n_fft, hop_length=hop, center=False,
+                                                    n_mels=32, fmax=min(8000, sample_rate // 2)))
+    mel = np.concatenate(parts, axis=1)
     db = np.log(mel + 1e-8)
     db -= db.mean(axis=1, keepdims=True)  # per band: gain and equalisation drop out
     return (db - db.mean(axis=0, keepdims=True)).astype(np.float32)
@@ -301,10 +324,8 @@ def check_run(
 ) -> OutlierReport:
     """Detect outliers in a segmented run; write ``outliers/report.json`` and ``outliers/report.png``."""
     run = Path(run_dir)
-    from stylecraft.data.segment import load_track_audio
-
     p = params or OutlierParams()
-    prints = {t: fingerprint(load_track_audio(run, t), sample_rate) for t in sorted({w.track_id for w in windows})}
+    prints = {t: fingerprint(track_pcm(run, t), sample_rate) for t in sorted({w.track_id for w in windows})}
     dups = find_duplicates(prints, p.duplicate_corr)
     report = detect_outliers(windows, window_embeddings(run, windows, sample_rate, progress), params, dups)
     atomic_write_json(run / "outliers" / "report.json", report.to_json())

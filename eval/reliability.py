@@ -541,7 +541,8 @@ def _pytest(paths: list[str], env: dict[str, str] | None = None) -> list[dict[st
 def section_kills(args: argparse.Namespace) -> dict[str, Any]:
     trials = []
     for seed in range(args.kill_trials):
-        trials += [{"seed": seed, **r} for r in _pytest(["tests/test_kill_resume.py"], {"STYLECRAFT_KILL_SEED": str(seed)})]
+        trials += [{"seed": seed, **r} for r in _pytest(["tests/test_kill_resume.py", "-m", ""],
+                                                         {"STYLECRAFT_KILL_SEED": str(seed)})]
     trials += [{"seed": "-", **r} for r in _pytest(["tests/train/test_loop.py", "-k", "kill or resume"])]
     return {"trials": trials, "passed": sum(r["outcome"] == "passed" for r in trials), "total": len(trials)}
 

@@ -25,6 +25,40 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def inside(root: str | os.PathLike[str], rel: str | os.PathLike[str], what: str = "path") -> Path:
+    """``root / rel``, refusing a ``rel`` that is absolute or climbs out of ``root`` with ``..``.
+
+    Manifests name files relative to their run folder; a tampered manifest must not make a stage
+    read or overwrite anything elsewhere. The check is lexical (symlinks a user placed inside the
+    folder are theirs to place).
+
+    Raises:
+        StageInputError: ``rel`` escapes ``root``.
+    """
+    from stylecraft.errors import StageInputError
+
+    text = os.fspath(rel)
+    parts = Path(text).parts
+    if not text or Path(text).is_absolute() or ".." in parts or "\\" in text or "\x00" in text:
+        raise StageInputError(f"{what} '{text}' escapes '{root}': the manifest has been altered, re-run the stage that wrote it")
+    return Path(root) / text
+
+
+def check_under(path: str | os.PathLike[str], root: str | os.PathLike[str], what: str = "path") -> Path:
+    """``path`` itself, if it lies (lexically, after normalisation) under ``root``.
+
+    Raises:
+        StageInputError: it does not.
+    """
+    from stylecraft.errors import StageInputError
+
+    p = Path(os.path.normpath(os.path.abspath(path)))
+    r = Path(os.path.normpath(os.path.abspath(root)))
+    if p != r and r not in p.parents:
+        raise StageInputError(f"{what} '{path}' is outside '{root}': the manifest has been altered, re-run the stage that wrote it")
+    return Path(path)
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Return the hex sha256 of a file's bytes, read in 1 MiB chunks."""
     h = hashlib.sha256()
@@ -82,7 +116,7 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> str:
 
 
 def atomic_save_npy(path: str | os.PathLike[str], array: np.ndarray) -> str:
-    """Save an array as .npy atomically (memory-mappable with ``np.load(mmap_mode='r')``)."""
+    """Save an array as .npy atomically, without pickles (memory-mappable with ``mmap_mode='r'``)."""
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
     return atomic_write_bytes(path, buf.getvalue())

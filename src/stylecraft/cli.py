@@ -123,9 +123,12 @@ def generate(
     guidance_scale: Annotated[float, typer.Option("--guidance-scale", help="classifier-free guidance (<=1 disables)")] = 3.0,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     n: Annotated[int, typer.Option("--n", help="files per prompt")] = 1,
+    watermark_key: Annotated[str, typer.Option("--watermark-key", help="watermark key, or env:NAME to read $NAME")] = "stylecraft",
+    watermark_strength: Annotated[float, typer.Option("--watermark-strength", help="watermark strength (0, 0.5]")] = 0.12,
+    no_watermark: Annotated[bool, typer.Option("--no-watermark", help="write files without the watermark")] = False,
 ) -> None:
-    """Generate music from text and/or as a continuation of a seed riff."""
-    from stylecraft.generate.sample import SamplingParams
+    """Generate music from text and/or as a continuation of a seed riff (watermarked, with provenance)."""
+    from stylecraft.generate.sample import SamplingParams, WatermarkSettings
     from stylecraft.generate.sample import generate as run_generate
     from stylecraft.models.loading import load_model
 
@@ -139,7 +142,8 @@ def generate(
     )
     params.validate()
     bundle = load_model(model)
-    rows = run_generate(bundle, out, list(prompt or []), params, per_prompt=n, seed_audio=seed_audio)
+    mark = WatermarkSettings(enabled=not no_watermark, key=watermark_key, strength=watermark_strength)
+    rows = run_generate(bundle, out, list(prompt or []), params, per_prompt=n, seed_audio=seed_audio, watermark=mark)
     for r in rows:
         typer.echo(str(out / r["file"]))
 
@@ -305,6 +309,48 @@ def verify(
         typer.echo(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing recorded")
     if any(f.status in BAD for f in findings):
         raise typer.Exit(1)
+
+
+watermark_app = typer.Typer(no_args_is_help=True, help="Embed or detect the keyed watermark of generated audio.")
+app.add_typer(watermark_app, name="watermark")
+KeyOpt = Annotated[str, typer.Option("--key", help="watermark key, or env:NAME to read $NAME")]
+
+
+@watermark_app.command("detect")
+def watermark_detect(
+    file: Annotated[Path, typer.Argument(help="audio file (any format soundfile reads: FLAC, WAV, OGG, MP3 …)")],
+    key: KeyOpt = "stylecraft",
+    threshold: Annotated[float, typer.Option(help="score needed to call it watermarked")] = 7.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Say whether FILE carries the watermark of KEY, with a score; exit 0 if it does, 2 if not."""
+    from stylecraft.generate.watermark import detect_file
+
+    if not file.is_file():
+        raise StylecraftError(f"'{file}' is not a file")
+    d = detect_file(file, key, threshold)
+    if as_json:
+        typer.echo(json.dumps({"file": str(file), **d.__dict__}))
+    else:
+        verdict = "watermarked" if d.detected else "not watermarked"
+        typer.echo(f"{file}: {verdict} (score {d.score:.2f}, threshold {d.threshold:.1f}, key id {d.key_id})")
+    if not d.detected:
+        raise typer.Exit(2)
+
+
+@watermark_app.command("embed")
+def watermark_embed(
+    src: Annotated[Path, typer.Argument(help="input audio file")],
+    dst: Annotated[Path, typer.Argument(help="output file (.flac, .wav or .ogg)")],
+    key: KeyOpt = "stylecraft",
+    strength: Annotated[float, typer.Option(help="watermark strength (0, 0.5]")] = 0.12,
+) -> None:
+    """Write a watermarked copy of SRC to DST."""
+    from stylecraft.generate.watermark import embed_file
+
+    if not src.is_file():
+        raise StylecraftError(f"'{src}' is not a file")
+    typer.echo(str(embed_file(src, dst, key, strength)))
 
 
 @app.command()

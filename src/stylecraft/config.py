@@ -64,6 +64,20 @@ class SegmentConfig:
 
 
 @dataclass
+class OutliersConfig:
+    """Outlier report written by the segment stage (stylecraft.data.outliers)."""
+
+    enabled: bool = True
+    # Report only by default: flags are statistics (a few percent of real tracks can be flagged),
+    # and dropping a real recording unasked is the loss this check exists to prevent.
+    exclude: bool = False
+    track_z: float = 3.5
+    window_z: float = 4.0
+    duplicate_corr: float = 0.9  # fingerprint correlation from which two tracks count as copies
+    noise_coherence: float = 0.1  # spectral coherence below which audio counts as noise (music: 0.2-0.7)
+
+
+@dataclass
 class AugmentConfig:
     pitch_semitones: list[float] = field(default_factory=lambda: [-2.0, -1.0, 1.0, 2.0])
     stretch_rates: list[float] = field(default_factory=lambda: [0.9, 1.1])
@@ -115,6 +129,15 @@ class TrainConfig:
 
 
 @dataclass
+class WatermarkConfig:
+    """Keyed DSP watermark added to every generated file (stylecraft.generate.watermark)."""
+
+    enabled: bool = True
+    key: str = "stylecraft"  # a label's own secret, or "env:NAME" to read it from $NAME
+    strength: float = 0.12  # tile gain 1 ± strength in 0.5-7 kHz (eval/results/reliability.md: SNR, detection)
+
+
+@dataclass
 class GenerateConfig:
     prompts: list[str] = field(default_factory=list)  # empty: the artist's caption
     per_prompt: int = 1
@@ -124,6 +147,7 @@ class GenerateConfig:
     top_p: float = 0.0
     guidance_scale: float = 3.0
     seed: int = 0
+    watermark: WatermarkConfig = field(default_factory=WatermarkConfig)
 
 
 @dataclass
@@ -145,6 +169,7 @@ class RecipeConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     separate: SeparateConfig = field(default_factory=SeparateConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
+    outliers: OutliersConfig = field(default_factory=OutliersConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
@@ -290,6 +315,10 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
         errors.append(f"segment.sample_rate must be >= 8000, got {s.sample_rate}")
     if s.n_fft <= 0 or s.hop_length <= 0 or s.hop_length > s.n_fft:
         errors.append("segment.n_fft must be > 0 and 0 < segment.hop_length <= segment.n_fft")
+    o = cfg.outliers
+    if o.track_z <= 0 or o.window_z <= 0 or not 0.0 < o.duplicate_corr <= 1.0 or not 0.0 <= o.noise_coherence < 1.0:
+        errors.append("outliers.track_z and outliers.window_z must be > 0, outliers.duplicate_corr in (0, 1] "
+                      "and outliers.noise_coherence in [0, 1)")
     if not 0.0 <= cfg.ingest.valid_fraction < 1.0:
         errors.append(f"ingest.valid_fraction must be in [0, 1), got {cfg.ingest.valid_fraction}")
     for r in cfg.augment.stretch_rates:
@@ -315,6 +344,10 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
         errors.append(f"generate.duration_s must be > 0, got {g.duration_s}")
     if g.temperature <= 0:
         errors.append(f"generate.temperature must be > 0, got {g.temperature}")
+    if not 0.0 < g.watermark.strength <= 0.5:
+        errors.append(f"generate.watermark.strength must be in (0, 0.5], got {g.watermark.strength}")
+    if g.watermark.enabled and not str(g.watermark.key):
+        errors.append("generate.watermark.key must not be empty (or set generate.watermark.enabled=false)")
     return errors
 
 

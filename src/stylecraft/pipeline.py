@@ -71,6 +71,7 @@ def signature(stage: str, cfg: DictConfig, run: Path) -> str:
         parts["tracks"] = _file_hash(run / "tracks.jsonl")
     elif stage == "segment":
         parts["segment"] = section(cfg, "segment")
+        parts["outliers"] = section(cfg, "outliers")
         parts["artist"] = cfg.artist
         parts["tracks"] = _file_hash(run / "tracks.jsonl")
         if "separate" in cfg.stages:
@@ -102,13 +103,38 @@ OUTPUTS: dict[str, list[str]] = {
     "demo": [],
     "ingest": ["tracks.jsonl", "rejects.jsonl"],
     "separate": ["stems.jsonl"],
-    "segment": ["windows.jsonl"],
+    "segment": ["windows.jsonl", "outliers/report.json"],
     "augment": ["variants.jsonl"],
     "tokenize": ["tokens/index.jsonl"],
     "train": ["model/model.safetensors", "model/stylecraft.json", "train/metrics.jsonl"],
     "generate": ["generated/generated.jsonl"],
     "evaluate": ["eval/fad.json"],
 }
+
+
+# Folders each stage writes into: where a killed run of that stage can leave temporary files.
+STAGE_DIRS: dict[str, list[str]] = {
+    "ingest": ["."],
+    "segment": [".", "audio", "features", "segment", "outliers"],
+    "augment": [".", "variants"],
+    "tokenize": ["tokens"],
+    "generate": ["generated"],
+    "evaluate": ["eval"],
+}
+
+
+def remove_leftovers(stage: str, run: Path) -> list[Path]:
+    """Delete the temporary files (``.name.XXXX.tmp.ext``) a killed run of ``stage`` left behind."""
+    removed = []
+    for sub in STAGE_DIRS.get(stage, []):
+        folder = run / sub
+        if not folder.is_dir():
+            continue
+        for p in folder.glob(".*.tmp*"):
+            if p.is_file():
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
 
 
 def _stamp_path(run: Path, stage: str) -> Path:
@@ -167,13 +193,39 @@ def stage_separate(cfg: DictConfig, run: Path) -> dict[str, Any]:
 def stage_segment(cfg: DictConfig, run: Path) -> dict[str, Any]:
     from stylecraft.data.segment import segment
 
+    try:
+        catalogue: Path | None = catalogue_path(cfg, run)
+    except StageInputError:
+        catalogue = None  # a run segmented on its own: tracks.jsonl is all there is
     sources = None
     if "separate" in cfg.stages:
         from stylecraft.separate.stage import stem_sources
 
         sources = stem_sources(run)
-    windows = segment(run, section(cfg, "segment"), artist=cfg.artist, sources=sources)
-    return {"windows": len(windows), "train_windows": sum(w.split == "train" for w in windows)}
+    windows = segment(run, section(cfg, "segment"), artist=cfg.artist, catalogue=catalogue, sources=sources)
+    result: dict[str, Any] = {}
+    o = cfg.outliers
+    if o.enabled:
+        from stylecraft.data.manifest import save_rows
+        from stylecraft.data.outliers import OutlierParams, check_run
+
+        params = OutlierParams(track_z=o.track_z, window_z=o.window_z, duplicate_corr=o.duplicate_corr,
+                               noise_coherence=o.noise_coherence)
+        report = check_run(run, windows, cfg.segment.sample_rate, params)
+        result["outlier_tracks"] = len(report.flagged_tracks)
+        result["outlier_windows"] = len(report.flagged_windows)
+        if report.flagged_windows:
+            info(f"segment: {len(report.flagged_windows)} window(s) in {len(report.flagged_tracks)} flagged track(s) and "
+                 f"elsewhere look unlike the catalogue; see {run / 'outliers' / 'report.png'}"
+                 + (" (excluded)" if o.exclude else " (kept: outliers.exclude=true leaves them out)"))
+        if o.exclude and report.flagged_windows:
+            windows = [w for w in windows if w.id not in report.flagged_windows]
+            if not windows:
+                raise StageInputError("every window was flagged as an outlier: check outliers/report.json, or set outliers.exclude=false")
+            save_rows(run / "windows.jsonl", windows)
+    elif (run / "outliers" / "report.json").exists():
+        (run / "outliers" / "report.json").unlink()  # a stale report would describe other settings
+    return {"windows": len(windows), "train_windows": sum(w.split == "train" for w in windows), **result}
 
 
 def stage_augment(cfg: DictConfig, run: Path) -> dict[str, Any]:
@@ -199,7 +251,8 @@ def stage_train(cfg: DictConfig, run: Path) -> dict[str, Any]:
 
 
 def stage_generate(cfg: DictConfig, run: Path) -> dict[str, Any]:
-    from stylecraft.generate.sample import SamplingParams, generate
+    from stylecraft.config import to_container
+    from stylecraft.generate.sample import SamplingParams, WatermarkSettings, generate
     from stylecraft.models.loading import load_model
 
     g = cfg.generate
@@ -209,7 +262,11 @@ def stage_generate(cfg: DictConfig, run: Path) -> dict[str, Any]:
         duration_s=g.duration_s, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
         guidance_scale=g.guidance_scale, seed=g.seed,
     )
-    rows = generate(bundle, run / "generated", prompts, params, per_prompt=g.per_prompt)
+    mark = WatermarkSettings(enabled=g.watermark.enabled, key=g.watermark.key, strength=g.watermark.strength)
+    rows = generate(
+        bundle, run / "generated", prompts, params, per_prompt=g.per_prompt, watermark=mark,
+        recipe_sha256=sha256_json(to_container(cfg)),
+    )
     return {"files": len(rows)}
 
 
@@ -329,6 +386,7 @@ def run_stage(stage: str, cfg: DictConfig, force: bool = False) -> Any:
     if not force and is_up_to_date(stage, cfg, run):
         info(f"[green]✓[/green] {stage}: up to date, skipped")
         return json.loads(_stamp_path(run, stage).read_text()).get("result")
+    remove_leftovers(stage, run)
     t0 = time.perf_counter()
     result = STAGE_FUNCS[stage](cfg, run)
     seconds = time.perf_counter() - t0

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from stylecraft.artifacts import read_jsonl, sha256_file
+from stylecraft.artifacts import check_under, inside, read_jsonl, sha256_file
 from stylecraft.errors import StageInputError
 
 BAD = ("missing", "altered")
@@ -27,7 +27,10 @@ class Finding:
 
 
 def _check(run: Path, rel: str, expected: str | None, what: str) -> Finding:
-    path = run / rel
+    try:
+        path = inside(run, rel, what)
+    except StageInputError:
+        return Finding("altered", rel, f"{what}: path escapes the run folder (tampered manifest)")
     if not path.exists():
         return Finding("missing", rel, what)
     if expected is None:
@@ -42,6 +45,20 @@ def _records(run: Path, folder: str) -> Iterator[tuple[str, dict]]:
             yield str(p.relative_to(run)), json.loads(p.read_text())
         except json.JSONDecodeError:
             yield str(p.relative_to(run)), {"__unreadable__": True}
+
+
+def _catalogue(run: Path) -> Path | None:
+    """The catalogue folder named by the run's saved recipe, if any."""
+    import yaml
+
+    try:
+        recipe = yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    value = recipe.get("catalogue") if isinstance(recipe, dict) else None
+    if not isinstance(value, str) or not value.strip() or value == "???":
+        return None
+    return Path(value).expanduser().resolve()
 
 
 def verify(run_dir: str | Path) -> list[Finding]:
@@ -62,9 +79,16 @@ def verify(run_dir: str | Path) -> list[Finding]:
         for output, digest in stamp.get("outputs", {}).items():
             out.append(_check(run, output, digest, f"output of stage {stamp.get('stage')}"))
 
+    catalogue = _catalogue(run)
     if (run / "tracks.jsonl").exists():
         for row in read_jsonl(run / "tracks.jsonl"):
             src = Path(row["path"])
+            if catalogue is not None:
+                try:
+                    check_under(src, catalogue, "track path")
+                except StageInputError:
+                    out.append(Finding("altered", "tracks.jsonl", f"track path '{src}' is outside the catalogue '{catalogue}'"))
+                    continue
             if not src.exists():
                 out.append(Finding("changed-source", str(src), "catalogue file is gone"))
             elif sha256_file(src) != row["sha256"]:

@@ -74,6 +74,52 @@ def integrated_loudness(audio: np.ndarray, sample_rate: int) -> float:
     return float(-0.691 + 10 * np.log10(gated.mean()))
 
 
+class LoudnessMeter:
+    """Integrated loudness of audio fed in blocks, in memory independent of the audio's length.
+
+    The filter state carries across blocks and 100 ms step energies are kept (a few numbers per
+    second); 400 ms blocks are four consecutive steps, so the result equals
+    :func:`integrated_loudness` wherever 0.4 s is exactly four 0.1 s steps in samples (all common
+    rates) and differs by a sample's rounding elsewhere.
+    """
+
+    def __init__(self, sample_rate: int, channels: int) -> None:
+        self.sample_rate = sample_rate
+        self.step = int(round(0.1 * sample_rate))
+        sos = _k_weighting_sos(sample_rate).astype(np.float32)
+        self._sos = sos
+        self._zi = np.zeros((sos.shape[0], 2, channels), dtype=np.float32)
+        self._steps: list[float] = []
+        self._carry = np.zeros(0, dtype=np.float64)  # squared samples (summed over channels) of an unfinished step
+
+    def add(self, block: np.ndarray) -> None:
+        """Feed ``[samples, channels]`` float audio."""
+        y, self._zi = signal.sosfilt(self._sos, np.asarray(block, dtype=np.float32), axis=0, zi=self._zi)
+        sq = np.concatenate([self._carry, np.square(y, dtype=np.float64).sum(axis=1)])
+        n = (sq.shape[0] // self.step) * self.step
+        if n:
+            self._steps.extend(sq[:n].reshape(-1, self.step).sum(axis=1).tolist())
+        self._carry = sq[n:]
+
+    def result(self) -> float:
+        """Integrated loudness in LUFS (-inf for silence or less than one 400 ms block)."""
+        steps = np.asarray(self._steps)
+        if steps.shape[0] < 4:
+            return float("-inf")
+        power = (steps[:-3] + steps[1:-2] + steps[2:-1] + steps[3:]) / (4 * self.step)
+        with np.errstate(divide="ignore"):
+            lk = -0.691 + 10 * np.log10(power)
+        gated = power[lk > _ABS_GATE_LUFS]
+        if gated.size == 0:
+            return float("-inf")
+        rel = -0.691 + 10 * np.log10(gated.mean()) + _REL_GATE_LU
+        with np.errstate(divide="ignore"):
+            gated = gated[(-0.691 + 10 * np.log10(gated)) > rel]
+        if gated.size == 0:
+            return float("-inf")
+        return float(-0.691 + 10 * np.log10(gated.mean()))
+
+
 def normalize_gain(audio: np.ndarray, sample_rate: int, target_lufs: float, peak: float = 0.99) -> tuple[np.ndarray, float]:
     """Scale audio to ``target_lufs``, limiting the gain so the peak stays below ``peak``.
 

@@ -17,7 +17,7 @@ import numpy as np
 import soxr
 import torch
 
-from stylecraft.artifacts import atomic_save_npy, atomic_write_json, sha256_file, sha256_json
+from stylecraft.artifacts import atomic_save_npy, atomic_write_json, inside, sha256_file, sha256_json
 from stylecraft.data.manifest import Variant, Window, load_rows, save_rows
 from stylecraft.data.segment import load_track_audio
 from stylecraft.errors import StageInputError
@@ -291,10 +291,10 @@ def augment(run_dir: str | Path, params: dict[str, Any], sample_rate: int) -> li
 
 def load_variant_shard(run_dir: str | Path, shard: str) -> np.ndarray:
     """A memory-mapped int16 variant shard [n_variants, samples] (``Variant.shard``)."""
-    return np.load(Path(run_dir) / shard, mmap_mode="r")
+    return np.load(inside(run_dir, shard, "variant shard"), mmap_mode="r", allow_pickle=False)
 
 
 def load_variant_audio(run_dir: str | Path, track_id: str) -> np.ndarray:
     """All variants of a track, in manifest order: int16 [n_variants, samples]."""
     shards = sorted(Path(run_dir).glob(f"variants/{track_id}.c*.npy"))
-    return np.concatenate([np.load(p, mmap_mode="r") for p in shards]) if shards else np.zeros((0, 0), np.int16)
+    return np.concatenate([np.load(p, mmap_mode="r", allow_pickle=False) for p in shards]) if shards else np.zeros((0, 0), np.int16)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 
 from stylecraft.artifacts import sha256_file
 from stylecraft.audio import io as audio_io
-from stylecraft.audio.loudness import integrated_loudness
+from stylecraft.audio.loudness import LoudnessMeter, integrated_loudness
 from stylecraft.data.manifest import Reject, Track, save_rows
 from stylecraft.errors import AudioDecodeError, StageInputError
 from stylecraft.parallel import resolve_workers, run_tasks
@@ -39,10 +41,19 @@ def scan(catalogue: Path, extensions: list[str]) -> tuple[list[Path], list[Rejec
             if name.startswith("."):
                 rejects.append(Reject(path=str(p), reason="hidden file (name starts with '.')"))
                 continue
-            if p.suffix.lower() in exts:
-                files.append(p)
-            else:
+            if p.suffix.lower() not in exts:
                 rejects.append(Reject(path=str(p), reason=f"not an audio file extension ({p.suffix or 'none'})"))
+                continue
+            try:
+                st_file = p.stat()  # follows symlinks
+            except OSError as exc:
+                why = "broken symlink" if p.is_symlink() else f"cannot read: {exc.strerror or exc}"
+                rejects.append(Reject(path=str(p), reason=why))
+                continue
+            if stat.S_ISREG(st_file.st_mode):
+                files.append(p)
+            else:  # a named pipe would block the decoder forever; devices and sockets are not audio files
+                rejects.append(Reject(path=str(p), reason="not a regular file (named pipe, device or socket)"))
     return files, rejects
 
 
@@ -53,8 +64,46 @@ def assign_split(track_id: str, valid_fraction: float, seed: int) -> str:
     return "valid" if u < valid_fraction else "train"
 
 
+STREAM_BYTES = 256 << 20  # files whose decoded float32 audio is larger than this are read in blocks
+BLOCK_S = 10.0
+
+
+def _stream_stats(path: str) -> tuple[int, int, float, float, float]:
+    """Decode a file block by block: frames, rate, peak, largest per-channel range and loudness.
+
+    Memory stays at one block (10 s) whatever the file's length.
+
+    Raises:
+        AudioDecodeError: the file cannot be decoded, or holds NaN/Inf samples.
+    """
+    try:
+        with sf.SoundFile(path) as f:
+            sr, ch = f.samplerate, f.channels
+            meter = LoudnessMeter(sr, ch)
+            lo = np.full(ch, np.inf, dtype=np.float32)
+            hi = np.full(ch, -np.inf, dtype=np.float32)
+            frames = 0
+            for block in f.blocks(blocksize=int(BLOCK_S * sr), dtype="float32", always_2d=True):
+                if not np.isfinite(block).all():
+                    raise AudioDecodeError(f"'{path}' holds NaN or infinite samples")
+                lo, hi = np.minimum(lo, block.min(axis=0)), np.maximum(hi, block.max(axis=0))
+                meter.add(block)
+                frames += block.shape[0]
+    except AudioDecodeError:
+        raise
+    except Exception as exc:
+        raise AudioDecodeError(f"cannot decode '{path}': {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+    if frames == 0:
+        raise AudioDecodeError(f"'{path}' holds no audio samples")
+    peak = float(max(np.max(np.abs(lo)), np.max(np.abs(hi))))
+    return frames, sr, peak, float(np.max(hi - lo)), meter.result()
+
+
 def inspect_file(path: str, min_duration_s: float) -> dict[str, Any]:
     """Decode one file fully (a truncated file fails here, not in a later stage) and describe it.
+
+    Long files (more than ``STREAM_BYTES`` of decoded audio) are decoded in blocks, so ingest's
+    memory does not grow with a file's length.
 
     Returns:
         ``{"reject": reason}`` or the file's sha256, rate, channels, duration, format and loudness.
@@ -62,21 +111,28 @@ def inspect_file(path: str, min_duration_s: float) -> dict[str, Any]:
     try:
         info = audio_io.probe(path)
         digest = sha256_file(path)
-        audio, sr = audio_io.load(path)
+        if info.frames * info.channels * 4 > STREAM_BYTES:
+            frames, sr, peak, spread, loud = _stream_stats(path)
+        else:
+            audio, sr = audio_io.load(path)
+            frames, peak = audio.shape[0], float(np.max(np.abs(audio)))
+            spread = float(np.max(np.ptp(audio, axis=0)))
+            loud = integrated_loudness(audio, sr)
     except AudioDecodeError as exc:
         return {"reject": str(exc)}
     except OSError as exc:
         return {"reject": f"cannot read: {exc.strerror or exc}"}
-    duration = audio.shape[0] / sr
+    duration = frames / sr
     if duration < min_duration_s:
         return {"reject": f"too short ({duration:.2f} s < {min_duration_s} s)"}
-    if float(np.max(np.abs(audio))) < 1e-5:
+    if peak < 1e-5:
         return {"reject": "silent"}
-    loud = integrated_loudness(audio, sr)
+    if spread < 2e-5:
+        return {"reject": "a constant (DC) signal: no audio content"}
     return {
         "sha256": digest,
         "sample_rate": int(sr),
-        "channels": int(audio.shape[1]),
+        "channels": int(info.channels),
         "duration_s": round(duration, 6),
         "format": str(info.format),
         "loudness_lufs": round(loud, 3) if np.isfinite(loud) else None,
@@ -114,13 +170,20 @@ def ingest(
     with make_progress() as prog:
         task = prog.add_task("ingest", total=len(files))
         for i, res in run_tasks(inspect_file, [(str(f), min_duration_s) for f in files], n_workers):
-            if isinstance(res, BaseException):
+            if isinstance(res, Exception) and not isinstance(res, MemoryError):
+                # Decoders raise many types on malformed files; a bad file is a reject, never a crash.
+                first = str(res).strip().splitlines()[0] if str(res).strip() else ""
+                res = {"reject": f"cannot decode: {type(res).__name__}{': ' + first if first else ''}"}
+            elif isinstance(res, BaseException):
                 raise res
             results[i] = res
             prog.advance(task)
     tracks: list[Track] = []
     seen: dict[str, str] = {}
-    for i, path in enumerate(files):  # in sorted order, so the first copy of a duplicate is kept
+    # Of files with the same bytes the first real file is kept (a symlink is a second name for one),
+    # else the first in sorted order.
+    for i in sorted(range(len(files)), key=lambda k: (files[k].is_symlink(), str(files[k]))):
+        path = files[i]
         res = results[i]
         if "reject" in res:
             rejects.append(Reject(str(path), res["reject"]))
@@ -131,6 +194,7 @@ def ingest(
         seen[res["sha256"]] = str(path)
         tid = res["sha256"][:16]
         tracks.append(Track(id=tid, path=str(path), split=assign_split(tid, valid_fraction, split_seed), **res))
+    tracks.sort(key=lambda t: t.path)
     tracks = _ensure_both_splits(tracks, valid_fraction)
     save_rows(run_dir / "tracks.jsonl", tracks)
     save_rows(run_dir / "rejects.jsonl", rejects)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -10,6 +11,7 @@ from typing import Any, TypeVar
 from stylecraft.artifacts import read_jsonl, write_jsonl
 
 T = TypeVar("T")
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,37 @@ def save_rows(path: str | Path, rows: list[Any]) -> str:
     return write_jsonl(path, rows)
 
 
+ID_FIELDS = ("id", "track_id", "window_id")
+
+
+def check_row(row: dict[str, Any], where: str | Path) -> None:
+    """Refuse ids and file names that would lead a stage outside the run folder.
+
+    Ids become file names (``audio/<track_id>.npy``), so one holding a path separator or ``..`` is
+    a tampered manifest, as is a shard path that is absolute or climbs out of the run folder.
+
+    Raises:
+        StageInputError: naming the manifest and the bad value.
+    """
+    from stylecraft.artifacts import inside
+    from stylecraft.errors import StageInputError
+
+    for key in ID_FIELDS:
+        value = row.get(key)
+        if value is not None and (not isinstance(value, str) or not _SAFE_ID.fullmatch(value)):
+            raise StageInputError(f"'{where}' holds a bad {key} {value!r}: the manifest has been altered, re-run the stage that wrote it")
+    if "shard" in row:
+        inside(".", row["shard"], f"shard in '{where}'")
+
+
 def load_rows(path: str | Path, cls: type[T]) -> list[T]:
-    """Read manifest rows into dataclasses, ignoring keys a newer version may have added."""
+    """Read manifest rows into dataclasses, ignoring keys a newer version may have added.
+
+    Raises:
+        StageInputError: a row's ids or file names would escape the run folder.
+    """
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    return [cls(**{k: v for k, v in row.items() if k in names}) for row in read_jsonl(path)]
+    rows = read_jsonl(path)
+    for row in rows:
+        check_row(row, path)
+    return [cls(**{k: v for k, v in row.items() if k in names}) for row in rows]

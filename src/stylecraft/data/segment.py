@@ -7,15 +7,27 @@ track whose record matches the current settings, so a killed stage redoes only u
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
+import soxr
 
-from stylecraft.artifacts import atomic_save_npy, atomic_write_json, read_jsonl, sha256_file, sha256_json
+from stylecraft.artifacts import (
+    atomic_path,
+    atomic_save_npy,
+    atomic_write_json,
+    check_under,
+    read_jsonl,
+    sha256_file,
+    sha256_json,
+)
 from stylecraft.audio import io as audio_io
-from stylecraft.audio.loudness import normalize_gain
+from stylecraft.audio.loudness import LoudnessMeter, normalize_gain
 from stylecraft.data import features as feat
 from stylecraft.data.manifest import Track, Window, load_rows, save_rows
 from stylecraft.errors import AudioDecodeError, StageInputError
@@ -32,7 +44,7 @@ def track_audio_path(run_dir: Path, track_id: str) -> Path:
 
 def load_track_audio(run_dir: Path, track_id: str) -> np.ndarray:
     """The normalised mono track at the segment rate, float32 [samples] (memory-mapped int16 on disk)."""
-    pcm = np.load(track_audio_path(run_dir, track_id), mmap_mode="r")
+    pcm = np.load(track_audio_path(run_dir, track_id), mmap_mode="r", allow_pickle=False)
     return np.asarray(pcm, dtype=np.float32) / 32767.0
 
 
@@ -43,25 +55,96 @@ def window_starts(n_samples: int, window: int, hop: int) -> list[int]:
     return list(range(0, n_samples - window + 1, hop))
 
 
+STREAM_BYTES = 256 << 20  # tracks whose decoded float32 audio is larger than this are processed in blocks
+BLOCK_S = 10.0
+
+
+def _decode_mono_stream(path: str, sr: int) -> Iterator[np.ndarray]:
+    """Mono float32 blocks of a file resampled to ``sr``, decoded 10 s at a time."""
+    with sf.SoundFile(path) as f:
+        rs = soxr.ResampleStream(f.samplerate, sr, 1, dtype="float32", quality="HQ") if f.samplerate != sr else None
+        for block in f.blocks(blocksize=int(BLOCK_S * f.samplerate), dtype="float32", always_2d=True):
+            if not np.isfinite(block).all():
+                raise AudioDecodeError(f"'{path}' holds NaN or infinite samples")
+            mono = audio_io.to_mono(block)
+            yield mono if rs is None else rs.resample_chunk(mono)
+        if rs is not None:
+            yield rs.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+
+
+def _normalised_pcm_streamed(path: str, sr: int, target_lufs: float, out: Path) -> tuple[str, float]:
+    """Write the loudness-normalised int16 track to ``out`` in two streaming passes; memory stays flat.
+
+    The first pass measures loudness and peak (as :func:`normalize_gain` does on the whole track),
+    the second applies the gain and writes into a memory-mapped ``.npy`` (atomically).
+    """
+    try:
+        meter = LoudnessMeter(sr, 1)
+        peak, n = 0.0, 0
+        for y in _decode_mono_stream(path, sr):
+            meter.add(y[:, None])
+            peak = max(peak, float(np.max(np.abs(y)))) if y.size else peak
+            n += y.shape[0]
+        loud = meter.result()
+        gain_db = 0.0
+        if np.isfinite(loud):
+            gain_db = target_lufs - loud
+            if peak > 0:
+                gain_db = min(gain_db, 20 * np.log10(0.99 / peak))
+        gain = np.float32(10 ** (gain_db / 20))
+        with atomic_path(out) as tmp:
+            mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int16, shape=(n,))
+            pos = 0
+            for y in _decode_mono_stream(path, sr):
+                m = min(y.shape[0], n - pos)
+                mm[pos : pos + m] = np.round(np.clip(y[:m] * gain, -1.0, 1.0) * 32767.0).astype(np.int16)
+                pos += m
+            mm.flush()
+            del mm
+    except AudioDecodeError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AudioDecodeError(f"cannot decode '{path}': {first}") from None
+    return sha256_file(out), float(gain_db)
+
+
+def _as_float(pcm: np.ndarray) -> np.ndarray:
+    return pcm.astype(np.float32) / 32767.0  # features see exactly what is stored
+
+
 def _process_track(track: dict[str, Any], params: dict[str, Any], run_dir: str, threads: int) -> dict[str, Any]:
-    """Segment one track; writes its audio, feature shards and record; returns the record."""
+    """Segment one track; writes its audio, feature shards and record; returns the record.
+
+    Long tracks (more than ``STREAM_BYTES`` of decoded audio) are decoded, resampled and written
+    in blocks and their features are written window batch by window batch into memory-mapped
+    shards, so memory does not grow with a track's length.
+    """
     import torch
 
     torch.set_num_threads(max(1, threads))
     run = Path(run_dir)
     sr = params["sample_rate"]
-    audio, sr_in = audio_io.load(track.get("source_path") or track["path"])
-    mono = audio_io.resample(audio_io.to_mono(audio), sr_in, sr)
-    mono, gain_db = normalize_gain(mono, sr, params["loudness_lufs"])
-    pcm = np.round(np.clip(mono, -1.0, 1.0) * 32767.0).astype(np.int16)
-    audio_sha = atomic_save_npy(track_audio_path(run, track["id"]), pcm)
-    mono = pcm.astype(np.float32) / 32767.0  # features see exactly what is stored
+    audio_path = track_audio_path(run, track["id"])
+    source = track.get("source_path") or track["path"]  # the separate stage's kept stems, if any
+    info = audio_io.probe(source)
+    if info.frames * info.channels * 4 > STREAM_BYTES:
+        audio_sha, gain_db = _normalised_pcm_streamed(source, sr, params["loudness_lufs"], audio_path)
+        pcm = np.load(audio_path, mmap_mode="r", allow_pickle=False)
+    else:
+        audio, sr_in = audio_io.load(source)
+        mono = audio_io.resample(audio_io.to_mono(audio), sr_in, sr)
+        del audio
+        mono, gain_db = normalize_gain(mono, sr, params["loudness_lufs"])
+        pcm = np.round(np.clip(mono, -1.0, 1.0) * 32767.0).astype(np.int16)
+        del mono
+        audio_sha = atomic_save_npy(audio_path, pcm)
 
     win = int(round(params["window_s"] * sr))
     hop = int(round(params["hop_s"] * sr))
     kept: list[tuple[int, float]] = []
-    for start in window_starts(mono.shape[0], win, hop):
-        seg = mono[start : start + win]
+    for start in window_starts(pcm.shape[0], win, hop):
+        seg = _as_float(pcm[start : start + win])
         rms_db = 20 * np.log10(float(np.sqrt(np.mean(seg.astype(np.float64) ** 2))) + 1e-12)
         if rms_db >= params["silence_db"]:
             kept.append((start, rms_db))
@@ -73,31 +156,45 @@ def _process_track(track: dict[str, Any], params: dict[str, Any], run_dir: str, 
         n_mels=params["n_mels"],
         n_mfcc=params["n_mfcc"],
     )
-    outs: dict[str, list[np.ndarray]] = {k: [] for k in FEATURE_NAMES}
-    for i in range(0, len(kept), _BATCH):
-        batch = np.stack([mono[s : s + win] for s, _ in kept[i : i + _BATCH]])
-        for k, v in feat.compute(batch, fp).items():
-            outs[k].append(v.astype(np.float16))
     hashes: dict[str, str] = {"audio": audio_sha}
     tempo, key = 0.0, "unknown key"
     if kept:
+        # Feature shards are filled batch by batch in place (the same bytes np.save would write).
+        with contextlib.ExitStack() as stack:
+            shards: dict[str, np.memmap] = {}
+            first_logmel: list[np.ndarray] = []
+            for i in range(0, len(kept), _BATCH):
+                batch = _as_float(np.stack([pcm[s : s + win] for s, _ in kept[i : i + _BATCH]]))
+                for k, v in feat.compute(batch, fp).items():
+                    if k not in shards:
+                        tmp = stack.enter_context(atomic_path(run / "features" / f"{track['id']}.{k}.npy"))
+                        shards[k] = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(kept), *v.shape[1:]))
+                    shards[k][i : i + v.shape[0]] = v.astype(np.float16)
+                    if k == "logmel" and sum(x.shape[0] for x in first_logmel) < 8:
+                        first_logmel.append(v.astype(np.float16))
+            for arr in shards.values():
+                arr.flush()
+            shards.clear()
         for k in FEATURE_NAMES:
-            arr = np.concatenate(outs[k])
-            hashes[k] = atomic_save_npy(run / "features" / f"{track['id']}.{k}.npy", arr)
-        key = feat.estimate_key(feat.chroma_of_audio(mono, sr))
-        tempo = feat.estimate_tempo(np.concatenate(outs["logmel"]).astype(np.float32)[:8], sr, fp.hop_length)
+            hashes[k] = sha256_file(run / "features" / f"{track['id']}.{k}.npy")
+        # Key from the middle 120 s, as chroma_of_audio would cut it.
+        n_key = int(120.0 * sr)
+        mid = (pcm.shape[0] - n_key) // 2 if pcm.shape[0] > n_key else 0
+        key = feat.estimate_key(feat.chroma_of_audio(_as_float(pcm[mid : mid + n_key]), sr))
+        tempo = feat.estimate_tempo(np.concatenate(first_logmel).astype(np.float32)[:8], sr, fp.hop_length)
     record = {
         "track_id": track["id"],
         "params_hash": params["hash"],
         "source_sha256": track.get("source_sha256") or track["sha256"],
         "gain_db": gain_db,
-        "n_samples": int(mono.shape[0]),
+        "n_samples": int(pcm.shape[0]),
         "tempo_bpm": round(tempo, 1),
         "key": key,
         "starts": [s for s, _ in kept],
         "rms_db": [round(r, 2) for _, r in kept],
         "hashes": hashes,
     }
+    del pcm
     atomic_write_json(run / "segment" / f"{track['id']}.json", record)
     return record
 
@@ -134,6 +231,7 @@ def segment(
     run_dir: str | Path,
     params: dict[str, Any],
     artist: str = "artist",
+    catalogue: str | Path | None = None,
     sources: dict[str, dict[str, str]] | None = None,
 ) -> list[Window]:
     """Write ``windows.jsonl`` and per-track audio and feature shards for every ingested track.
@@ -142,6 +240,7 @@ def segment(
         run_dir: the run folder holding ``tracks.jsonl``.
         params: the recipe's ``segment`` section.
         artist: artist tag used in captions.
+        catalogue: the catalogue folder; when given, every track's path must lie inside it.
         sources: track id -> ``{"path", "sha256"}`` of audio to read instead of the catalogue
             file (the separate stage's kept stems); tracks missing from it are left out.
 
@@ -153,6 +252,10 @@ def segment(
     if not tracks_path.exists():
         raise StageInputError(f"'{tracks_path}' is missing: run `stylecraft ingest` first")
     tracks = load_rows(tracks_path, Track)
+    if catalogue is not None:
+        root = Path(catalogue).expanduser().resolve()
+        for t in tracks:
+            check_under(t.path, root, f"track path in '{tracks_path}'")
     if not tracks:
         raise StageInputError(f"'{tracks_path}' lists no tracks")
     if sources is not None:
@@ -235,4 +338,4 @@ def load_features(run_dir: str | Path, track_id: str, name: str) -> np.ndarray:
     """Memory-mapped feature shard of a track: ``[n_windows, bins, frames]`` float16."""
     if name not in FEATURE_NAMES:
         raise KeyError(f"unknown feature '{name}' (known: {', '.join(FEATURE_NAMES)})")
-    return np.load(Path(run_dir) / "features" / f"{track_id}.{name}.npy", mmap_mode="r")
+    return np.load(Path(run_dir) / "features" / f"{track_id}.{name}.npy", mmap_mode="r", allow_pickle=False)

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from stylecraft.artifacts import atomic_save_npy, atomic_write_json, read_jsonl, sha256_file, sha256_json
 from stylecraft.audio.io import resample
 from stylecraft.data.augment import load_variant_shard
-from stylecraft.data.manifest import Variant, Window, load_rows, save_rows
+from stylecraft.data.manifest import Variant, Window, check_row, load_rows, save_rows
 from stylecraft.data.segment import load_track_audio
 from stylecraft.errors import StageInputError
 from stylecraft.progress import make_progress
@@ -114,6 +114,8 @@ class TokenDataset(Dataset):
         if not index_path.exists():
             raise StageInputError(f"'{index_path}' is missing: run `stylecraft tokenize` first")
         rows = [r for r in read_jsonl(index_path) if r["split"] == split]
+        for r in rows:
+            check_row(r, index_path)
         if kinds is not None:
             rows = [r for r in rows if r["kind"] in kinds]
         self.rows = rows
@@ -124,7 +126,7 @@ class TokenDataset(Dataset):
 
     def _shard(self, tid: str) -> np.ndarray:
         if tid not in self._shards:
-            self._shards[tid] = np.load(self.run / "tokens" / f"{tid}.npy", mmap_mode="r")
+            self._shards[tid] = np.load(self.run / "tokens" / f"{tid}.npy", mmap_mode="r", allow_pickle=False)
         return self._shards[tid]
 
     def __getitem__(self, i: int) -> dict[str, Any]:

@@ -1,11 +1,14 @@
 """Sampling: text-conditioned generation and continuation of a seed riff, written as FLAC.
 
-Each call writes its files atomically and records a row per file (prompt, parameters, model,
-sha256) in ``generated.jsonl`` beside them.
+Each call writes its files atomically, watermarked with a keyed DSP mark (unless disabled), and
+records a provenance row per file in ``generated.jsonl`` beside them: the file's sha256, prompt,
+seed and sampling parameters, the model (name, source and a sha256 of its weights), the recipe's
+sha256 when run from a recipe, and the watermark (method, public key id, strength).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import asdict, dataclass
@@ -15,9 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
+import stylecraft
 from stylecraft.artifacts import read_jsonl, sha256_file, write_jsonl
 from stylecraft.audio import io as audio_io
 from stylecraft.errors import StylecraftError
+from stylecraft.generate import watermark as wm
 from stylecraft.models.loading import ModelBundle
 from stylecraft.progress import make_progress
 
@@ -39,6 +44,31 @@ class SamplingParams:
             raise StylecraftError(f"--temperature must be > 0, got {self.temperature}")
         if self.top_k < 0 or not 0.0 <= self.top_p <= 1.0:
             raise StylecraftError("--top-k must be >= 0 and --top-p in [0, 1]")
+
+
+@dataclass(frozen=True)
+class WatermarkSettings:
+    """How generated audio is watermarked (see :mod:`stylecraft.generate.watermark`)."""
+
+    enabled: bool = True
+    key: str = wm.DEFAULT_KEY
+    strength: float = wm.DEFAULT_STRENGTH
+
+    def record(self) -> dict[str, Any]:
+        """The provenance entry: never the key itself, only its public id."""
+        if not self.enabled:
+            return {"method": None}
+        return {"method": wm.METHOD, "key_id": wm.key_id(self.key), "strength": self.strength}
+
+
+def model_sha256(bundle: ModelBundle) -> str:
+    """sha256 over the model's parameter and buffer names and bytes: which weights made a file."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(bundle.model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:{tuple(tensor.shape)};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _slug(text: str) -> str:
@@ -106,10 +136,23 @@ def generate(
     per_prompt: int = 1,
     seed_audio: str | Path | None = None,
     batch_size: int = 4,
+    watermark: WatermarkSettings | None = None,
+    recipe_sha256: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Write ``per_prompt`` FLAC files per prompt into ``out_dir`` and their manifest rows."""
+    """Write ``per_prompt`` FLAC files per prompt into ``out_dir`` and their provenance rows.
+
+    Args:
+        watermark: watermark settings (None: the default key and strength).
+        recipe_sha256: sha256 of the resolved recipe, recorded when generation runs from one.
+    """
     params.validate()
+    mark = watermark if watermark is not None else WatermarkSettings()
+    if mark.enabled:
+        wm.resolve_key(mark.key)  # a missing key is a user error before any sampling
+        if not 0.0 < mark.strength <= 0.5:
+            raise StylecraftError(f"watermark strength must be in (0, 0.5], got {mark.strength}")
     out = Path(out_dir)
+    weights_sha = model_sha256(bundle)
     prompts = prompts or [""]
     riff = None
     if seed_audio is not None:
@@ -125,6 +168,8 @@ def generate(
             audio = generate_codes_audio(bundle, [p for p, _ in chunk], chunk_params, riff)
             for (prompt, i), wav in zip(chunk, audio, strict=True):
                 name = f"{_slug(prompt)}-s{params.seed}-{i:02d}.flac"
+                if mark.enabled:
+                    wav = wm.embed(wav, bundle.sample_rate, mark.key, mark.strength)
                 path = audio_io.write(out / name, wav, bundle.sample_rate)
                 rows.append(
                     {
@@ -133,7 +178,10 @@ def generate(
                         "prompt": prompt,
                         "seed_audio": str(seed_audio) if seed_audio else None,
                         "params": asdict(chunk_params),
-                        "model": {"name": bundle.name, "source": bundle.source},
+                        "model": {"name": bundle.name, "source": bundle.source, "sha256": weights_sha},
+                        "recipe_sha256": recipe_sha256,
+                        "watermark": mark.record(),
+                        "stylecraft": stylecraft.__version__,
                         "sample_rate": bundle.sample_rate,
                         "duration_s": wav.shape[0] / bundle.sample_rate,
                     }

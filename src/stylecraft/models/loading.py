@@ -23,6 +23,7 @@ from stylecraft.models import presets, registry
 
 PRESETS = ("tiny",)
 SUPPORTED_TYPES = ("musicgen", "musicgen_melody")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
 @dataclass
@@ -79,9 +80,19 @@ def _from_folder(folder: Path, name: str) -> ModelBundle:
         raise CheckpointError(
             f"'{folder}' holds a '{model_type}' model; stylecraft loads {', '.join(SUPPORTED_TYPES)} models"
         )
+    if not any(folder.glob("*.safetensors")):
+        pickled = sorted(p.name for ext in PICKLE_SUFFIXES for p in folder.glob(f"*{ext}"))
+        if pickled:
+            raise CheckpointError(
+                f"'{folder}' holds pickled weights ({', '.join(pickled)}), which can run code when loaded: "
+                "stylecraft loads safetensors only (convert them where you trust the source, e.g. "
+                "save_pretrained(..., safe_serialization=True))"
+            )
+        raise CheckpointError(f"'{folder}' has no model weights (*.safetensors)")
     try:
-        # The auto class picks MusicgenForConditionalGeneration or MusicgenMelodyForConditionalGeneration.
-        model = AutoModelForTextToWaveform.from_pretrained(folder, local_files_only=True)
+        # The auto class picks MusicgenForConditionalGeneration or MusicgenMelodyForConditionalGeneration;
+        # use_safetensors=True: never fall back to unpickling a .bin file.
+        model = AutoModelForTextToWaveform.from_pretrained(folder, local_files_only=True, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load model from '{folder}': {str(exc).splitlines()[0]}") from None

@@ -31,7 +31,7 @@ from stylecraft.artifacts import (
     write_jsonl,
 )
 from stylecraft.data.tokens import TokenDataset
-from stylecraft.errors import StageInputError, StylecraftError
+from stylecraft.errors import CheckpointError, StageInputError, StylecraftError
 from stylecraft.models.loading import ModelBundle, load_model, save_bundle
 from stylecraft.progress import info, make_progress
 from stylecraft.train.batches import Collator
@@ -269,7 +269,7 @@ def train(
                 f"checkpoints in '{ckpt_root}' were made with other settings ({', '.join(changed)}): "
                 "use a new run_dir, or delete its train/ to start over"
             )
-        accelerator.load_state(str(last))
+        _load_checkpoint(accelerator, last, saved)
         state = saved
         if accelerator.is_main_process:
             kept = [r for r in read_jsonl_tolerant(train_dir / "metrics.jsonl") if r.get("step", 0) <= state["step"]]
@@ -340,6 +340,30 @@ def train(
         summary.update(_export(accelerator.unwrap_model(model), bundle, run, cfg))
     accelerator.end_training()
     return summary
+
+
+def _load_checkpoint(accelerator: Accelerator, folder: Path, saved: dict[str, Any]) -> None:
+    """Resume from a step folder: its files must match their recorded sha256, and every pickled
+    file (optimizer, scheduler and RNG states) is read with ``torch.load(weights_only=True)``
+    (accelerate's default), which refuses any object that would run code.
+
+    Raises:
+        CheckpointError: a file is missing or altered, or holds something other than plain data.
+    """
+    import pickle
+
+    for name, digest in saved.get("files", {}).items():
+        path = folder / name
+        if not path.exists() or sha256_file(path) != digest:
+            raise CheckpointError(
+                f"checkpoint file '{path}' is missing or differs from the sha256 recorded when it was saved: "
+                f"delete '{folder}' to resume from the one before"
+            )
+    try:
+        accelerator.load_state(str(folder))
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"refusing checkpoint '{folder}': {first[:300]}") from None
 
 
 def _save_checkpoint(accelerator: Accelerator, root: Path, step: int, state: dict[str, Any], keep_last: int) -> None:

@@ -1,0 +1,333 @@
+"""Outlier detector: windows and tracks that do not belong in the catalogue, flagged before training.
+
+Every window is embedded with the weights-free MFCC embedding (:class:`MfccEmbedding`, mean of
+its 0.96 s blocks, 80 values). The embeddings are standardised per dimension (median and MAD)
+and a Gaussian with a Ledoit-Wolf shrunk covariance is fitted robustly (the farthest ``TRIM`` of
+windows are left out of each refit, so a handful of intruders cannot pull the model towards
+themselves); distances are Mahalanobis distances under it. Then:
+
+* a **window** is an outlier when its Mahalanobis distance is far above the other windows'
+  (robust z-score over windows > ``window_z``): noise bursts, dropouts, corrupted passages;
+* a **track** is an outlier when the median distance of its windows is far above the other
+  tracks' (robust z-score over tracks > ``track_z``): noise files, another artist, corrupted or
+  mislabelled audio;
+* a track is a **near duplicate** of another when their coarse log-mel envelopes (10 frames/s,
+  gain and equalisation removed) correlate at ``duplicate_corr`` or more at some time shift, over
+  the overlap (re-encodes, resampled, trimmed or quieter copies). Exact copies never get this far:
+  ingest rejects files with the same sha256.
+
+A window or track is also **noise-like** when its spectral coherence (:func:`texture`) is below
+``noise_coherence``: MFCC means put broadband noise in the middle of a varied catalogue, where
+no distance from the centre can see it, while its spectrum, unlike music's, does not carry over
+from one frame to the next.
+
+Flags are statistics, not proof, so the default is to report (``outliers/report.json`` and
+``outliers/report.png``); ``outliers.exclude=true`` leaves flagged windows out of
+``windows.jsonl``. With fewer than ``MIN_TRACKS`` tracks there is no "rest of the catalogue" to
+compare with and only duplicates are reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stylecraft.artifacts import atomic_path, atomic_write_json
+from stylecraft.data.manifest import Window
+from stylecraft.progress import progress_iter
+
+MIN_TRACKS = 5
+TRIM = 0.2  # share of windows left out of each robust refit
+REFITS = 3
+
+
+@dataclass(frozen=True)
+class OutlierParams:
+    track_z: float = 3.5
+    window_z: float = 4.0
+    duplicate_corr: float = 0.9  # fingerprint correlation from which two tracks are copies
+    noise_coherence: float = 0.1  # spectral coherence below which audio is noise-like (music: 0.2-0.7)
+
+
+@dataclass
+class OutlierReport:
+    """What was flagged and why; ``window_scores`` and ``track_scores`` are robust z-scores."""
+
+    n_tracks: int
+    n_windows: int
+    flagged_tracks: dict[str, str] = field(default_factory=dict)  # track id -> reason
+    flagged_windows: dict[str, str] = field(default_factory=dict)  # window id -> reason
+    track_scores: dict[str, float] = field(default_factory=dict)
+    window_scores: dict[str, float] = field(default_factory=dict)
+    duplicates: dict[str, str] = field(default_factory=dict)  # track id -> track id it copies
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+TEXTURE_DIMS = 3
+
+
+def texture(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Three "is this music at all" numbers for a mono clip: ``[coherence, coherence at 4 frames, log flatness]``.
+
+    Coherence is the mean correlation between the log spectra (minus their mean over the clip) of
+    frames 1 and 4 hops apart: sustained notes keep it high (0.3-0.7 on real music), noise of any
+    colour and bit-rot drive it to about 0. MFCC means alone put noise in the middle of a
+    varied catalogue, where a distance from the centre cannot see it.
+    """
+    import scipy.signal
+
+    nper = 1024 if sample_rate >= 16000 else 512
+    _, _, z = scipy.signal.stft(audio.astype(np.float32), fs=sample_rate, nperseg=nper, noverlap=nper // 2)
+    p = np.log(np.abs(z).astype(np.float64) ** 2 + 1e-10)  # [bins, frames]
+    dev = p - p.mean(axis=1, keepdims=True)
+    dev -= dev.mean(axis=0, keepdims=True)
+    out = []
+    for lag in (1, 4):
+        a, b = dev[:, :-lag], dev[:, lag:]
+        if a.shape[1] == 0:
+            out.append(0.0)
+            continue
+        out.append(float(np.mean(np.sum(a * b, 0) / np.sqrt(np.sum(a * a, 0) * np.sum(b * b, 0) + 1e-12))))
+    out.append(float(np.mean(p.mean(axis=0) - np.log(np.exp(p).mean(axis=0) + 1e-10))))
+    return np.array(out)
+
+
+def window_embeddings(run_dir: str | Path, windows: list[Window], sample_rate: int, progress: bool = True) -> np.ndarray:
+    """MFCC embedding of every window (mean over its 0.96 s blocks) and its :func:`texture`: ``[windows, 83]``."""
+    from stylecraft.evaluate.embeddings import MfccEmbedding
+
+    emb = MfccEmbedding()
+    out = np.zeros((len(windows), emb.dim + TEXTURE_DIMS), dtype=np.float64)
+    by_track: dict[str, list[int]] = {}
+    for i, w in enumerate(windows):
+        by_track.setdefault(w.track_id, []).append(i)
+    for tid in progress_iter(list(by_track), "outliers", enabled=progress):
+        pcm = track_pcm(Path(run_dir), tid)  # memory-mapped: only the windows are read
+        for i in by_track[tid]:
+            w = windows[i]
+            start = int(round(w.start_s * sample_rate))
+            seg = pcm[start : start + int(round(w.duration_s * sample_rate))].astype(np.float32) / 32767.0
+            out[i, : emb.dim] = emb.embed(seg, sample_rate).mean(axis=0)
+            out[i, emb.dim :] = texture(seg, sample_rate)
+    return out
+
+
+FP_RATE = 10  # fingerprint frames per second
+FP_CHUNK = 3000  # fingerprint frames computed at a time (5 minutes): bounds memory on long tracks
+
+
+def track_pcm(run_dir: Path, track_id: str) -> np.ndarray:
+    """A segmented track's int16 samples, memory-mapped (nothing is read until sliced)."""
+    from stylecraft.data.segment import track_audio_path
+
+    return np.load(track_audio_path(run_dir, track_id), mmap_mode="r", allow_pickle=False)
+
+
+def fingerprint(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Coarse, gain-free log-mel envelope of a track ``[32, frames]`` at 10 frames per second.
+
+    ``audio`` may be int16 (scaled here) or float, and memory-mapped: it is read a few minutes at a
+    time. Frames are centred on multiples of the hop, with zeros beyond both ends.
+    """
+    import librosa
+
+    hop = sample_rate // FP_RATE
+    n_fft = 4 * hop
+    scale = 1.0 / 32767.0 if audio.dtype == np.int16 else 1.0
+    n_frames = 1 + audio.shape[0] // hop
+    parts = []
+    for f0 in range(0, n_frames, FP_CHUNK):
+        f1 = min(n_frames, f0 + FP_CHUNK)
+        lo, hi = f0 * hop - n_fft // 2, (f1 - 1) * hop + n_fft // 2  # samples the frames f0..f1-1 cover
+        chunk = np.zeros(hi - lo, dtype=np.float32)
+        a, b = max(lo, 0), min(hi, audio.shape[0])
+        if b > a:
+            chunk[a - lo : b - lo] = np.asarray(audio[a:b], dtype=np.float32) * scale
+        parts.append(librosa.feature.melspectrogram(y=chunk, sr=sample_rate, n_fft=n_fft, hop_length=hop, center=False,
+                                                    n_mels=32, fmax=min(8000, sample_rate // 2)))
+    mel = np.concatenate(parts, axis=1)
+    db = np.log(mel + 1e-8)
+    db -= db.mean(axis=1, keepdims=True)  # per band: gain and equalisation drop out
+    return (db - db.mean(axis=0, keepdims=True)).astype(np.float32)
+
+
+def find_duplicates(prints: dict[str, np.ndarray], min_corr: float) -> dict[str, str]:
+    """Pairs of tracks whose fingerprints match at some time shift (normalised correlation >= ``min_corr``).
+
+    The correlation at each shift is taken over the overlap only, so a trimmed copy still matches.
+    Returns each later track (in id order) mapped to the earlier one it copies.
+    """
+    ids = sorted(prints)
+    out: dict[str, str] = {}
+    for j, b in enumerate(ids):
+        for a in ids[:j]:
+            if a in out:
+                continue
+            if _max_overlap_corr(prints[a], prints[b]) >= min_corr:
+                out[b] = a
+                break
+    return out
+
+
+def _max_overlap_corr(a: np.ndarray, b: np.ndarray, min_overlap: int = 10 * FP_RATE) -> float:
+    n = a.shape[1] + b.shape[1] - 1
+    size = 1 << (n - 1).bit_length()
+    fa, fb = np.fft.rfft(a, size, axis=1), np.fft.rfft(b, size, axis=1)
+    cross = np.fft.irfft(fa * np.conj(fb), size, axis=1).sum(axis=0)
+    # Energies over the overlap at each shift (a[t] against b[t - lag]), from cumulative sums.
+    ea = np.concatenate([[0.0], np.cumsum((a.astype(np.float64) ** 2).sum(axis=0))])
+    eb = np.concatenate([[0.0], np.cumsum((b.astype(np.float64) ** 2).sum(axis=0))])
+    la, lb = a.shape[1], b.shape[1]
+    lags = np.arange(-(lb - 1), la)
+    a0, a1 = np.maximum(0, lags), np.minimum(la, lb + lags)
+    ok = a1 - a0 >= min(min_overlap, la, lb)
+    lags, a0, a1 = lags[ok], a0[ok], a1[ok]
+    energy = (ea[a1] - ea[a0]) * (eb[a1 - lags] - eb[a0 - lags])
+    corr = cross[lags % size] / np.sqrt(np.maximum(energy, 1e-12))
+    return float(corr.max()) if corr.size else 0.0
+
+
+def _robust_z(x: np.ndarray) -> np.ndarray:
+    med = np.median(x)
+    mad = 1.4826 * np.median(np.abs(x - med))
+    return (x - med) / max(mad, 1e-9 * max(1.0, abs(float(med))))
+
+
+def _ledoit_wolf(x: np.ndarray) -> np.ndarray:
+    """Ledoit-Wolf shrunk covariance of centred rows ``x`` ``[n, p]`` (well conditioned even when n < p)."""
+    n, p = x.shape
+    s = x.T @ x / n
+    mu = np.trace(s) / p
+    d2 = float(np.sum((s - mu * np.eye(p)) ** 2)) / p
+    b2 = float(np.sum(np.sum(x**2, axis=1) ** 2) - n * np.sum(s**2)) / (n * n * p)
+    shrink = 1.0 if d2 <= 0 else min(max(b2, 0.0), d2) / d2
+    return shrink * mu * np.eye(p) + (1.0 - shrink) * s
+
+
+def _whiten(emb: np.ndarray) -> np.ndarray:
+    """Embeddings in coordinates where a robustly fitted Gaussian is the unit sphere ``[N, D]``.
+
+    Every direction is kept: outliers often differ from music exactly where music varies least,
+    which a projection on the leading principal components would throw away.
+    """
+    med = np.median(emb, axis=0)
+    mad = 1.4826 * np.median(np.abs(emb - med), axis=0)
+    z = (emb - med) / np.maximum(mad, 1e-6)
+    # Start from the windows nearest the median: a tight group of intruders fitted together with
+    # the music would open up a direction of its own and mask itself.
+    dz = np.sqrt((z**2).sum(axis=1))
+    keep = dz <= np.quantile(dz, 1.0 - TRIM)
+    out = z
+    for _ in range(REFITS):
+        mu = z[keep].mean(axis=0)
+        vals, vecs = np.linalg.eigh(_ledoit_wolf(z[keep] - mu))
+        out = (z - mu) @ vecs / np.sqrt(np.maximum(vals, 1e-9))
+        d = np.sqrt((out**2).sum(axis=1))
+        keep = d <= np.quantile(d, 1.0 - TRIM)
+    return out
+
+
+def detect_outliers(
+    windows: list[Window], embeddings: np.ndarray, params: OutlierParams | None = None,
+    duplicates: dict[str, str] | None = None,
+) -> OutlierReport:
+    """Score windows and tracks from their embeddings and flag those that do not belong.
+
+    Args:
+        duplicates: near-duplicate pairs from :func:`find_duplicates` (track id -> track it copies).
+    """
+    p = params or OutlierParams()
+    tids = sorted({w.track_id for w in windows})
+    report = OutlierReport(n_tracks=len(tids), n_windows=len(windows))
+    if len(windows) < 2 or len(tids) < 2:
+        report.note = "fewer than two tracks: nothing to compare"
+        return report
+    mfcc_dims = embeddings.shape[1] - TEXTURE_DIMS
+    coherence = embeddings[:, mfcc_dims]
+    x = _whiten(embeddings[:, :mfcc_dims])
+    track_of = np.array([w.track_id for w in windows])
+
+    # Of a pair of copies only the later one (in id order) is flagged: one copy stays.
+    for t, twin in sorted((duplicates or {}).items()):
+        report.duplicates[t] = twin
+        report.flagged_tracks[t] = f"near duplicate of track {twin}"
+
+    if len(tids) < MIN_TRACKS:
+        report.note = f"fewer than {MIN_TRACKS} tracks: only duplicates are checked"
+        return report
+
+    d = np.sqrt((x**2).sum(axis=1))
+    wz = _robust_z(d)
+    track_d = np.array([np.median(d[track_of == t]) for t in tids])
+    tz = _robust_z(track_d)
+    report.track_scores = {t: round(float(z), 3) for t, z in zip(tids, tz, strict=True)}
+    report.window_scores = {w.id: round(float(z), 3) for w, z in zip(windows, wz, strict=True)}
+    for t, z in zip(tids, tz, strict=True):
+        if t in report.flagged_tracks:
+            continue
+        coh = float(np.median(coherence[track_of == t]))
+        if coh < p.noise_coherence:
+            report.flagged_tracks[t] = f"noise-like: spectral coherence {coh:.2f} < {p.noise_coherence}"
+        elif z > p.track_z:
+            report.flagged_tracks[t] = f"unlike the rest of the catalogue (track score {z:.1f} > {p.track_z})"
+    for w, z, coh in zip(windows, wz, coherence, strict=True):
+        if w.track_id in report.flagged_tracks:
+            report.flagged_windows[w.id] = f"track flagged: {report.flagged_tracks[w.track_id]}"
+        elif coh < p.noise_coherence:
+            report.flagged_windows[w.id] = f"noise-like: spectral coherence {coh:.2f} < {p.noise_coherence}"
+        elif z > p.window_z:
+            report.flagged_windows[w.id] = f"unlike the rest of the catalogue (window score {z:.1f} > {p.window_z})"
+    return report
+
+
+def plot_report(report: OutlierReport, windows: list[Window], path: str | Path, params: OutlierParams | None = None) -> Path:
+    """Track scores (bars) and window scores along each track, flagged ones in red, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 6.5), dpi=90, layout="constrained")
+    tids = sorted(report.track_scores) or sorted({w.track_id for w in windows})
+    scores = [report.track_scores.get(t, 0.0) for t in tids]
+    colors = ["tab:red" if t in report.flagged_tracks else "tab:blue" for t in tids]
+    ax1.bar(range(len(tids)), scores, color=colors)
+    p = params or OutlierParams()
+    ax1.axhline(p.track_z, color="grey", ls="--", lw=1)
+    ax1.set_ylabel("track score (robust z)")
+    ax1.set_xticks(range(len(tids)), [t[:6] for t in tids], rotation=90, fontsize=6)
+    ax1.set_title(f"{len(report.flagged_tracks)} of {report.n_tracks} tracks flagged (red)", fontsize=10, loc="left")
+    xs = np.arange(len(windows))
+    ws = np.array([report.window_scores.get(w.id, 0.0) for w in windows])
+    flagged = np.array([w.id in report.flagged_windows for w in windows], dtype=bool)
+    ax2.scatter(xs[~flagged], ws[~flagged], s=4, c="tab:blue", label="kept")
+    ax2.scatter(xs[flagged], ws[flagged], s=6, c="tab:red", label="flagged")
+    ax2.axhline(p.window_z, color="grey", ls="--", lw=1)
+    ax2.set_xlabel("window (in track order)")
+    ax2.set_ylabel("window score (robust z)")
+    ax2.set_title(f"{len(report.flagged_windows)} of {report.n_windows} windows flagged", fontsize=10, loc="left")
+    ax2.legend(fontsize=8, loc="upper left")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def check_run(
+    run_dir: str | Path, windows: list[Window], sample_rate: int, params: OutlierParams | None = None, progress: bool = True
+) -> OutlierReport:
+    """Detect outliers in a segmented run; write ``outliers/report.json`` and ``outliers/report.png``."""
+    run = Path(run_dir)
+    p = params or OutlierParams()
+    prints = {t: fingerprint(track_pcm(run, t), sample_rate) for t in sorted({w.track_id for w in windows})}
+    dups = find_duplicates(prints, p.duplicate_corr)
+    report = detect_outliers(windows, window_embeddings(run, windows, sample_rate, progress), params, dups)
+    atomic_write_json(run / "outliers" / "report.json", report.to_json())
+    plot_report(report, windows, run / "outliers" / "report.png", params)
+    return report

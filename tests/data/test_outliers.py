@@ -1,0 +1,119 @@
+"""Outlier detector: injected noise and near-duplicate tracks are flagged, clean tracks are not."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from stylecraft.artifacts import read_jsonl
+from stylecraft.config import load_recipe
+from stylecraft.data.demo import synth_track
+from stylecraft.data.manifest import Window
+from stylecraft.data.outliers import OutlierParams, detect_outliers, find_duplicates, fingerprint
+from stylecraft.pipeline import run_stage
+
+SR = 22050
+
+
+def _windows(track_sizes: dict[str, int]) -> list[Window]:
+    return [
+        Window(id=f"{t}-{i:04d}", track_id=t, split="train", start_s=2.0 * i, duration_s=4.0, rms_db=-20.0, row=i)
+        for t, n in track_sizes.items()
+        for i in range(n)
+    ]
+
+
+def test_scores_on_known_embeddings():
+    rng = np.random.default_rng(0)
+    sizes = {f"t{i:02d}": 12 for i in range(10)} | {"far": 12}
+    windows = _windows(sizes)
+    emb = np.concatenate([rng.standard_normal((len(windows), 80)), np.full((len(windows), 3), 0.5)], axis=1)
+    emb[-12:, :80] += 6.0  # a whole track elsewhere
+    emb[5, :80] += 12.0  # one odd window in a clean track
+    emb[24:36, 80] = 0.02  # t02: no spectral coherence, like noise
+    emb[40, 80] = 0.01  # and one noise-like window in t03
+    rep = detect_outliers(windows, emb, OutlierParams(), duplicates={"t01": "t00"})
+    assert "far" in rep.flagged_tracks and "noise-like" in rep.flagged_tracks["t02"]
+    assert "noise-like" in rep.flagged_windows["t03-0004"]
+    assert rep.duplicates.get("t01") == "t00" and "t01" in rep.flagged_tracks
+    assert "t00" not in rep.flagged_tracks  # of two copies only the later one is excluded
+    assert "t00-0005" in rep.flagged_windows
+    clean_flagged = [w for w in rep.flagged_windows if w[:3] not in ("far", "t01", "t02") and w not in ("t00-0005", "t03-0004")]
+    assert len(clean_flagged) <= 2
+
+
+def test_fingerprints_match_edited_copies_only():
+    sr = 16000
+    song = synth_track(30.0, sr, seed=5, channels=1).reshape(-1)
+    other = synth_track(30.0, sr, seed=6, channels=1).reshape(-1)
+    import soxr
+
+    copies = {
+        "a-song": song,
+        "b-trimmed-quiet": song[int(4.37 * sr) :] * 0.3,
+        "c-resampled-noisy": soxr.resample(soxr.resample(song, sr, 22050), 22050, sr)
+        + 0.01 * np.random.default_rng(0).standard_normal(song.shape[0]),
+        "d-other": other,
+    }
+    dups = find_duplicates({k: fingerprint(v, sr) for k, v in copies.items()}, 0.9)
+    assert dups == {"b-trimmed-quiet": "a-song", "c-resampled-noisy": "a-song"}
+
+
+def test_too_few_tracks_is_a_note_not_a_guess():
+    windows = _windows({"a": 5, "b": 5})
+    rep = detect_outliers(windows, np.random.default_rng(1).standard_normal((10, 83)))
+    assert rep.flagged_windows == {} and "fewer than" in rep.note
+
+
+@pytest.fixture(scope="module")
+def injected(tmp_path_factory):
+    cat = tmp_path_factory.mktemp("outlier_cat")
+    for i in range(7):
+        sf.write(cat / f"song-{i}.flac", synth_track(16.0, SR, seed=100 + i, channels=1), SR)
+    noise = np.random.default_rng(3).standard_normal(16 * SR) * 0.2
+    sf.write(cat / "zz-noise.flac", noise, SR)
+    copy = synth_track(16.0, SR, seed=100, channels=1)[int(0.9 * SR) :] * 0.6  # trimmed, quieter copy of song-0
+    sf.write(cat / "song-0-copy.wav", copy, SR)
+    return cat
+
+
+def _run(cat, run, *extra):
+    cfg = load_recipe(None, [f"catalogue={cat}", f"run_dir={run}", "stages=[ingest,segment]", "segment.sample_rate=16000",
+                             "segment.window_s=4", "segment.hop_s=2", "segment.workers=1", "ingest.valid_fraction=0", *extra])
+    run_stage("ingest", cfg)
+    run_stage("segment", cfg)
+    tracks = {r["id"]: r["path"].rsplit("/", 1)[-1] for r in read_jsonl(run / "tracks.jsonl")}
+    return tracks, json.loads((run / "outliers" / "report.json").read_text())
+
+
+def test_segment_stage_reports_injected_outliers(injected, tmp_path):
+    run = tmp_path / "run"
+    tracks, rep = _run(injected, run)
+    flagged = {tracks[t] for t in rep["flagged_tracks"]}
+    assert "zz-noise.flac" in flagged
+    assert {"song-0.flac", "song-0-copy.wav"} & flagged  # one of the pair, as a duplicate
+    assert not flagged - {"zz-noise.flac", "song-0.flac", "song-0-copy.wav"}
+    assert (run / "outliers" / "report.png").stat().st_size > 1000
+    # Report only by default: every window is still there.
+    assert len(read_jsonl(run / "windows.jsonl")) == rep["n_windows"]
+    stamp = json.loads((run / "stages" / "segment.json").read_text())
+    assert "outliers/report.json" in stamp["outputs"]
+
+
+def test_exclude_leaves_flagged_windows_out(injected, tmp_path):
+    run = tmp_path / "run"
+    tracks, rep = _run(injected, run, "outliers.exclude=true")
+    kept = read_jsonl(run / "windows.jsonl")
+    assert len(kept) == rep["n_windows"] - len(rep["flagged_windows"])
+    assert not {w["id"] for w in kept} & set(rep["flagged_windows"])
+    assert "zz-noise.flac" not in {tracks[w["track_id"]] for w in kept}
+
+
+def test_fingerprint_in_chunks_is_exact(monkeypatch):
+    from stylecraft.data import outliers
+
+    x = synth_track(12.0, 16000, seed=2, channels=1).reshape(-1)
+    whole = fingerprint(x, 16000)
+    monkeypatch.setattr(outliers, "FP_CHUNK", 17)
+    assert np.allclose(fingerprint(x, 16000), whole, atol=1e-4)  # float rounding of the FFT sizes only

@@ -178,6 +178,15 @@ def _resample_to_16k(mono: np.ndarray, sample_rate: int) -> np.ndarray:
     return resample_kaiser_best(mono, sample_rate, SAMPLE_RATE)
 
 
+_NUMPY_SAFE_GLOBALS: list[Any] = [
+    np._core.multiarray._reconstruct,  # type: ignore[attr-defined]
+    np.ndarray,
+    np.dtype,
+    np.dtypes.Float32DType,
+    np.dtypes.Float64DType,
+]
+
+
 class VGGishEmbedding:
     """``vggish``: 128-D embedding per 0.96 s example (see the module docstring)."""
 
@@ -261,7 +270,14 @@ class VGGishEmbedding:
         pca_arrays = None
         ids = [sha256_file(weights)]
         if pca is not None:
-            params = torch.load(pca, map_location="cpu", weights_only=False)
+            # The released PCA file holds numpy arrays: allow exactly the numpy reconstruction
+            # functions, nothing that could run other code.
+            with torch.serialization.safe_globals(_NUMPY_SAFE_GLOBALS):
+                try:
+                    params = torch.load(pca, map_location="cpu", weights_only=True)
+                except Exception as exc:
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    raise CheckpointError(f"refusing to load {pca}: not a plain VGGish PCA file ({first})") from None
             pca_arrays = (np.asarray(params["pca_eigen_vectors"]), np.asarray(params["pca_means"]).reshape(-1))
             ids.append(sha256_file(pca))
         return cls(net, weights_id="sha256:" + ",".join(ids), pca=pca_arrays, **kwargs)

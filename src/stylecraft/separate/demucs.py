@@ -5,7 +5,7 @@ Models are Demucs' own classes (``HTDemucs`` by default) run with ``demucs.apply
 and standard deviation and the stems scaled back, as ``demucs.separate`` does.
 
 Weights: Demucs publishes pickled ``.th`` packages (class, constructor arguments, state). The
-package's own loader unpickles them with ``weights_only=False``, which runs whatever code a file
+package's own loader unpickles them without restriction, which runs whatever code a file
 names; stylecraft instead loads them with ``torch.load(weights_only=True)`` and only Demucs'
 model classes allowed, so a tampered file fails to load instead of executing anything.
 

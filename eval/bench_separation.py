@@ -5,7 +5,8 @@ What it measures
 * **Realtime factor on CPU**: seconds of input audio per second of wall time, for
   ``spleeter separate -p cfg.json`` (Spleeter 2.4.2, TensorFlow 2.12, in its isolated environment)
   and ``stylecraft separate --model spleeter:4stems --checkpoint DIR`` on the same files with the
-  same 4-stem checkpoint, both writing WAV stems. Each command is one process for all files
+  same 4-stem checkpoint, both writing WAV stems (stylecraft with ``--no-plot``: Spleeter draws no
+  pictures; ``stems.png`` costs about 1 s per file). Each command is one process for all files
   (model load and startup included, as a user runs it). The two tools alternate, ``--reps``
   times each, and the best wall time of each is kept, so that load from other processes on a
   shared machine hurts both alike. Both decode the OGG files themselves (ffmpeg / libsndfile).
@@ -84,7 +85,7 @@ def spleeter_cmd(python: Path, config: Path, out: Path, files: list[Path], durat
 
 
 def stylecraft_cmd(model_dir: Path, out: Path, files: list[Path], device: str = "cpu") -> list[str]:
-    return [*STYLECRAFT, "separate", *map(str, files), "--model", "spleeter:4stems", "--checkpoint", str(model_dir), "--out", str(out), "--format", "wav", "--device", device]
+    return [*STYLECRAFT, "separate", *map(str, files), "--model", "spleeter:4stems", "--checkpoint", str(model_dir), "--out", str(out), "--format", "wav", "--device", device, "--no-plot"]
 
 
 def snr_db(ref: np.ndarray, est: np.ndarray) -> float:
@@ -212,7 +213,7 @@ def write_md(r: dict[str, object]) -> None:
         f"{r['date']}, {r['machine']['platform']}, {r['machine']['cpus']} CPUs (load average at the end: "  # type: ignore[index]
         f"{', '.join(f'{v:.1f}' for v in r['machine']['load_avg_at_end'])}).",  # type: ignore[index]
         "",
-        f"Files: {', '.join(r['files'])} ({r['audio_seconds']} s of audio), 4-stem model, WAV output, CPU, one process per tool"  # type: ignore[arg-type]
+        f"Files: {', '.join(r['files'])} ({r['audio_seconds']} s of audio), 4-stem model, WAV output (stylecraft with --no-plot), CPU, one process per tool"  # type: ignore[arg-type]
         " for all files; best of the alternating runs.",
         "",
         "| tool | best wall (s) | realtime factor | runs (wall s / CPU s / peak MB) |",

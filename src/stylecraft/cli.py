@@ -284,6 +284,8 @@ def separate(
     result = separate_paths(separator, inputs, out, fmt=fmt, mixes=mixes, plot=plot)
     for row in result.rejects:
         typer.echo(f"rejected {row['path']}: {row['reason']}", err=True)
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
     typer.echo(f"{len(result.done)} separated, {len(result.skipped)} already done, {len(result.rejects)} rejected -> {out}")
     if not result.done and not result.skipped:
         raise typer.Exit(1)

@@ -60,6 +60,17 @@ def test_cli_separates_rejects_and_skips_on_rerun(inputs: Path, tmp_path: Path):
     assert "0 separated, 1 already done" in again.stdout
 
 
+def test_wide_input_keeps_two_channels_and_says_so(tmp_path: Path):
+    sr = 48000
+    t = np.arange(sr) / sr
+    sf.write(tmp_path / "surround.wav", np.stack([0.1 * np.sin(2 * np.pi * (200 + 40 * c) * t) for c in range(6)], 1), sr)
+    proc = run_cli("separate", "surround.wav", "--model", "spleeter:2stems-tiny", "--out", "o", "--no-plot", cwd=tmp_path)
+    assert proc.returncode == 0 and "6 channels, the first two were separated" in proc.stderr
+    info = sf.info(str(tmp_path / "o" / "surround" / "vocals.flac"))
+    assert (info.channels, info.samplerate, info.frames) == (2, sr, sr)
+    assert not (tmp_path / "o" / "surround" / "stems.png").exists()
+
+
 def test_mix_file_is_the_sum_of_its_stems(inputs: Path, tmp_path: Path):
     sep = SpleeterSeparator.random("4stems", conv_n_filters=(4, 4, 8, 8, 8, 8))
     result = separate_paths(sep, [inputs / "song one.wav"], tmp_path / "o", fmt="wav", mixes={"band": ["drums", "bass", "other"]})

@@ -29,6 +29,7 @@ class BatchResult:
     done: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     rejects: list[dict[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def collect_inputs(inputs: list[Path]) -> tuple[list[Path], list[dict[str, str]]]:
@@ -124,12 +125,15 @@ def separate_paths(
                     "model": model,
                     "sample_rate": done.sample_rate,
                     "channels": done.channels,
+                    "source_channels": done.source_channels,
                     "duration_s": round(done.duration_s, 4),
                     "files": {
                         stem: {"path": f"{name}/{p.name}", "sha256": done.sha256[stem]}
                         for stem, p in done.stems.items()
                     },
                 }
+                if done.source_channels > 2:
+                    result.notes.append(f"{src}: {done.source_channels} channels, the first two were separated")
                 rows[name] = row
                 result.done.append(row)
                 write_jsonl(manifest, list(rows.values()))

@@ -178,6 +178,7 @@ class SeparatedFile:
     sha256: dict[str, str]
     sample_rate: int
     channels: int
+    source_channels: int
     duration_s: float
 
 
@@ -289,5 +290,6 @@ def separate_file(
         sha256={n: sha256_file(targets[n]) for n in names},
         sample_rate=sr,
         channels=out_channels,
+        source_channels=channels,
         duration_s=n_read / sr,
     )

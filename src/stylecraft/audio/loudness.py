@@ -60,7 +60,11 @@ def integrated_loudness(audio: np.ndarray, sample_rate: int) -> float:
     csum = np.concatenate([np.zeros((1, y.shape[1])), np.cumsum(np.square(y, dtype=np.float64), axis=0)])
     starts = np.arange(0, y.shape[0] - block + 1, step)
     z = (csum[starts + block] - csum[starts]) / block  # [blocks, channels]
-    power = z.sum(axis=1)
+    return _gated_loudness(z.sum(axis=1))
+
+
+def _gated_loudness(power: np.ndarray) -> float:
+    """BS.1770-4 gating of 400 ms block powers (absolute, then relative gate), in LUFS."""
     with np.errstate(divide="ignore"):
         lk = -0.691 + 10 * np.log10(power)
     gated = power[lk > _ABS_GATE_LUFS]
@@ -107,17 +111,7 @@ class LoudnessMeter:
         if steps.shape[0] < 4:
             return float("-inf")
         power = (steps[:-3] + steps[1:-2] + steps[2:-1] + steps[3:]) / (4 * self.step)
-        with np.errstate(divide="ignore"):
-            lk = -0.691 + 10 * np.log10(power)
-        gated = power[lk > _ABS_GATE_LUFS]
-        if gated.size == 0:
-            return float("-inf")
-        rel = -0.691 + 10 * np.log10(gated.mean()) + _REL_GATE_LU
-        with np.errstate(divide="ignore"):
-            gated = gated[(-0.691 + 10 * np.log10(gated)) > rel]
-        if gated.size == 0:
-            return float("-inf")
-        return float(-0.691 + 10 * np.log10(gated.mean()))
+        return _gated_loudness(power)
 
 
 def normalize_gain(audio: np.ndarray, sample_rate: int, target_lufs: float, peak: float = 0.99) -> tuple[np.ndarray, float]:

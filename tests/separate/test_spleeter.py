@@ -168,3 +168,11 @@ def test_wiener_filter_matches_spleeter_mwf():
         assert snr_db(expected[f"mwf_{stem}"], out[stem]) > 80.0
         # and it is a different result from plain ratio masks
         assert snr_db(expected[stem], out[stem]) < 40.0
+
+
+def test_malformed_entry_fields_are_value_errors():
+    # field 1 (dtype) sent as a length-delimited string instead of a varint
+    with pytest.raises(ValueError, match="wrong wire type"):
+        TFCheckpoint._entry("x", bytes([0x0A, 0x01, 0x00]))
+    with pytest.raises(ValueError, match="partitioned"):
+        TFCheckpoint._entry("x", bytes([0x08, 0x01, 0x3A, 0x00]))

@@ -111,16 +111,26 @@ def _shape(buf: bytes) -> tuple[int, ...]:
     dims: list[int] = []
     for field, _, value in _proto_fields(buf):
         if field == 2:  # repeated Dim dim
-            assert isinstance(value, bytes)
+            if not isinstance(value, bytes):
+                raise ValueError("malformed tensor shape")
             size = 0
             for f, _, v in _proto_fields(value):
                 if f == 1:
-                    assert isinstance(v, int)
+                    if not isinstance(v, int):
+                        raise ValueError("malformed tensor shape")
                     size = v
             dims.append(size)
         elif field == 3 and value:
             raise ValueError("tensor of unknown rank")
     return tuple(dims)
+
+
+def _int_field(fields: dict[int, int | bytes], number: int, name: str) -> int:
+    """A varint/fixed field of a parsed message (0 when absent, as protobuf defaults)."""
+    v = fields.get(number, 0)
+    if not isinstance(v, int):
+        raise ValueError(f"variable {name!r}: field {number} has the wrong wire type")
+    return v
 
 
 def _masked_crc(data: bytes | memoryview) -> int:
@@ -243,7 +253,8 @@ class TFCheckpoint:
                 if key == b"":
                     for field, _, v in _proto_fields(value):
                         if field == 1:
-                            assert isinstance(v, int)
+                            if not isinstance(v, int) or v < 1:
+                                raise ValueError("malformed bundle header")
                             num_shards = v
                         elif field == 2 and v != 0:
                             raise ValueError("big-endian checkpoints are not supported")
@@ -253,34 +264,28 @@ class TFCheckpoint:
 
     @staticmethod
     def _entry(name: str, value: bytes) -> TensorEntry:
-        dtype_code, shard, offset, size = 0, 0, 0, 0
-        shape: tuple[int, ...] = ()
-        crc: int | None = None
+        fields: dict[int, int | bytes] = {}
         for field, _, v in _proto_fields(value):
-            if field == 1:
-                assert isinstance(v, int)
-                dtype_code = v
-            elif field == 2:
-                assert isinstance(v, bytes)
-                shape = _shape(v)
-            elif field == 3:
-                assert isinstance(v, int)
-                shard = v
-            elif field == 4:
-                assert isinstance(v, int)
-                offset = v
-            elif field == 5:
-                assert isinstance(v, int)
-                size = v
-            elif field == 6:
-                assert isinstance(v, int)
-                crc = v
-            elif field == 7:
+            if field == 7:
                 raise ValueError(f"variable {name!r} is partitioned into slices, which is not supported")
+            fields[field] = v
+        dtype_code = _int_field(fields, 1, name)
         if dtype_code not in _DTYPES:
             kind = _DTYPE_NAMES.get(dtype_code, f"code {dtype_code}")
             raise ValueError(f"variable {name!r} has unsupported dtype {kind}")
-        return TensorEntry(name, _DTYPES[dtype_code], tuple(shape), shard, offset, size, crc)
+        shape_bytes = fields.get(2, b"")
+        if not isinstance(shape_bytes, bytes):
+            raise ValueError(f"variable {name!r}: malformed shape field")
+        crc = _int_field(fields, 6, name) if 6 in fields else None
+        return TensorEntry(
+            name,
+            _DTYPES[dtype_code],
+            _shape(shape_bytes),
+            _int_field(fields, 3, name),
+            _int_field(fields, 4, name),
+            _int_field(fields, 5, name),
+            crc,
+        )
 
     def names(self) -> list[str]:
         """All variable names, sorted."""

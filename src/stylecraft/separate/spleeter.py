@@ -313,7 +313,7 @@ class SpleeterStream:
         self._pending.append(block)
         self._n_in += block.shape[0]
         self._buffered_end += block.shape[0]
-        outs = []
+        outs: list[torch.Tensor | None] = []
         while self._buffered_end >= (self._next_frame + self.group - 1) * self.hop + self.win:
             outs.append(self._process(self.group))
         return self._emit(outs, limit=None)
@@ -327,7 +327,7 @@ class SpleeterStream:
         n_frames = -(-total // self.hop)  # tf.signal.stft(pad_end=True)
         remaining = n_frames - self._next_frame
         T = self.sep.spec.T
-        outs = []
+        outs: list[torch.Tensor | None] = []
         while remaining > 0:
             frames = min(self.group, -(-remaining // T) * T)
             need = (self._next_frame + frames - 1) * self.hop + self.win
@@ -338,7 +338,8 @@ class SpleeterStream:
             remaining -= frames
         return self._emit(outs, limit=self._n_in)
 
-    def _emit(self, outs: list[torch.Tensor], limit: int | None) -> dict[str, np.ndarray]:
+    def _emit(self, results: list[torch.Tensor | None], limit: int | None) -> dict[str, np.ndarray]:
+        outs = [o for o in results if o is not None]  # None: the statistics pass yields no audio
         if outs:
             joined = torch.cat(outs, dim=-1).cpu().numpy()  # [S, 2, n] in padded coordinates
         else:
@@ -366,8 +367,8 @@ class SpleeterStream:
         return seg
 
     @torch.inference_mode()
-    def _process(self, frames: int) -> torch.Tensor:
-        """Separate frames [next, next + frames); return the final output samples they complete."""
+    def _process(self, frames: int) -> torch.Tensor | None:
+        """Separate frames [next, next + frames); return the output samples they complete (None in the statistics pass)."""
         spec = self.sep.spec
         hop, win, r = self.hop, self.win, self.ratio
         a = self._next_frame
@@ -398,13 +399,9 @@ class SpleeterStream:
                     ext = masks.new_zeros(n_stems, 2, frames, extra)
                 masks = torch.cat([masks, ext], dim=-1)
             masked = masks * stft.unsqueeze(0)
+        self._advance(a + frames)
         if masked is None:  # statistics pass: no audio
-            self._next_frame = a + frames
-            drop = self._next_frame * hop - self._buffer_start
-            if drop > 0:
-                self._buffer = self._buffer[drop:]
-                self._buffer_start += drop
-            return torch.zeros(n_stems, 2, frames * hop, device=self.sep.device)
+            return None
         y = torch.fft.irfft(masked, n=win)[..., :win] * self._window  # [S, 2, frames, win]
         # Overlap-add: frame f covers hops f .. f + r - 1.
         y = y.reshape(n_stems, 2, frames, r, hop)
@@ -416,13 +413,15 @@ class SpleeterStream:
             ola[..., : self._tail.shape[-1]] += self._tail
         done = frames * hop
         self._tail = ola[..., done:].clone()
-        self._next_frame = a + frames
-        # Samples before the next frame's start are never needed again.
-        drop = self._next_frame * hop - self._buffer_start
+        return ola[..., :done]
+
+    def _advance(self, next_frame: int) -> None:
+        """Move to ``next_frame``; samples before its start are never needed again."""
+        self._next_frame = next_frame
+        drop = next_frame * self.hop - self._buffer_start
         if drop > 0:
             self._buffer = self._buffer[drop:]
             self._buffer_start += drop
-        return ola[..., :done]
 
     def _accumulate(self, est: torch.Tensor, stft: torch.Tensor) -> None:
         F_bins = est.shape[-1]

@@ -169,6 +169,28 @@ def separate_array(separator: Separator, waveform: np.ndarray, sample_rate: int)
     return {s: np.concatenate(p) for s, p in parts.items()}
 
 
+def _decoded_blocks(reader: sf.SoundFile, source: Path, blocksize: int) -> Iterable[np.ndarray]:
+    """Blocks of ``reader``; a decoder failure or NaN/Inf sample is an ``AudioDecodeError``.
+
+    Only reading is guarded: an error in the separation itself is not a property of the file and
+    is not turned into a reject.
+    """
+    blocks = reader.blocks(blocksize=blocksize, dtype="float32", always_2d=True)
+    position = 0
+    while True:
+        try:
+            block = next(blocks)
+        except StopIteration:
+            return
+        except Exception as exc:  # soundfile raises several types for damaged data
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise AudioDecodeError(f"cannot decode '{source}' (at {position / reader.samplerate:.1f} s): {detail}") from None
+        if not np.isfinite(block).all():
+            raise AudioDecodeError(f"'{source}' holds NaN or infinite samples")
+        position += block.shape[0]
+        yield block
+
+
 @dataclass(frozen=True)
 class SeparatedFile:
     """One input's stems on disk."""
@@ -235,10 +257,7 @@ def separate_file(
         blocksize = int(_BLOCK_SECONDS * sr)
         second = None
         if getattr(separator, "mwf", False):  # Wiener statistics need the whole track first
-            try:
-                stats = _statistics(separator, sr, reader.blocks(blocksize=blocksize, dtype="float32", always_2d=True))
-            except Exception as exc:
-                raise AudioDecodeError(f"cannot decode '{source}': {exc}") from None
+            stats = _statistics(separator, sr, _decoded_blocks(reader, source, blocksize))
             reader.seek(0)
             second = separator.stream(stats)  # type: ignore[call-arg]
         adapter = _RateAdapter(separator, sr, stream=second)
@@ -257,21 +276,12 @@ def separate_file(
                     data = np.clip(data, -1.0, 1.0)
                 writers[n].write(data)
 
-        try:
-            for block in reader.blocks(blocksize=blocksize, dtype="float32", always_2d=True):
-                if not np.isfinite(block).all():
-                    raise AudioDecodeError(f"'{source}' holds NaN or infinite samples")
-                peak = max(peak, float(np.abs(block).max(initial=0.0)))
-                n_read += block.shape[0]
-                write(adapter.feed(block))
-                if on_progress is not None:
-                    on_progress(n_read / sr)
-        except AudioDecodeError:
-            raise
-        except Exception as exc:
-            raise AudioDecodeError(
-                f"cannot decode '{source}' (at {n_read / max(sr, 1):.1f} s): {exc}"
-            ) from None
+        for block in _decoded_blocks(reader, source, blocksize):
+            peak = max(peak, float(np.abs(block).max(initial=0.0)))
+            n_read += block.shape[0]
+            write(adapter.feed(block))
+            if on_progress is not None:
+                on_progress(n_read / sr)
         if n_read == 0:
             raise AudioDecodeError(f"'{source}' holds no audio samples")
         frame = 4096 * sr / separator.sample_rate

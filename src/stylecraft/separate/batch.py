@@ -101,7 +101,7 @@ def separate_paths(
                 old
                 and old.get("source_sha256") == source_sha
                 and old.get("model") == model
-                and _intact(folder, old)
+                and outputs_intact(out_dir, old)
             ):
                 result.skipped.append(old)
                 progress.advance(task)
@@ -164,9 +164,11 @@ def plot_stems(source: Path, stems: dict[str, Path], out: Path, seconds: float =
     return spectrogram_grid(clips, sr, out)
 
 
-def _intact(folder: Path, row: dict[str, Any]) -> bool:
+def outputs_intact(root: Path, row: dict[str, Any]) -> bool:
+    """Every file a manifest row lists (``files: {name: {path, sha256}}``, paths relative to
+    ``root``) is there with its recorded sha256."""
     for entry in row.get("files", {}).values():
-        path = folder.parent / entry["path"]
+        path = root / entry["path"]
         if not path.is_file() or sha256_file(path) != entry["sha256"]:
             return False
     return True

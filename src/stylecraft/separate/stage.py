@@ -13,11 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from stylecraft.artifacts import read_jsonl, sha256_file, sha256_json, write_jsonl
+from stylecraft.artifacts import read_jsonl, sha256_json, write_jsonl
 from stylecraft.data.manifest import Track, load_rows, save_rows
 from stylecraft.errors import AudioDecodeError, ConfigError, StageInputError
 from stylecraft.progress import make_progress
 from stylecraft.separate import describe_separator, load_separator
+from stylecraft.separate.batch import outputs_intact
 from stylecraft.separate.streaming import separate_file
 
 __all__ = ["kept_stems", "run_separate", "stem_sources"]
@@ -68,7 +69,7 @@ def run_separate(run_dir: Path, params: dict[str, Any]) -> list[dict[str, Any]]:
         task = progress.add_task("separate", total=len(tracks))
         for t in tracks:
             old = previous.get(t.id)
-            if old and old.get("source_sha256") == t.sha256 and old.get("key") == key and _intact(run, old):
+            if old and old.get("source_sha256") == t.sha256 and old.get("key") == key and outputs_intact(run, old):
                 rows[t.id] = old
                 progress.advance(task)
                 continue
@@ -98,14 +99,6 @@ def run_separate(run_dir: Path, params: dict[str, Any]) -> list[dict[str, Any]]:
     if not rows:
         raise StageInputError("separate: no track could be separated (see rejects.jsonl)")
     return list(rows.values())
-
-
-def _intact(run: Path, row: dict[str, Any]) -> bool:
-    for entry in row.get("files", {}).values():
-        path = run / entry["path"]
-        if not path.is_file() or sha256_file(path) != entry["sha256"]:
-            return False
-    return True
 
 
 def stem_sources(run_dir: Path) -> dict[str, dict[str, str]]:

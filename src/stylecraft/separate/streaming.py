@@ -20,7 +20,7 @@ import soundfile as sf
 import soxr
 
 from stylecraft.artifacts import atomic_path, sha256_file
-from stylecraft.errors import AudioDecodeError
+from stylecraft.errors import AudioDecodeError, ConfigError
 
 __all__ = ["Separator", "StemStream", "SeparatedFile", "separate_array", "separate_file", "to_stereo"]
 
@@ -219,20 +219,19 @@ def separate_file(
     ``on_progress`` receives the seconds of input processed so far.
 
     Raises:
+        ConfigError: unknown format or mix stems (nothing is read).
         AudioDecodeError: unreadable, empty, NaN/Inf, silent, or shorter than one STFT frame.
     """
     source = Path(source)
     out_dir = Path(out_dir)
     if fmt not in _FORMATS:
-        raise AudioDecodeError(f"unknown output format {fmt!r}; use flac or wav")
+        raise ConfigError(f"unknown output format {fmt!r}; use flac or wav")
     container, subtype = _FORMATS[fmt]
     mixes = dict(mixes or {})
     for name, parts in mixes.items():
         unknown = [p for p in parts if p not in separator.stems]
         if unknown or not parts:
-            raise AudioDecodeError(
-                f"mix {name!r} names unknown stems {unknown}; this model has {list(separator.stems)}"
-            )
+            raise ConfigError(f"mix {name!r} names unknown stems {unknown}; this model gives {list(separator.stems)}")
     try:
         reader = sf.SoundFile(str(source))
     except Exception as exc:

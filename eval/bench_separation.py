@@ -111,6 +111,7 @@ def main() -> None:
     result: dict[str, object] = json.loads(previous.read_text()) if previous.exists() else {}
     if not args.no_speed:
         result.update(speed(python, config, model_dir, music[: args.tracks], args.reps, env))
+        result["versions"] = versions()
     if args.long:
         result["long_file"] = long_file(python, config, model_dir, music, env)
     if args.gpu:
@@ -149,6 +150,19 @@ def speed(python: Path, config: Path, model_dir: Path, files: list[Path], reps: 
         "realtime_factor": {tool: round(seconds / w, 2) for tool, w in best.items()},
         "speedup": round(best["spleeter"] / best["stylecraft"], 2),
         "snr_vs_spleeter_wav16_db": agreement,
+    }
+
+
+def versions() -> dict[str, str]:
+    import torch
+
+    import stylecraft
+
+    return {
+        "stylecraft": stylecraft.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "reference": "spleeter 2.4.2, tensorflow 2.12.1 (eval/.cache/envs/spleeter)",
     }
 
 
@@ -213,6 +227,8 @@ def write_md(r: dict[str, object]) -> None:
         f"{r['date']}, {r['machine']['platform']}, {r['machine']['cpus']} CPUs (load average at the end: "  # type: ignore[index]
         f"{', '.join(f'{v:.1f}' for v in r['machine']['load_avg_at_end'])}).",  # type: ignore[index]
         "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in r.get("versions", {}).items()) + ".",  # type: ignore[attr-defined]
+        "",
         f"Files: {', '.join(r['files'])} ({r['audio_seconds']} s of audio), 4-stem model, WAV output (stylecraft with --no-plot), CPU, one process per tool"  # type: ignore[arg-type]
         " for all files; best of the alternating runs.",
         "",
@@ -239,6 +255,8 @@ def write_md(r: dict[str, object]) -> None:
             f"- spleeter separate (defaults): peak RSS {lf['spleeter_default']['peak_rss_mb']:.0f} MB, {lf['spleeter_default']['wall_s']} s,"  # type: ignore[index]
             f" stems of {lf['spleeter_default']['output_s']} s (it silently keeps the first 600 s).",  # type: ignore[index]
         ]
+        if lf.get("note"):  # type: ignore[attr-defined]
+            lines += [f"- {lf['note']}"]  # type: ignore[index]
     gpu = r.get("gpu")
     lines += ["", "## GPU", ""]
     if gpu and gpu.get("available"):  # type: ignore[attr-defined]

@@ -13,7 +13,6 @@ Model names:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,9 +22,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from stylecraft.artifacts import sha256_file
 from stylecraft.errors import CheckpointError, ConfigError, ModelNotFoundError
 
-__all__ = ["load_separator", "fetch_spleeter", "spleeter_weights_dir", "describe_separator"]
+__all__ = ["describe_separator", "download", "fetch_spleeter", "load_separator", "spleeter_weights_dir"]
 
 SPLEETER_RELEASE = "https://github.com/deezer/spleeter/releases/download/v1.4.0"
 _TINY_FILTERS = (4, 4, 8, 8, 8, 8)
@@ -122,7 +122,8 @@ def describe_separator(separator: Any) -> dict[str, Any]:
     }
 
 
-def _download(url: str, dest: Path) -> None:
+def download(url: str, dest: Path) -> None:
+    """Fetch ``url`` into ``dest``; no network is a ``ModelNotFoundError``."""
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as fh:
             shutil.copyfileobj(response, fh, length=1 << 20)
@@ -152,14 +153,14 @@ def fetch_spleeter(model: str, release: str = SPLEETER_RELEASE) -> Path:
         prefix=".fetch-", dir=target.parent
     ) as tmp:
         index_path = Path(tmp) / "checksum.json"
-        _download(f"{release}/checksum.json", index_path)
+        download(f"{release}/checksum.json", index_path)
         try:
             expected = json.loads(index_path.read_text())[base]
         except (KeyError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"Spleeter's checksum index has no entry for {base}: {exc}") from None
         archive = Path(tmp) / f"{base}.tar.gz"
-        _download(f"{release}/{base}.tar.gz", archive)
-        digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+        download(f"{release}/{base}.tar.gz", archive)
+        digest = sha256_file(archive)
         if digest != expected:
             raise CheckpointError(
                 f"{base}.tar.gz has sha256 {digest}, Spleeter publishes {expected}: not extracted"

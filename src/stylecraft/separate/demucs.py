@@ -242,12 +242,10 @@ def fetch_demucs(name: str = "htdemucs", root_url: str | None = None) -> list[Pa
         ModelNotFoundError: no network.
         CheckpointError: a file does not match its published hash.
     """
-    import hashlib
-    import shutil
-    import tempfile
-    import urllib.request
-
     import yaml
+
+    from stylecraft.artifacts import atomic_path, sha256_file
+    from stylecraft.separate import download
 
     _require_demucs()
     import demucs.pretrained
@@ -276,18 +274,11 @@ def fetch_demucs(name: str = "htdemucs", root_url: str | None = None) -> list[Pa
         filename = rel.rsplit("/", 1)[-1]
         target = home / filename
         want = filename.rsplit("-", 1)[1].split(".")[0]
-        if not target.is_file() or hashlib.sha256(target.read_bytes()).hexdigest()[: len(want)] != want:
-            with tempfile.NamedTemporaryFile(dir=home, prefix=f".{filename}.", delete=False) as tmp:
-                try:
-                    with urllib.request.urlopen(base + rel, timeout=60) as response:
-                        shutil.copyfileobj(response, tmp, length=1 << 20)
-                except OSError as exc:
-                    Path(tmp.name).unlink(missing_ok=True)
-                    raise ModelNotFoundError(f"cannot download {base + rel}: {exc}") from None
-            got = hashlib.sha256(Path(tmp.name).read_bytes()).hexdigest()
-            if not got.startswith(want):
-                Path(tmp.name).unlink(missing_ok=True)
-                raise CheckpointError(f"{filename}: sha256 {got[:12]}… does not start with the published {want}")
-            os.replace(tmp.name, target)
+        if not target.is_file() or not sha256_file(target).startswith(want):
+            with atomic_path(target) as tmp:  # removed, not renamed, if the check below fails
+                download(base + rel, tmp)
+                got = sha256_file(tmp)
+                if not got.startswith(want):
+                    raise CheckpointError(f"{filename}: sha256 {got[:12]}… does not start with the published {want}")
         out.append(target)
     return out

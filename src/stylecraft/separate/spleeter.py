@@ -19,7 +19,7 @@ initial stem STFTs, each stem's spatial covariance ``R_j`` is averaged over the 
 every frame is filtered with ``W_j = v_j R_j (sum_k v_k R_k + sqrt(eps) I)^-1``. The statistics
 need the whole track, so the audio goes through the network twice: a first pass accumulates
 ``sum_t y_j y_j^H``, ``sum_t v_j`` and ``max |x|``, the second filters and resynthesises. Memory
-stays bounded; time doubles.
+stays bounded; the network runs twice.
 
 Spleeter does all of this on the whole file at once (and ``spleeter separate`` first crops the
 input to 600 s). Here the network sees exactly the same 512-frame segments, but they are

@@ -361,9 +361,11 @@ def export(
     t5_name: Annotated[str | None, typer.Option("--t5-name", help="text encoder name written for audiocraft (e.g. t5-base)")] = None,
 ) -> None:
     """Write MODEL in audiocraft format (loadable by MusicGen.get_pretrained) or transformers format."""
-    from stylecraft.models.audiocraft import export_model
+    from stylecraft.models.audiocraft import FORMATS, export_model
     from stylecraft.models.loading import load_model
 
+    if fmt not in FORMATS:
+        raise StylecraftError(f"unknown export format '{fmt}': use one of {', '.join(FORMATS)}")
     manifest = export_model(load_model(model, text_encoder=text_encoder), out, fmt=fmt, t5_name=t5_name)
     if fmt == "audiocraft" and not manifest.get("audiocraft_loads_without_changes", True):
         typer.echo(f"note: text encoder '{manifest['t5_name']}' is not one audiocraft knows; its weights are in {out}/text_encoder")

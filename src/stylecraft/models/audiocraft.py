@@ -66,7 +66,7 @@ def read_checkpoint(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
                 "stylecraft refuses it: re-save it as plain tensors where you trust its source"
             ) from None
         raise CheckpointError(f"'{path}' is not a torch checkpoint ({first})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
+    except Exception as exc:  # garbage bytes make the unpickler fail in many ways (IndexError, KeyError, …)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"'{path}' is not a torch checkpoint ({first[:160]})") from None
     if not isinstance(data, dict):
@@ -344,7 +344,11 @@ def load_audiocraft(
     try:
         save_bundle(bundle, cache)
     except OSError:
-        pass  # a read-only cache still returns the converted model
+        return bundle  # a read-only cache still returns the converted model
+    # Reloaded from the cache, the first load is the same model (attention implementation included)
+    # as every later one.
+    bundle = _from_folder(cache, label)
+    bundle.source = f"audiocraft:{folder}"
     return bundle
 
 

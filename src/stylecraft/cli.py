@@ -353,6 +353,26 @@ def watermark_embed(
 
 
 @app.command()
+def export(
+    model: Annotated[str, typer.Argument(help="preset, registry name, model folder, audiocraft folder or run folder")],
+    out: Annotated[Path, typer.Option("--out", help="output folder (replaced when complete)")],
+    fmt: Annotated[str, typer.Option("--format", help="audiocraft or transformers")] = "audiocraft",
+    text_encoder: Annotated[str | None, typer.Option("--text-encoder", help="T5 folder for an audiocraft MODEL")] = None,
+    t5_name: Annotated[str | None, typer.Option("--t5-name", help="text encoder name written for audiocraft (e.g. t5-base)")] = None,
+) -> None:
+    """Write MODEL in audiocraft format (loadable by MusicGen.get_pretrained) or transformers format."""
+    from stylecraft.models.audiocraft import FORMATS, export_model
+    from stylecraft.models.loading import load_model
+
+    if fmt not in FORMATS:
+        raise StylecraftError(f"unknown export format '{fmt}': use one of {', '.join(FORMATS)}")
+    manifest = export_model(load_model(model, text_encoder=text_encoder), out, fmt=fmt, t5_name=t5_name)
+    if fmt == "audiocraft" and not manifest.get("audiocraft_loads_without_changes", True):
+        typer.echo(f"note: text encoder '{manifest['t5_name']}' is not one audiocraft knows; its weights are in {out}/text_encoder")
+    typer.echo(str(out))
+
+
+@app.command()
 def models() -> None:
     """List presets and registry models, and whether each is on this machine."""
     from stylecraft.models import registry

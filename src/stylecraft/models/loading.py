@@ -104,11 +104,15 @@ def resolve_folder(name_or_path: str) -> Path | None:
     """The local folder a name points to, or None for presets; raises if a named model is absent."""
     p = Path(name_or_path).expanduser()
     if p.exists():
+        from stylecraft.models.audiocraft import is_audiocraft_folder
+
         if (p / "model" / "config.json").exists():  # a run folder
             return p / "model"
-        if (p / "config.json").exists():
+        if (p / "config.json").exists() or is_audiocraft_folder(p):
             return p
-        raise CheckpointError(f"'{p}' is neither a model folder (config.json) nor a run folder with model/")
+        raise CheckpointError(
+            f"'{p}' is neither a model folder (config.json or audiocraft's state_dict.bin) nor a run folder with model/"
+        )
     if name_or_path in PRESETS:
         return None
     entry = registry.find(name_or_path)
@@ -180,11 +184,19 @@ def load_preset(name: str) -> ModelBundle:
     return bundle
 
 
-def load_model(name_or_path: str, device: str | torch.device = "cpu") -> ModelBundle:
-    """Load a model bundle (model + text tokenizer) in eval mode on ``device``."""
+def load_model(name_or_path: str, device: str | torch.device = "cpu", text_encoder: str | None = None) -> ModelBundle:
+    """Load a model bundle (model + text tokenizer) in eval mode on ``device``.
+
+    An audiocraft-format folder (``state_dict.bin`` + ``compression_state_dict.bin``) is converted
+    on the first load and cached; ``text_encoder`` names the T5 folder it needs when none is beside it.
+    """
+    from stylecraft.models.audiocraft import is_audiocraft_folder, load_audiocraft
+
     folder = resolve_folder(name_or_path)
     if folder is None:
         bundle = load_preset(name_or_path)
+    elif is_audiocraft_folder(folder) and not (folder / "config.json").exists():
+        bundle = load_audiocraft(folder, text_encoder=text_encoder, name=name_or_path)
     else:
         bundle = _from_folder(folder, name_or_path)
     bundle.model.to(device)  # type: ignore[arg-type]  # transformers' to() accepts devices

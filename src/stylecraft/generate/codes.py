@@ -101,17 +101,21 @@ def sample_codes(
     return codes.long().cpu()  # [B, K, P + new]
 
 
+def _stereo(bundle: ModelBundle) -> bool:
+    config: Any = bundle.model.config
+    return int(config.decoder.audio_channels) == 2
+
+
 @torch.no_grad()
 def encode_audio(bundle: ModelBundle, audio: np.ndarray) -> torch.Tensor:
     """EnCodec codes ``[B, K, T]`` of mono audio ``[B, samples]`` at the model's rate."""
     enc: Any = bundle.model.audio_encoder
     x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[:, None, :].to(bundle.model.device)
-    if int(bundle.model.config.decoder.audio_channels) == 2:
-        left = enc.encode(x, bandwidth=bundle.bandwidth).audio_codes[0]
-        right = enc.encode(x, bandwidth=bundle.bandwidth).audio_codes[0]
-        b, k2, t = left.shape
-        return torch.stack([left, right], dim=2).reshape(b, 2 * k2, t).long().cpu()
-    return enc.encode(x, bandwidth=bundle.bandwidth).audio_codes[0].long().cpu()  # [1, B, K, T] -> [B, K, T]
+    codes = enc.encode(x, bandwidth=bundle.bandwidth).audio_codes[0].long().cpu()  # [1, B, K, T] -> [B, K, T]
+    if _stereo(bundle):  # a mono seed is the same on both sides: interleave its codes as left/right
+        b, k, t = codes.shape
+        return torch.stack([codes, codes], dim=2).reshape(b, 2 * k, t)
+    return codes
 
 
 @torch.no_grad()
@@ -126,7 +130,7 @@ def decode_codes(
     """
     enc: Any = bundle.model.audio_encoder
     hop = bundle.sample_rate // bundle.frame_rate
-    stereo = int(bundle.model.config.decoder.audio_channels) == 2
+    stereo = _stereo(bundle)
     b, _, t = codes.shape
     out = np.zeros((b, 2 if stereo else 1, t * hop), dtype=np.float32)
     for s in range(0, t, chunk_frames):

@@ -141,7 +141,7 @@ def tiny_melody_config() -> MusicgenMelodyConfig:
     The melody decoder has no cross-attention: text states and chroma frames are projected to the
     decoder width and prepended to the code sequence, so both count against its positions.
     """
-    base = tiny_config()
+    base: Any = tiny_config()  # transformers types sub-configs loosely (dict | config | None)
     known = MusicgenMelodyDecoderConfig().to_dict()
     decoder = MusicgenMelodyDecoderConfig(**{k: v for k, v in base.decoder.to_dict().items() if k in known})
     decoder.decoder_start_token_id = TINY_CODEBOOK_SIZE

@@ -24,12 +24,34 @@ def window_boundaries_s(row: dict[str, Any]) -> tuple[list[float], float]:
     return starts, float(row.get("seed_frames", 0)) / fr
 
 
+def log_mel(y: np.ndarray, sample_rate: int, n_fft: int = 1024, hop: int = 512, n_mels: int = 64) -> np.ndarray:
+    """Log-mel power spectrogram ``[n_mels, frames]`` in dB (Slaney mel scale, as librosa's default).
+
+    Built from torch's STFT and transformers' mel filter bank, both already loaded by generation,
+    rather than librosa, whose first import costs seconds.
+    """
+    import torch
+    from transformers.audio_utils import mel_filter_bank
+
+    x = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
+    if x.shape[0] < n_fft:
+        x = torch.nn.functional.pad(x, (0, n_fft - x.shape[0]))
+    spec = torch.stft(
+        x, n_fft, hop_length=hop, window=torch.hann_window(n_fft), center=True, pad_mode="constant",
+        return_complex=True,
+    )  # zero-padded centring, as librosa's melspectrogram
+    power = spec.abs().pow(2).numpy()  # [bins, frames]
+    bank = mel_filter_bank(
+        num_frequency_bins=n_fft // 2 + 1, num_mel_filters=n_mels, min_frequency=0.0,
+        max_frequency=sample_rate / 2, sampling_rate=sample_rate, norm="slaney", mel_scale="slaney",
+    )  # [bins, n_mels]
+    return 10.0 * np.log10(np.maximum(bank.T @ power, 1e-10))
+
+
 def write_overview(folder: Path, rows: list[dict[str, Any]], sample_rate: int, path: Path) -> Path | None:
     """One log-mel row per file (dashed lines: window boundaries; dotted: end of the seed riff)."""
     if not rows:
         return None
-    import librosa
-    import librosa.display
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,11 +65,12 @@ def write_overview(folder: Path, rows: list[dict[str, Any]], sample_rate: int, p
     for ax, row in zip(axes[:, 0], shown, strict=True):
         audio, sr = audio_io.load(folder / str(row["file"]))
         y = audio_io.resample(audio_io.to_mono(audio), sr, sample_rate).astype(np.float32)
-        melspec = librosa.feature.melspectrogram(y=y, sr=sample_rate, n_fft=1024, hop_length=512, n_mels=64)
-        db = librosa.power_to_db(melspec, ref=1.0, top_db=None)
-        img = librosa.display.specshow(
-            db, sr=sample_rate, hop_length=512, x_axis="time", y_axis="mel", ax=ax, vmin=-80, vmax=20, cmap="magma"
+        db = log_mel(y, sample_rate)  # [64, frames]
+        img = ax.imshow(
+            db, origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=20,
+            extent=(0.0, y.shape[0] / sample_rate, 0.0, float(db.shape[0])),
         )
+        ax.set_ylabel("mel band", fontsize=7)
         starts, seed_end = window_boundaries_s(row)
         for t in starts:
             ax.axvline(t, color="cyan", linestyle="--", linewidth=1.0)

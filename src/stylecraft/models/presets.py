@@ -156,6 +156,11 @@ def build_tiny_melody() -> tuple[MusicgenMelodyForConditionalGeneration, PreTrai
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
         model = MusicgenMelodyForConditionalGeneration(tiny_melody_config())
+        # At the default init (std 0.02) the chroma projection barely moves a random decoder's
+        # logits, so no melody would change a sample; unit scale lets the chroma steer the toy
+        # model the way a trained one is steered.
+        with torch.no_grad():
+            model.audio_enc_to_dec_proj.weight.normal_(0.0, 1.0)
     model.generation_config = generation_config(TINY_CODEBOOK_SIZE)
     fit_codebooks(cast(Any, model), calibration_audio(), seed=TINY_SEED)
     model.eval()

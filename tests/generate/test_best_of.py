@@ -5,7 +5,13 @@ import torch
 
 from stylecraft.errors import StylecraftError
 from stylecraft.generate import codes as gc
-from stylecraft.generate.sample import CANDIDATE_STRIDE, SamplingParams, best_of_codes, generate, generate_piece_codes
+from stylecraft.generate.sample import (
+    CANDIDATE_STRIDE,
+    SamplingParams,
+    best_of_codes,
+    generate,
+    generate_piece_codes,
+)
 
 
 def _transformers_mean_log_likelihood(bundle, prompt, codes):
@@ -22,7 +28,7 @@ def test_kept_candidate_has_the_best_score_and_scores_are_the_likelihood(tiny):
     params = SamplingParams(duration_s=0.2, top_k=50, guidance_scale=3.0, seed=11, best_of=3)
     best = best_of_codes(tiny, prompts, params)
     assert best.candidate_seeds == [11 + c * CANDIDATE_STRIDE for c in range(3)]
-    for i, prompt in enumerate(prompts):
+    for i in range(len(prompts)):
         scores = best.candidate_scores[i]
         assert len(scores) == 3 and best.kept[i] == max(range(3), key=scores.__getitem__)
         assert best.log_likelihood is not None and float(best.log_likelihood[i]) == max(scores)

@@ -10,7 +10,7 @@ reproduced verbatim. Audio is decoded once at the end, in bounded chunks.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -120,13 +120,18 @@ def encode_audio(bundle: ModelBundle, audio: np.ndarray) -> torch.Tensor:
 
 @torch.no_grad()
 def decode_codes(
-    bundle: ModelBundle, codes: torch.Tensor, chunk_frames: int = 1500, context_frames: int = 50
+    bundle: ModelBundle,
+    codes: torch.Tensor,
+    chunk_frames: int = 1500,
+    context_frames: int = 50,
+    on_chunk: Callable[[], object] | None = None,
 ) -> np.ndarray:
     """Decode codes ``[B, K, T]`` to audio ``[B, channels, T * hop]`` in chunks of bounded memory.
 
     Each chunk of ``chunk_frames`` is decoded with ``context_frames`` of codes on either side
     (EnCodec's decoder convolutions and LSTM look both ways) and only its own span is kept, so
     memory grows with the chunk, not with the piece. With ``chunk_frames >= T`` it is one call.
+    ``on_chunk`` is called after each chunk (progress).
     """
     enc: Any = bundle.model.audio_encoder
     hop = bundle.sample_rate // bundle.frame_rate
@@ -146,6 +151,8 @@ def decode_codes(
             wav = enc.decode(part[None], [None] * b).audio_values  # [B, 1, (e0 - s0) * hop]
         keep = wav[..., (s - s0) * hop : (e - s0) * hop].float().cpu().numpy()
         out[..., s * hop : s * hop + keep.shape[-1]] = keep
+        if on_chunk is not None:
+            on_chunk()
     return out
 
 

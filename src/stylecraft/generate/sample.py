@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,7 @@ def generate_piece_codes(
     seed_riff: np.ndarray | None = None,
     melody: np.ndarray | None = None,
     score: bool = False,
-    on_window: Any = None,
+    on_window: Callable[[], object] | None = None,
 ) -> PieceCodes:
     """Codes ``[B, K, ceil(duration_s * frame_rate)]`` for each prompt, window by window.
 
@@ -253,9 +254,18 @@ def best_of_codes(
     return best
 
 
-def codes_to_audio(bundle: ModelBundle, codes: torch.Tensor, duration_s: float) -> np.ndarray:
+DECODE_CHUNK_S = 30.0  # EnCodec decodes a piece in chunks of this many seconds of codes...
+DECODE_CONTEXT_S = 1.0  # ...each with this much code context on either side
+
+
+def codes_to_audio(
+    bundle: ModelBundle, codes: torch.Tensor, duration_s: float, on_chunk: Callable[[], object] | None = None
+) -> np.ndarray:
     """Audio ``[B, samples]`` (first channel, float32, exactly ``duration_s``) of codes ``[B, K, T]``."""
-    audio = gc.decode_codes(bundle, codes)[:, 0]
+    fr = bundle.frame_rate
+    audio = gc.decode_codes(
+        bundle, codes, int(DECODE_CHUNK_S * fr), int(DECODE_CONTEXT_S * fr), on_chunk=on_chunk
+    )[:, 0]
     n = int(round(duration_s * bundle.sample_rate))
     fixed = np.zeros((audio.shape[0], n), dtype=np.float32)
     m = min(n, audio.shape[1])
@@ -382,14 +392,16 @@ def generate(
     ]
     batches = [(start, ks) for start, ks in batches if ks]
     with make_progress() as prog:
-        task = prog.add_task("generate (windows)", total=sum(windows_per_piece * params.best_of for _ in batches))
+        task = prog.add_task("generate (windows)", total=len(batches) * windows_per_piece * params.best_of)
+        chunks = math.ceil(math.ceil(params.duration_s * bundle.frame_rate) / int(DECODE_CHUNK_S * bundle.frame_rate))
+        decode_task = prog.add_task("decode (chunks)", total=len(batches) * chunks)
         for start, ks in batches:
             chunk_params = SamplingParams(**{**asdict(params), "seed": params.seed + start})
             piece = best_of_codes(
                 bundle, [jobs[k][1] for k in ks], chunk_params, lf, seed_riff=riff, melody=melody_audio,
                 on_window=lambda: prog.advance(task),
             )
-            audio = codes_to_audio(bundle, piece.codes, params.duration_s)
+            audio = codes_to_audio(bundle, piece.codes, params.duration_s, on_chunk=lambda: prog.advance(decode_task))
             for row_i, (k, wav) in enumerate(zip(ks, audio, strict=True)):
                 _, prompt, _ = jobs[k]
                 name = names[k]

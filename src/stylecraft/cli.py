@@ -112,38 +112,63 @@ def train(
 
 @app.command()
 def generate(
-    out: Annotated[Path, typer.Option("--out", help="output folder for FLAC files and generated.jsonl")],
-    model: Annotated[str, typer.Option("--model", help="preset (tiny), registry name, hub id, model folder or run folder")] = "tiny",
+    out: Annotated[Path, typer.Option("--out", help="output folder for FLAC files, generated.jsonl and overview.png")],
+    model: Annotated[str, typer.Option("--model", help="preset (tiny, tiny-melody), registry name, hub id, model folder or run folder")] = "tiny",
     prompt: Annotated[list[str] | None, typer.Option("--prompt", help="text prompt (repeatable)")] = None,
+    prompts_file: Annotated[Path | None, typer.Option("--prompts-file", help="text file, one prompt per line (blank lines and # comments ignored)")] = None,
     seed_audio: Annotated[Path | None, typer.Option("--seed-audio", help="audio file to continue (a riff)")] = None,
+    seed_audio_s: Annotated[float, typer.Option("--seed-seconds", help="seconds of the seed riff's end to continue (0: up to half of --duration)")] = 0.0,
+    melody: Annotated[Path | None, typer.Option("--melody", help="audio file whose chroma conditions a melody model")] = None,
     duration: Annotated[float, typer.Option("--duration", help="seconds per file, seed riff included")] = 8.0,
+    window: Annotated[float, typer.Option("--window", help="long-form: seconds the decoder sees at once")] = 30.0,
+    context: Annotated[float, typer.Option("--context", help="long-form: seconds of the piece so far that prompt each next window")] = 10.0,
     temperature: Annotated[float, typer.Option(help="sampling temperature")] = 1.0,
     top_k: Annotated[int, typer.Option("--top-k", help="top-k sampling (0 disables)")] = 250,
     top_p: Annotated[float, typer.Option("--top-p", help="nucleus sampling (0 disables)")] = 0.0,
     guidance_scale: Annotated[float, typer.Option("--guidance-scale", help="classifier-free guidance (<=1 disables)")] = 3.0,
+    best_of: Annotated[int, typer.Option("--best-of", help="candidates per file; the one the model finds most likely is kept")] = 1,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     n: Annotated[int, typer.Option("--n", help="files per prompt")] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="files sampled together")] = 4,
     watermark_key: Annotated[str, typer.Option("--watermark-key", help="watermark key, or env:NAME to read $NAME")] = "stylecraft",
     watermark_strength: Annotated[float, typer.Option("--watermark-strength", help="watermark strength (0, 0.5]")] = 0.12,
     no_watermark: Annotated[bool, typer.Option("--no-watermark", help="write files without the watermark")] = False,
 ) -> None:
-    """Generate music from text and/or as a continuation of a seed riff (watermarked, with provenance)."""
-    from stylecraft.generate.sample import SamplingParams, WatermarkSettings
+    """Generate music from text, a seed riff and/or a melody (watermarked, with provenance).
+
+    Pieces longer than --window are generated window by window, each continuing the last
+    --context seconds. Files already written by the same request and intact are skipped.
+    Beam search is not offered: transformers' MusicGen generate supports only sampling and
+    greedy search (it raises for num_beams > 1); use --best-of to rerank samples instead.
+    """
+    from stylecraft.generate.longform import LongForm
+    from stylecraft.generate.sample import SamplingParams, WatermarkSettings, read_prompts_file
     from stylecraft.generate.sample import generate as run_generate
     from stylecraft.models.loading import load_model
 
-    if seed_audio is not None and not seed_audio.is_file():
-        raise StylecraftError(f"seed audio '{seed_audio}' does not exist")
+    for what, path in (("seed audio", seed_audio), ("melody file", melody)):
+        if path is not None and not path.is_file():
+            raise StylecraftError(f"{what} '{path}' does not exist")
     if n < 1:
         raise StylecraftError(f"--n must be >= 1, got {n}")
+    if batch_size < 1:
+        raise StylecraftError(f"--batch-size must be >= 1, got {batch_size}")
+    if prompt and prompts_file is not None:
+        raise StylecraftError("pass --prompt or --prompts-file, not both")
+    prompts = read_prompts_file(prompts_file) if prompts_file is not None else list(prompt or [])
     params = SamplingParams(
         duration_s=duration, temperature=temperature, top_k=top_k, top_p=top_p,
-        guidance_scale=guidance_scale, seed=seed,
+        guidance_scale=guidance_scale, seed=seed, seed_audio_s=seed_audio_s, best_of=best_of,
     )
     params.validate()
+    long_form = LongForm(window_s=window, context_s=context)
+    long_form.validate()
     bundle = load_model(model)
     mark = WatermarkSettings(enabled=not no_watermark, key=watermark_key, strength=watermark_strength)
-    rows = run_generate(bundle, out, list(prompt or []), params, per_prompt=n, seed_audio=seed_audio, watermark=mark)
+    rows = run_generate(
+        bundle, out, prompts, params, per_prompt=n, seed_audio=seed_audio, watermark=mark,
+        batch_size=batch_size, long_form=long_form, melody=melody,
+    )
     for r in rows:
         typer.echo(str(out / r["file"]))
 

@@ -138,15 +138,30 @@ class WatermarkConfig:
 
 
 @dataclass
+class LongFormConfig:
+    """Windowed continuation for pieces longer than one window (stylecraft.generate.longform)."""
+
+    window_s: float = 30.0  # seconds the decoder sees at once (prompt + new frames)
+    context_s: float = 10.0  # seconds of the piece so far that prompt each next window
+
+
+@dataclass
 class GenerateConfig:
-    prompts: list[str] = field(default_factory=list)  # empty: the artist's caption
+    prompts: list[str] = field(default_factory=list)  # empty: the artist's caption (or prompts_file)
+    prompts_file: str = ""  # text file, one prompt per line (blank lines and # comments ignored)
     per_prompt: int = 1
+    batch_size: int = 4
     duration_s: float = 8.0
     temperature: float = 1.0
     top_k: int = 250
     top_p: float = 0.0
     guidance_scale: float = 3.0
     seed: int = 0
+    long_form: LongFormConfig = field(default_factory=LongFormConfig)
+    seed_audio: str = ""  # audio file whose last seed_audio_s seconds every output continues
+    seed_audio_s: float = 0.0  # 0: up to half of duration_s
+    melody: str = ""  # audio file whose chroma conditions a melody model
+    best_of: int = 1  # candidates per output, the most likely under the model kept
     watermark: WatermarkConfig = field(default_factory=WatermarkConfig)
 
 
@@ -344,6 +359,18 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
         errors.append(f"generate.duration_s must be > 0, got {g.duration_s}")
     if g.temperature <= 0:
         errors.append(f"generate.temperature must be > 0, got {g.temperature}")
+    if g.per_prompt < 1 or g.batch_size < 1 or g.best_of < 1:
+        errors.append("generate.per_prompt, generate.batch_size and generate.best_of must be >= 1")
+    if g.long_form.window_s <= 0:
+        errors.append(f"generate.long_form.window_s must be > 0, got {g.long_form.window_s}")
+    elif not 0.0 <= g.long_form.context_s < g.long_form.window_s:
+        errors.append(
+            f"generate.long_form.context_s must be >= 0 and < window_s ({g.long_form.window_s}), got {g.long_form.context_s}"
+        )
+    if g.seed_audio_s < 0:
+        errors.append(f"generate.seed_audio_s must be >= 0, got {g.seed_audio_s}")
+    if g.prompts and g.prompts_file:
+        errors.append("set generate.prompts or generate.prompts_file, not both")
     if not 0.0 < g.watermark.strength <= 0.5:
         errors.append(f"generate.watermark.strength must be in (0, 0.5], got {g.watermark.strength}")
     if g.watermark.enabled and not str(g.watermark.key):

@@ -252,20 +252,26 @@ def stage_train(cfg: DictConfig, run: Path) -> dict[str, Any]:
 
 def stage_generate(cfg: DictConfig, run: Path) -> dict[str, Any]:
     from stylecraft.config import to_container
-    from stylecraft.generate.sample import SamplingParams, WatermarkSettings, generate
+    from stylecraft.generate.longform import LongForm
+    from stylecraft.generate.sample import SamplingParams, WatermarkSettings, generate, read_prompts_file
     from stylecraft.models.loading import load_model
 
     g = cfg.generate
+    for key in ("prompts_file", "seed_audio", "melody"):
+        if g[key] and not Path(g[key]).is_file():
+            raise StageInputError(f"generate.{key} '{g[key]}' does not exist")
     bundle = load_model(str(run))
-    prompts = list(g.prompts) or [_default_prompt(cfg, run)]
+    prompts = read_prompts_file(g.prompts_file) if g.prompts_file else list(g.prompts) or [_default_prompt(cfg, run)]
     params = SamplingParams(
         duration_s=g.duration_s, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
-        guidance_scale=g.guidance_scale, seed=g.seed,
+        guidance_scale=g.guidance_scale, seed=g.seed, seed_audio_s=g.seed_audio_s, best_of=g.best_of,
     )
     mark = WatermarkSettings(enabled=g.watermark.enabled, key=g.watermark.key, strength=g.watermark.strength)
     rows = generate(
         bundle, run / "generated", prompts, params, per_prompt=g.per_prompt, watermark=mark,
-        recipe_sha256=sha256_json(to_container(cfg)),
+        recipe_sha256=sha256_json(to_container(cfg)), batch_size=g.batch_size,
+        long_form=LongForm(window_s=g.long_form.window_s, context_s=g.long_form.context_s),
+        seed_audio=g.seed_audio or None, melody=g.melody or None,
     )
     return {"files": len(rows)}
 

@@ -1,9 +1,16 @@
-"""Sampling: text-conditioned generation and continuation of a seed riff, written as FLAC.
+"""Sampling: text-conditioned generation, continuation of a seed riff, melody conditioning,
+long-form windowed continuation and best-of-N reranking, written as FLAC.
 
 Each call writes its files atomically, watermarked with a keyed DSP mark (unless disabled), and
 records a provenance row per file in ``generated.jsonl`` beside them: the file's sha256, prompt,
-seed and sampling parameters, the model (name, source and a sha256 of its weights), the recipe's
-sha256 when run from a recipe, and the watermark (method, public key id, strength).
+seed and sampling parameters, the long-form windows, the seed riff's and melody's sha256, the
+best-of-N candidates' scores, the model (name, source and a sha256 of its weights), the recipe's
+sha256 when run from a recipe, and the watermark (method, public key id, strength). A rerun with
+the same request skips every file that is present and matches its recorded sha256, and
+``overview.png`` shows the log-mel spectrograms of the call's files with window boundaries.
+
+Beam search is not offered: transformers' MusicGen ``generate`` accepts only greedy search and
+sampling and raises for ``num_beams > 1``.
 """
 
 from __future__ import annotations
@@ -11,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +27,13 @@ import numpy as np
 import torch
 
 import stylecraft
-from stylecraft.artifacts import read_jsonl, sha256_file, write_jsonl
+from stylecraft.artifacts import read_jsonl, sha256_file, sha256_json, write_jsonl
 from stylecraft.audio import io as audio_io
 from stylecraft.errors import StylecraftError
+from stylecraft.generate import codes as gc
+from stylecraft.generate import melody as mel
 from stylecraft.generate import watermark as wm
+from stylecraft.generate.longform import LongForm, Window, plan
 from stylecraft.models.loading import ModelBundle
 from stylecraft.progress import make_progress
 
@@ -36,6 +47,7 @@ class SamplingParams:
     guidance_scale: float = 3.0  # <= 1 disables classifier-free guidance
     seed: int = 0
     seed_audio_s: float = 0.0  # seconds of the seed riff used as prompt (0: up to half the duration)
+    best_of: int = 1  # candidates sampled per output; the most likely under the model is kept
 
     def validate(self) -> None:
         if self.duration_s <= 0:
@@ -44,6 +56,10 @@ class SamplingParams:
             raise StylecraftError(f"--temperature must be > 0, got {self.temperature}")
         if self.top_k < 0 or not 0.0 <= self.top_p <= 1.0:
             raise StylecraftError("--top-k must be >= 0 and --top-p in [0, 1]")
+        if self.best_of < 1:
+            raise StylecraftError(f"--best-of must be >= 1, got {self.best_of}")
+        if self.seed_audio_s < 0:
+            raise StylecraftError(f"seed_audio_s must be >= 0, got {self.seed_audio_s}")
 
 
 @dataclass(frozen=True)
@@ -84,47 +100,218 @@ def load_seed_riff(path: str | Path, sample_rate: int, max_s: float) -> np.ndarr
     return mono[-n:] if n and mono.shape[0] > n else mono
 
 
+# Seeds of best-of candidates: candidate c of a batch samples with seed + c * CANDIDATE_STRIDE, so
+# candidate 0 is exactly what best_of=1 gives.
+CANDIDATE_STRIDE = 1_000_003
+
+
+def is_melody_model(bundle: ModelBundle) -> bool:
+    return bundle.model_type == "musicgen_melody"
+
+
+def _prefix_positions(bundle: ModelBundle, text: dict[str, torch.Tensor]) -> int:
+    """Decoder positions a melody model spends on its prepended text and chroma states."""
+    if not is_melody_model(bundle):
+        return 0
+    return int(text["input_ids"].shape[1]) + int(bundle.model.config.chroma_length)
+
+
+@dataclass
+class PieceCodes:
+    """Codes of a batch of pieces and how they were made."""
+
+    codes: torch.Tensor  # [B, K, T]
+    windows: list[Window]
+    seed_frames: int
+    log_likelihood: torch.Tensor | None = None  # [B] mean log-probability per new code token
+    candidate_scores: list[list[float]] = field(default_factory=list)  # [B][best_of]
+    candidate_seeds: list[int] = field(default_factory=list)
+    kept: list[int] = field(default_factory=list)  # [B] index of the kept candidate
+
+
+def _check_seed(bundle: ModelBundle, seed_riff: np.ndarray, frames: int, duration_s: float) -> np.ndarray:
+    hop = bundle.sample_rate // bundle.frame_rate
+    seed = seed_riff[: (seed_riff.shape[0] // hop) * hop]
+    if seed.shape[0] < hop:
+        raise StylecraftError("the seed riff is shorter than one codec frame")
+    if seed.shape[0] // hop >= frames:
+        raise StylecraftError(
+            f"the seed riff ({seed.shape[0] / bundle.sample_rate:.1f} s) is not shorter than --duration {duration_s} s"
+        )
+    return seed
+
+
+def _melody_features(
+    bundle: ModelBundle, melody: np.ndarray | None, window: Window, batch: int
+) -> torch.Tensor | None:
+    """Chroma ``[B, F, 12]`` of the melody under a window's span of the piece (looped if short)."""
+    if melody is None:
+        return None
+    fr = bundle.frame_rate
+    span = mel.melody_span(melody, window.start_frame / fr, (window.end_frame - window.start_frame) / fr, bundle.sample_rate)
+    return mel.chroma([span], bundle.sample_rate).repeat(batch, 1, 1)
+
+
 @torch.no_grad()
-def generate_codes_audio(
-    bundle: ModelBundle, prompts: list[str], params: SamplingParams, seed_riff: np.ndarray | None = None
-) -> np.ndarray:
-    """Generate audio ``[B, samples]`` (float32, exactly ``duration_s`` long) for each prompt."""
-    model, sr, fr, k = bundle.model, bundle.sample_rate, bundle.frame_rate, bundle.num_codebooks
-    frames = math.ceil(params.duration_s * fr)
-    text = bundle.tokenizer(prompts, padding=True, return_tensors="pt").to(model.device)
-    kwargs: dict[str, Any] = {}
-    prompt_frames = 0
+def generate_piece_codes(
+    bundle: ModelBundle,
+    prompts: list[str],
+    params: SamplingParams,
+    long_form: LongForm | None = None,
+    *,
+    seed_riff: np.ndarray | None = None,
+    melody: np.ndarray | None = None,
+    score: bool = False,
+    on_window: Callable[[], object] | None = None,
+) -> PieceCodes:
+    """Codes ``[B, K, ceil(duration_s * frame_rate)]`` for each prompt, window by window.
+
+    The RNG is seeded once with ``params.seed``; windows follow one another on it. The seed riff
+    (mono at the model's rate) is encoded once and its codes open every piece verbatim.
+
+    Args:
+        score: also compute each piece's mean log-likelihood of its new codes (see
+            :func:`stylecraft.generate.codes.code_log_likelihood`), summed over windows.
+        on_window: called after each window (progress).
+    """
+    lf = long_form or LongForm()
+    text = gc.text_inputs(bundle, prompts)
+    if melody is not None and not is_melody_model(bundle):
+        raise StylecraftError(f"--melody needs a melody model; '{bundle.name}' is a {bundle.model_type} model")
+    lf.validate(bundle, _prefix_positions(bundle, text))
+    total = math.ceil(params.duration_s * bundle.frame_rate)
+    b = len(prompts)
+    codes = torch.zeros(b, bundle.num_codebooks, 0, dtype=torch.long)
     if seed_riff is not None:
-        hop = sr // fr
-        seed = seed_riff[: (seed_riff.shape[0] // hop) * hop]
-        if seed.shape[0] < hop:
-            raise StylecraftError("the seed riff is shorter than one codec frame")
-        prompt_frames = seed.shape[0] // hop
-        if prompt_frames >= frames:
-            raise StylecraftError(
-                f"the seed riff ({seed.shape[0] / sr:.1f} s) is not shorter than --duration {params.duration_s} s"
-            )
-        kwargs["input_values"] = torch.from_numpy(np.tile(seed, (len(prompts), 1)))[:, None, :].to(model.device)
-    new_tokens = frames - prompt_frames + k - 1  # the delay pattern costs K - 1 steps
+        seed = _check_seed(bundle, seed_riff, total, params.duration_s)
+        codes = gc.encode_audio(bundle, seed[None]).repeat(b, 1, 1)  # [B, K, S]
+    seed_frames = int(codes.shape[-1])
+    window_frames, context_frames = lf.frames(bundle)
+    windows = plan(total, window_frames, context_frames, seed_frames)
+    ll_sum = torch.zeros(b, dtype=torch.float64)
+    ll_n = 0
     torch.manual_seed(params.seed)
-    out = model.generate(
-        **text,
-        **kwargs,
-        do_sample=True,
-        max_new_tokens=new_tokens,
-        temperature=params.temperature,
-        top_k=params.top_k or None,
-        top_p=params.top_p or None,
-        guidance_scale=params.guidance_scale if params.guidance_scale > 1 else None,
-    )  # [B, channels, samples]
-    audio = out[:, 0].float().cpu().numpy()
-    n = int(round(params.duration_s * sr))
+    for w in windows:
+        prompt = codes[..., w.start_frame :]  # [B, K, prompt_frames]
+        chroma = _melody_features(bundle, melody, w, b)
+        out = gc.sample_codes(
+            bundle, text, w.new_frames, prompt=prompt, melody=chroma, temperature=params.temperature,
+            top_k=params.top_k, top_p=params.top_p, guidance_scale=params.guidance_scale,
+        )  # [B, K, prompt + new]
+        assert torch.equal(out[..., : w.prompt_frames], prompt), "generate altered its prompt codes"
+        if score:
+            s, n = gc.code_log_likelihood(bundle, text, out, w.prompt_frames, chroma)
+            ll_sum += s
+            ll_n += n
+        codes = torch.cat([codes, out[..., w.prompt_frames :]], dim=-1)
+        if on_window is not None:
+            on_window()
+    ll = ll_sum / ll_n if score and ll_n else None
+    return PieceCodes(codes=codes, windows=windows, seed_frames=seed_frames, log_likelihood=ll)
+
+
+def best_of_codes(
+    bundle: ModelBundle,
+    prompts: list[str],
+    params: SamplingParams,
+    long_form: LongForm | None = None,
+    **kwargs: Any,
+) -> PieceCodes:
+    """Sample ``params.best_of`` candidates per prompt and keep each prompt's most likely one.
+
+    The score is the model's mean log-likelihood of a candidate's own new codes given its
+    prompt (teacher-forced, text-conditional, no classifier-free guidance): guidance reshapes
+    sampling but is not a distribution of the model, so the plain conditional likelihood is the
+    quantity every candidate can be compared on. With ``best_of == 1`` nothing is scored.
+    """
+    n = params.best_of
+    if n == 1:
+        return generate_piece_codes(bundle, prompts, params, long_form, **kwargs)
+    best: PieceCodes | None = None
+    scores: list[list[float]] = [[] for _ in prompts]
+    seeds: list[int] = []
+    kept = [0] * len(prompts)
+    for c in range(n):
+        cand_seed = params.seed + c * CANDIDATE_STRIDE
+        seeds.append(cand_seed)
+        cand = generate_piece_codes(
+            bundle, prompts, SamplingParams(**{**asdict(params), "seed": cand_seed}), long_form, score=True, **kwargs
+        )
+        assert cand.log_likelihood is not None
+        for i, v in enumerate(cand.log_likelihood.tolist()):
+            scores[i].append(v)
+        if best is None:
+            best = cand
+            continue
+        assert best.log_likelihood is not None
+        better = cand.log_likelihood > best.log_likelihood  # [B]; ties keep the earlier candidate
+        best.codes[better] = cand.codes[better]
+        best.log_likelihood = torch.where(better, cand.log_likelihood, best.log_likelihood)
+        for i in torch.nonzero(better).flatten().tolist():
+            kept[i] = c
+    assert best is not None
+    best.candidate_scores, best.candidate_seeds, best.kept = scores, seeds, kept
+    return best
+
+
+DECODE_CHUNK_S = 30.0  # EnCodec decodes a piece in chunks of this many seconds of codes...
+DECODE_CONTEXT_S = 1.0  # ...each with this much code context on either side
+
+
+def codes_to_audio(
+    bundle: ModelBundle, codes: torch.Tensor, duration_s: float, on_chunk: Callable[[], object] | None = None
+) -> np.ndarray:
+    """Audio ``[B, samples]`` (first channel, float32, exactly ``duration_s``) of codes ``[B, K, T]``."""
+    fr = bundle.frame_rate
+    audio = gc.decode_codes(
+        bundle, codes, int(DECODE_CHUNK_S * fr), int(DECODE_CONTEXT_S * fr), on_chunk=on_chunk
+    )[:, 0]
+    n = int(round(duration_s * bundle.sample_rate))
     fixed = np.zeros((audio.shape[0], n), dtype=np.float32)
     m = min(n, audio.shape[1])
     fixed[:, :m] = audio[:, :m]
     if not np.isfinite(fixed).all():
         raise StylecraftError("generation produced non-finite audio (check the model's weights)")
     return fixed
+
+
+def generate_codes_audio(
+    bundle: ModelBundle,
+    prompts: list[str],
+    params: SamplingParams,
+    seed_riff: np.ndarray | None = None,
+    long_form: LongForm | None = None,
+    melody: np.ndarray | None = None,
+) -> np.ndarray:
+    """Generate audio ``[B, samples]`` (float32, exactly ``duration_s`` long) for each prompt."""
+    piece = best_of_codes(bundle, prompts, params, long_form, seed_riff=seed_riff, melody=melody)
+    return codes_to_audio(bundle, piece.codes, params.duration_s)
+
+
+def read_prompts_file(path: str | Path) -> list[str]:
+    """Prompts of a text file: one per line; blank lines and lines starting with ``#`` are skipped."""
+    p = Path(path)
+    if not p.is_file():
+        raise StylecraftError(f"prompts file '{p}' does not exist")
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise StylecraftError(f"prompts file '{p}' is not UTF-8 text") from None
+    prompts = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+    if not prompts:
+        raise StylecraftError(f"prompts file '{p}' holds no prompt (one per line; blank and # lines are ignored)")
+    return prompts
+
+
+def _file_name(prompt_index: int, prompt: str, seed: int, i: int) -> str:
+    return f"{prompt_index:03d}-{_slug(prompt)}-s{seed}-{i:02d}.flac"
+
+
+def _intact(out: Path, row: dict[str, Any] | None, request_sha: str) -> bool:
+    if row is None or row.get("request_sha256") != request_sha:
+        return False
+    path = out / str(row["file"])
+    return path.is_file() and sha256_file(path) == row.get("sha256")
 
 
 def generate(
@@ -138,56 +325,137 @@ def generate(
     batch_size: int = 4,
     watermark: WatermarkSettings | None = None,
     recipe_sha256: str | None = None,
+    long_form: LongForm | None = None,
+    melody: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Write ``per_prompt`` FLAC files per prompt into ``out_dir`` and their provenance rows.
+
+    Files are named ``<prompt index>-<prompt slug>-s<seed>-<n>.flac``. Batches are formed over
+    the full list of files (batch j samples with seed ``seed + j * batch_size``); a file that a
+    previous call with the same request wrote and that still matches its recorded sha256 is
+    kept as is, and only the missing ones of a batch are sampled again.
 
     Args:
         watermark: watermark settings (None: the default key and strength).
         recipe_sha256: sha256 of the resolved recipe, recorded when generation runs from one.
+        long_form: window and context of windowed continuation (None: 30 s and 10 s).
+        melody: audio file whose chroma conditions a melody model.
+
+    Returns:
+        The rows of every file of this request (generated now or kept).
     """
     params.validate()
+    lf = long_form or LongForm()
+    lf.validate(bundle)
+    if batch_size < 1:
+        raise StylecraftError(f"--batch-size must be >= 1, got {batch_size}")
+    if per_prompt < 1:
+        raise StylecraftError(f"--n must be >= 1, got {per_prompt}")
+    if melody is not None and not is_melody_model(bundle):
+        raise StylecraftError(f"--melody needs a melody model; '{bundle.name}' is a {bundle.model_type} model")
     mark = watermark if watermark is not None else WatermarkSettings()
     if mark.enabled:
         wm.resolve_key(mark.key)  # a missing key is a user error before any sampling
         if not 0.0 < mark.strength <= 0.5:
             raise StylecraftError(f"watermark strength must be in (0, 0.5], got {mark.strength}")
+    melody_audio = mel.load_melody(melody, bundle.sample_rate) if melody is not None else None
     out = Path(out_dir)
     weights_sha = model_sha256(bundle)
     prompts = prompts or [""]
     riff = None
+    seed_sha = None
     if seed_audio is not None:
+        if not Path(seed_audio).is_file():
+            raise StylecraftError(f"seed audio '{seed_audio}' does not exist")
         max_s = params.seed_audio_s or params.duration_s / 2
         riff = load_seed_riff(seed_audio, bundle.sample_rate, max_s)
-    jobs = [(p, i) for p in prompts for i in range(per_prompt)]
-    rows: list[dict[str, Any]] = []
+        seed_sha = sha256_file(seed_audio)
+    melody_rec = {"file": str(melody), "sha256": sha256_file(melody)} if melody is not None else None
+    model_rec = {"name": bundle.name, "source": bundle.source, "sha256": weights_sha}
+    # Everything that decides a file's content; a rerun skips a file only when this is unchanged.
+    request = {
+        "params": asdict(params), "long_form": asdict(lf), "per_prompt": per_prompt, "batch_size": batch_size,
+        "seed_audio_sha256": seed_sha, "melody": melody_rec, "model": model_rec, "watermark": mark.record(),
+        "prompts": prompts,
+    }
+    request_sha = sha256_json(request)
+    manifest = out / "generated.jsonl"
+    old_rows = {r["file"]: r for r in read_jsonl(manifest)} if manifest.exists() else {}
+    jobs = [(j, p, i) for j, p in enumerate(prompts) for i in range(per_prompt)]
+    names = [_file_name(j, p, params.seed, i) for j, p, i in jobs]
+    todo = {k for k, name in enumerate(names) if not _intact(out, old_rows.get(name), request_sha)}
+    rows: dict[str, dict[str, Any]] = {n: old_rows[n] for k, n in enumerate(names) if k not in todo}
+    windows_per_piece = _windows_count(bundle, params, lf, riff)
+    batches = [
+        (start, [k for k in range(start, min(start + batch_size, len(jobs))) if k in todo])
+        for start in range(0, len(jobs), batch_size)
+    ]
+    batches = [(start, ks) for start, ks in batches if ks]
     with make_progress() as prog:
-        task = prog.add_task("generate", total=len(jobs))
-        for start in range(0, len(jobs), batch_size):
-            chunk = jobs[start : start + batch_size]
+        task = prog.add_task("generate (windows)", total=len(batches) * windows_per_piece * params.best_of)
+        chunks = math.ceil(math.ceil(params.duration_s * bundle.frame_rate) / int(DECODE_CHUNK_S * bundle.frame_rate))
+        decode_task = prog.add_task("decode (chunks)", total=len(batches) * chunks)
+        for start, ks in batches:
             chunk_params = SamplingParams(**{**asdict(params), "seed": params.seed + start})
-            audio = generate_codes_audio(bundle, [p for p, _ in chunk], chunk_params, riff)
-            for (prompt, i), wav in zip(chunk, audio, strict=True):
-                name = f"{_slug(prompt)}-s{params.seed}-{i:02d}.flac"
+            piece = best_of_codes(
+                bundle, [jobs[k][1] for k in ks], chunk_params, lf, seed_riff=riff, melody=melody_audio,
+                on_window=lambda: prog.advance(task),
+            )
+            audio = codes_to_audio(bundle, piece.codes, params.duration_s, on_chunk=lambda: prog.advance(decode_task))
+            for row_i, (k, wav) in enumerate(zip(ks, audio, strict=True)):
+                _, prompt, _ = jobs[k]
+                name = names[k]
                 if mark.enabled:
                     wav = wm.embed(wav, bundle.sample_rate, mark.key, mark.strength)
                 path = audio_io.write(out / name, wav, bundle.sample_rate)
-                rows.append(
-                    {
-                        "file": name,
-                        "sha256": sha256_file(path),
-                        "prompt": prompt,
-                        "seed_audio": str(seed_audio) if seed_audio else None,
-                        "params": asdict(chunk_params),
-                        "model": {"name": bundle.name, "source": bundle.source, "sha256": weights_sha},
-                        "recipe_sha256": recipe_sha256,
-                        "watermark": mark.record(),
-                        "stylecraft": stylecraft.__version__,
-                        "sample_rate": bundle.sample_rate,
-                        "duration_s": wav.shape[0] / bundle.sample_rate,
-                    }
-                )
-                prog.advance(task)
-    manifest = out / "generated.jsonl"
-    old = [r for r in read_jsonl(manifest) if r["file"] not in {r2["file"] for r2 in rows}] if manifest.exists() else []
-    write_jsonl(manifest, old + rows)
-    return rows
+                rows[name] = {
+                    "file": name,
+                    "sha256": sha256_file(path),
+                    "prompt": prompt,
+                    "seed_audio": str(seed_audio) if seed_audio else None,
+                    "seed_audio_sha256": seed_sha,
+                    "seed_frames": piece.seed_frames,
+                    "melody": melody_rec,
+                    "params": asdict(chunk_params),
+                    "batch": [names[x] for x in ks],
+                    "long_form": {
+                        **asdict(lf),
+                        "windows": [asdict(w) for w in piece.windows],
+                        "frame_rate": bundle.frame_rate,
+                    },
+                    "best_of": _best_of_record(piece, row_i, params.best_of),
+                    "model": model_rec,
+                    "recipe_sha256": recipe_sha256,
+                    "watermark": mark.record(),
+                    "stylecraft": stylecraft.__version__,
+                    "sample_rate": bundle.sample_rate,
+                    "duration_s": wav.shape[0] / bundle.sample_rate,
+                    "request_sha256": request_sha,
+                }
+    ordered = [rows[n] for n in names]
+    kept_old = [r for f, r in old_rows.items() if f not in rows]
+    write_jsonl(manifest, kept_old + ordered)
+    from stylecraft.generate.overview import write_overview
+
+    write_overview(out, ordered, bundle.sample_rate, out / "overview.png")
+    return ordered
+
+
+def _windows_count(bundle: ModelBundle, params: SamplingParams, lf: LongForm, riff: np.ndarray | None) -> int:
+    total = math.ceil(params.duration_s * bundle.frame_rate)
+    hop = bundle.sample_rate // bundle.frame_rate
+    seed_frames = 0 if riff is None else min(riff.shape[0] // hop, total)
+    w, c = lf.frames(bundle)
+    return max(1, len(plan(total, w, c, seed_frames)))
+
+
+def _best_of_record(piece: PieceCodes, row: int, n: int) -> dict[str, Any]:
+    if n == 1:
+        return {"n": 1}
+    return {
+        "n": n,
+        "score": "mean log-likelihood per new code token, teacher-forced, text-conditional, no guidance",
+        "scores": piece.candidate_scores[row],
+        "seeds": piece.candidate_seeds,
+        "kept": piece.kept[row],
+    }

@@ -21,7 +21,7 @@ from transformers import (
 from stylecraft.errors import CheckpointError, ModelNotFoundError
 from stylecraft.models import presets, registry
 
-PRESETS = ("tiny",)
+PRESETS = ("tiny", "tiny-melody")
 SUPPORTED_TYPES = ("musicgen", "musicgen_melody")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
@@ -175,7 +175,7 @@ def load_preset(name: str) -> ModelBundle:
             return bundle
         except CheckpointError:
             pass  # a damaged cache is rebuilt below
-    model, tokenizer = presets.build_tiny()
+    model, tokenizer = presets.BUILDERS[name]()
     bundle = ModelBundle(model=model, tokenizer=tokenizer, name=name, source=f"preset:{name}")
     try:
         save_bundle(bundle, cache)

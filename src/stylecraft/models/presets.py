@@ -1,4 +1,4 @@
-"""The ``tiny`` preset: MusicGen's real architecture (T5 text encoder, EnCodec, MusicGen decoder)
+"""The ``tiny`` and ``tiny-melody`` presets: MusicGen's real architecture (T5 text encoder, EnCodec, MusicGen decoder)
 at toy sizes, deterministic random init, built offline.
 
 A randomly initialised EnCodec has all-zero codebooks (every code would be 0, and training would
@@ -8,6 +8,7 @@ outputs of deterministic synthesised music.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 import numpy as np
@@ -19,6 +20,9 @@ from transformers import (
     MusicgenConfig,
     MusicgenDecoderConfig,
     MusicgenForConditionalGeneration,
+    MusicgenMelodyConfig,
+    MusicgenMelodyDecoderConfig,
+    MusicgenMelodyForConditionalGeneration,
     PreTrainedTokenizerFast,
     T5Config,
 )
@@ -129,3 +133,41 @@ def build_tiny() -> tuple[MusicgenForConditionalGeneration, PreTrainedTokenizerF
     fit_codebooks(model, calibration_audio(), seed=TINY_SEED)
     model.eval()
     return model, byte_tokenizer()
+
+
+def tiny_melody_config() -> MusicgenMelodyConfig:
+    """MusicGen-Melody at the tiny sizes: the same T5, EnCodec and decoder sizes as ``tiny``.
+
+    The melody decoder has no cross-attention: text states and chroma frames are projected to the
+    decoder width and prepended to the code sequence, so both count against its positions.
+    """
+    base: Any = tiny_config()  # transformers types sub-configs loosely (dict | config | None)
+    known = MusicgenMelodyDecoderConfig().to_dict()
+    decoder = MusicgenMelodyDecoderConfig(**{k: v for k, v in base.decoder.to_dict().items() if k in known})
+    decoder.decoder_start_token_id = TINY_CODEBOOK_SIZE
+    return MusicgenMelodyConfig(
+        text_encoder=base.text_encoder.to_dict(), audio_encoder=base.audio_encoder.to_dict(),
+        decoder=decoder.to_dict(), num_chroma=12, chroma_length=235,
+    )  # 235 chroma frames = 30 s at hop 4096 / 32 kHz, as in facebook/musicgen-melody
+
+
+def build_tiny_melody() -> tuple[MusicgenMelodyForConditionalGeneration, PreTrainedTokenizerFast]:
+    """The tiny-melody preset: deterministic init, codebooks fitted as for ``tiny``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        model = MusicgenMelodyForConditionalGeneration(tiny_melody_config())
+        # At the default init (std 0.02) the chroma projection barely moves a random decoder's
+        # logits, so no melody would change a sample; unit scale lets the chroma steer the toy
+        # model the way a trained one is steered.
+        with torch.no_grad():
+            model.audio_enc_to_dec_proj.weight.normal_(0.0, 1.0)
+    model.generation_config = generation_config(TINY_CODEBOOK_SIZE)
+    fit_codebooks(cast(Any, model), calibration_audio(), seed=TINY_SEED)
+    model.eval()
+    return model, byte_tokenizer()
+
+
+BUILDERS: dict[str, Callable[[], tuple[Any, PreTrainedTokenizerFast]]] = {
+    "tiny": build_tiny,
+    "tiny-melody": build_tiny_melody,
+}

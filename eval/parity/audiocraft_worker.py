@@ -22,53 +22,31 @@ checkpoint's config uses.
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.metadata
 import json
 import sys
-import types
 from typing import Any
 
 import numpy as np
 import torch
-
-
-class _Unused:
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("stubbed class used: the parity path reached code it should not")
-
-
-class _StubModule(types.ModuleType):
-    def __getattr__(self, attr: str) -> Any:
-        if attr.startswith("__"):
-            raise AttributeError(attr)
-        return _Unused
-
-
-def _stub(name: str, **attrs: Any) -> types.ModuleType:
-    mod = _StubModule(name)
-    mod.__dict__.update(attrs)
-    mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
-    sys.modules[name] = mod
-    return mod
+from worker_stubs import stub
+from worker_stubs import versions as worker_versions
 
 
 def install_stubs() -> None:
-    xf = _stub("xformers")
+    xf = stub("xformers", lenient=True)
     # With audiocraft's default 'torch' attention backend the causal mask is only tested for
     # being set (SDPA is_causal=True); the marker class carries nothing.
-    xf.ops = _stub("xformers.ops", unbind=torch.unbind, LowerTriangularMask=type("LowerTriangularMask", (), {}))
-    ta = _stub("torchaudio")
-    ta.transforms = _stub("torchaudio.transforms")
-    ta.functional = _stub("torchaudio.functional")
-    _stub("spacy")
+    xf.ops = stub("xformers.ops", lenient=True, unbind=torch.unbind, LowerTriangularMask=type("LowerTriangularMask", (), {}))
+    ta = stub("torchaudio", lenient=True)
+    ta.transforms = stub("torchaudio.transforms", lenient=True)
+    ta.functional = stub("torchaudio.functional", lenient=True)
+    stub("spacy", lenient=True)
 
 
 def register_t5(name: str, folder: str) -> None:
     """Make audiocraft's T5Conditioner load ``folder`` when its config names ``name``."""
-    from transformers import AutoTokenizer, T5EncoderModel
-
     from audiocraft.modules import conditioners as C
+    from transformers import AutoTokenizer, T5EncoderModel
 
     dim = int(json.load(open(f"{folder}/config.json"))["d_model"])
     if name not in C.T5Conditioner.MODELS:
@@ -90,14 +68,7 @@ def register_t5(name: str, folder: str) -> None:
 
 
 def versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("audiocraft", "torch", "transformers", "omegaconf", "numpy"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    out["python"] = sys.version.split()[0]
-    return out
+    return worker_versions(("audiocraft", "torch", "transformers", "omegaconf", "numpy"))
 
 
 def tiny_cfgs(t5_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -141,9 +112,8 @@ def tiny_cfgs(t5_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 @torch.no_grad()
 def task_build(args: dict[str, Any]) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
     from audiocraft.models import builders
+    from omegaconf import OmegaConf
 
     register_t5(args["t5_name"], args["t5_dir"])
     torch.manual_seed(int(args["seed"]))

@@ -9,7 +9,6 @@ would fail loudly with AttributeError rather than silently change a number.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import sys
 import types
@@ -17,45 +16,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-
-def _stub(name: str, **attrs: Any) -> types.ModuleType:
-    import importlib.machinery
-
-    mod = types.ModuleType(name)
-    mod.__dict__.update(attrs)
-    # transformers probes optional packages with find_spec, which needs a spec on the module.
-    mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
-    sys.modules[name] = mod
-    return mod
-
-
-class _Unused:
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("stubbed class used: the parity path reached code it should not")
+from worker_stubs import Unused, stub
+from worker_stubs import versions as worker_versions
 
 
 def install_stubs() -> None:
     """Stand-ins for heavy imports the reference packages make at import time."""
-    ta = _stub("torchaudio")
-    ta.transforms = _stub("torchaudio.transforms", Resample=_Unused)
-    ta.functional = _stub("torchaudio.functional")
-    ta.load = ta.save = _Unused
-    _stub("laion_clap", CLAP_Module=_Unused)
-    tl = _stub("torchlibrosa")
-    tl.stft = _stub("torchlibrosa.stft", Spectrogram=_Unused, LogmelFilterBank=_Unused, STFT=_Unused)
-    tl.augmentation = _stub("torchlibrosa.augmentation", SpecAugmentation=_Unused)
+    ta = stub("torchaudio")
+    ta.transforms = stub("torchaudio.transforms", Resample=Unused)
+    ta.functional = stub("torchaudio.functional")
+    ta.load = ta.save = Unused
+    stub("laion_clap", CLAP_Module=Unused)
+    tl = stub("torchlibrosa")
+    tl.stft = stub("torchlibrosa.stft", Spectrogram=Unused, LogmelFilterBank=Unused, STFT=Unused)
+    tl.augmentation = stub("torchlibrosa.augmentation", SpecAugmentation=Unused)
 
 
 def versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("frechet-audio-distance", "fadtk", "torchvggish", "encodec", "numpy", "scipy", "torch", "resampy", "transformers"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    out["python"] = sys.version.split()[0]
-    return out
+    return worker_versions(
+        ("frechet-audio-distance", "fadtk", "torchvggish", "encodec", "numpy", "scipy", "torch", "resampy", "transformers")
+    )
 
 
 def task_frechet(args: dict[str, Any]) -> dict[str, Any]:

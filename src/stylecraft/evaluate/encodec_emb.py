@@ -17,7 +17,6 @@ Checkpoints of the original ``encodec`` package map onto transformers' parameter
 from __future__ import annotations
 
 import importlib.metadata
-import re
 from typing import Any
 
 import numpy as np
@@ -25,6 +24,10 @@ import torch
 
 from stylecraft.errors import AudioDecodeError, CheckpointError, StylecraftError
 from stylecraft.evaluate.embeddings import _to_mono_float
+
+# The ``encodec`` package and audiocraft's EnCodec share their parameter names, so one renaming
+# serves both.
+from stylecraft.models.audiocraft_keys import encodec_to_transformers as encodec_package_to_transformers
 
 __all__ = ["EncodecEmbedding", "encodec_config", "encodec_package_to_transformers"]
 
@@ -49,32 +52,6 @@ def encodec_config(variant: str, tiny: bool = False) -> Any:
     if tiny:
         kwargs.update(num_filters=4, hidden_size=128, num_lstm_layers=1, codebook_size=16)
     return EncodecConfig(**kwargs)
-
-
-def encodec_package_to_transformers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename an ``encodec`` package state dict to transformers' ``EncodecModel`` names.
-
-    ``model.N.conv.conv`` -> ``layers.N.conv``, ``.conv.norm`` -> ``.norm``, transposed convs
-    likewise, codebooks ``quantizer.vq.layers.K._codebook`` -> ``quantizer.layers.K.codebook``, and
-    old-style weight norm (``weight_g``/``weight_v``) -> parametrizations (``original0``/``original1``).
-
-    Args:
-        state: ``EncodecModel.state_dict()`` of the ``encodec`` package.
-
-    Returns:
-        A state dict for transformers' ``EncodecModel`` (load it with ``strict=True`` to check).
-    """
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        k = re.sub(r"^(encoder|decoder)\.model\.", r"\1.layers.", key)
-        k = k.replace(".conv.conv.", ".conv.").replace(".convtr.convtr.", ".conv.")
-        k = k.replace(".conv.norm.", ".norm.").replace(".convtr.norm.", ".norm.")
-        k = k.replace("quantizer.vq.layers.", "quantizer.layers.").replace("._codebook.", ".codebook.")
-        k = k.replace(".weight_g", ".parametrizations.weight.original0").replace(
-            ".weight_v", ".parametrizations.weight.original1"
-        )
-        out[k] = value
-    return out
 
 
 def _resample(mono: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:

@@ -321,7 +321,7 @@ def load_audiocraft(
         text_encoder: T5 folder or hub id on disk (default: see the module docstring).
         name: Name recorded in the bundle (default: the folder path).
     """
-    from stylecraft.models.loading import ModelBundle, _from_folder, save_bundle
+    from stylecraft.models.loading import ModelBundle, _from_folder, cached_bundle, save_bundle
     from stylecraft.progress import info
 
     folder = Path(folder)
@@ -331,13 +331,9 @@ def load_audiocraft(
     key = _cache_key(folder, text_encoder)
     cache = _cache_root() / key[:24]
     label = name or str(folder)
-    if (cache / "config.json").exists():
-        try:
-            bundle = _from_folder(cache, label)
-            bundle.source = f"audiocraft:{folder}"
-            return bundle
-        except CheckpointError:
-            pass  # a damaged cache entry is rebuilt
+    cached = cached_bundle(cache, label, f"audiocraft:{folder}")
+    if cached is not None:
+        return cached  # a damaged cache entry gives None and is rebuilt below
     info(f"converting audiocraft checkpoint '{folder}' (cached for the next load)")
     model, tokenizer = convert_folder(folder, text_encoder)
     bundle = ModelBundle(model=model, tokenizer=tokenizer, name=label, source=f"audiocraft:{folder}")

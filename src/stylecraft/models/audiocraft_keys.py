@@ -139,7 +139,15 @@ def lm_from_transformers(
 
 
 def encodec_to_transformers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename an audiocraft ``EncodecModel`` state dict to transformers' ``EncodecModel`` names."""
+    """Rename an audiocraft (or ``encodec`` package) ``EncodecModel`` state dict to transformers' names.
+
+    Args:
+        state: ``EncodecModel.state_dict()`` of audiocraft or of the ``encodec`` package (both use
+            the same parameter names).
+
+    Returns:
+        A state dict for transformers' ``EncodecModel`` (load it with ``strict=True`` to check).
+    """
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         k = re.sub(r"^(encoder|decoder)\.model\.", r"\1.layers.", key)

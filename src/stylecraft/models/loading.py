@@ -165,16 +165,30 @@ def _preset_cache_dir(name: str) -> Path:
     return root / "presets" / f"{name}-{h.hexdigest()[:16]}"
 
 
+def cached_bundle(cache: Path, name: str, source: str) -> ModelBundle | None:
+    """The bundle saved in ``cache``, or None when there is none or it is damaged (rebuild it then).
+
+    Args:
+        cache: Folder written by :func:`save_bundle`.
+        name: Name the bundle reports.
+        source: Where the cached model came from (``preset:NAME``, ``audiocraft:FOLDER``).
+    """
+    if not (cache / "config.json").exists():
+        return None
+    try:
+        bundle = _from_folder(cache, name)
+    except CheckpointError:
+        return None
+    bundle.source = source
+    return bundle
+
+
 def load_preset(name: str) -> ModelBundle:
     """Build a preset once (deterministic) and reuse the saved copy afterwards."""
     cache = _preset_cache_dir(name)
-    if (cache / "config.json").exists():
-        try:
-            bundle = _from_folder(cache, name)
-            bundle.source = f"preset:{name}"
-            return bundle
-        except CheckpointError:
-            pass  # a damaged cache is rebuilt below
+    cached = cached_bundle(cache, name, f"preset:{name}")
+    if cached is not None:
+        return cached
     model, tokenizer = presets.BUILDERS[name]()
     bundle = ModelBundle(model=model, tokenizer=tokenizer, name=name, source=f"preset:{name}")
     try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from isolated_env import ROOT, IsolatedEnv
+from isolated_env import IsolatedEnv
 
 ENV = IsolatedEnv(
     name="audiocraft",
@@ -41,12 +41,8 @@ ENV = IsolatedEnv(
     ],
     offline=True,
 )
-ENV_DIR = ENV.dir
-python_exe = ENV.python_exe
 ensure_env = ENV.ensure_env
 run_worker = ENV.run_worker
 
-__all__ = ["ENV", "ENV_DIR", "ROOT", "ensure_env", "python_exe", "run_worker"]
-
 if __name__ == "__main__":
-    print(ensure_env(sys.argv[1] if len(sys.argv) > 1 else None))
+    print(ENV.ensure_env(sys.argv[1] if len(sys.argv) > 1 else None))

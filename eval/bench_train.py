@@ -51,7 +51,7 @@ depth) with eager and SDPA attention to ``eval/results/bench_train_profile.txt``
 
 Usage::
 
-    .venv/bin/python eval/bench_train.py                       # CPU: 6 layers, batch 1, 2+3 steps
+    .venv/bin/python eval/bench_train.py                       # CPU: 4 layers, batch 1, 2+3 steps
     .venv/bin/python eval/bench_train.py --device cuda --steps 10 --batch 8
     .venv/bin/python eval/bench_train.py --device cuda --e2e --batch 8
 """
@@ -545,7 +545,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--windows", default="10,30", help="window lengths in seconds")
     ap.add_argument("--modes", default="full,lora")
-    ap.add_argument("--layers", type=int, default=None, help="decoder depth (default: 24 on cuda, 6 on cpu)")
+    ap.add_argument("--layers", type=int, default=None, help="decoder depth (default: 24 on cuda, 4 on cpu)")
     ap.add_argument("--repeats", type=int, default=1, help="alternating runs per loop and setting")
     ap.add_argument("--compile", action="store_true", help="stylecraft runs with train.compile=true")
     ap.add_argument("--e2e", action="store_true", help="also time the 1 h / 2 epoch LoRA fine-tune (CUDA only)")
@@ -570,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         write_profile(args.out / "bench_train_profile.txt", layers=args.layers or 2)
         return 0
-    layers = args.layers or (24 if args.device == "cuda" else 6)
+    layers = args.layers or (24 if args.device == "cuda" else 4)
     args.layers = layers
     load_before = list(os.getloadavg())
     runs: list[dict[str, Any]] = []

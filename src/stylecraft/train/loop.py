@@ -239,7 +239,7 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in params)
     optimizer = torch.optim.AdamW(
-        params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, fused=torch.cuda.is_available()
+        params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, fused=True
     )
     n_proc = accelerator.num_processes
     scheduler = get_cosine_schedule_with_warmup(optimizer, t.warmup_steps * n_proc, t.max_steps * n_proc)

@@ -126,6 +126,8 @@ class TrainConfig:
     eval_batches: int = 8
     seed: int = 0
     log_every: int = 1
+    attention: str = "auto"  # decoder attention: auto (sdpa) | sdpa | eager | flash_attention_2
+    compile: bool = False  # torch.compile the decoder (minutes of compiling per start; eval/results/bench_train.md)
 
 
 @dataclass
@@ -352,6 +354,8 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
             errors.append(f"train.{key} must be >= 1, got {t[key]}")
     if t.lr <= 0:
         errors.append(f"train.lr must be > 0, got {t.lr}")
+    if t.attention not in ("auto", "sdpa", "eager", "flash_attention_2"):
+        errors.append(f"train.attention must be auto|sdpa|eager|flash_attention_2, got '{t.attention}'")
     if not 0.0 <= t.cond_dropout < 1.0:
         errors.append(f"train.cond_dropout must be in [0, 1), got {t.cond_dropout}")
     g = cfg.generate

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from stylecraft.data.tokens import TokenDataset
 from stylecraft.errors import CheckpointError, StageInputError, StylecraftError
 from stylecraft.models.loading import ModelBundle, load_model, save_bundle
 from stylecraft.progress import info, make_progress
+from stylecraft.train import speed
 from stylecraft.train.batches import Collator
 
 STATE_FILE = "trainer_state.json"
@@ -233,10 +235,11 @@ def train(
         if hasattr(model, "enc_to_dec_proj"):
             model.enc_to_dec_proj.requires_grad_(False)
         model = _apply_lora(model, t.lora)
+    model = speed.apply(model, t)
     params = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in params)
     optimizer = torch.optim.AdamW(
-        params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, fused=torch.cuda.is_available()
+        params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, fused=True
     )
     n_proc = accelerator.num_processes
     scheduler = get_cosine_schedule_with_warmup(optimizer, t.warmup_steps * n_proc, t.max_steps * n_proc)
@@ -281,6 +284,7 @@ def train(
     batches_per_epoch = len(train_loader)
     step = state["step"]
     model.train()
+    step_start = time.perf_counter()  # wall time per optimizer step (logged only, never compared)
     with make_progress() as prog:
         task = prog.add_task("train", total=t.max_steps, completed=step)
         while step < t.max_steps:
@@ -316,7 +320,9 @@ def train(
                     "lr": scheduler.get_last_lr()[0],
                     "grad_norm": float(grad_norm) if grad_norm is not None else None,
                     "epoch": state["epoch"],
+                    "step_s": time.perf_counter() - step_start,
                 }
+                row["tokens_per_s"] = int((batch["labels"] != -100).sum()) * t.grad_accum * accelerator.num_processes / row["step_s"]
                 if step % t.eval_every == 0 or step == t.max_steps:
                     val = evaluate(model, cond, valid_loader, t.eval_batches, accelerator)
                     row["val_loss"] = val
@@ -331,6 +337,7 @@ def train(
                     checksum = torch.stack([p.detach().double().sum() for p in params]).sum()
                     state["param_checksums"] = accelerator.gather(checksum.to(accelerator.device)[None]).tolist()
                     _save_checkpoint(accelerator, ckpt_root, step, state, t.keep_last)
+                step_start = time.perf_counter()
                 if step >= t.max_steps:
                     break
 

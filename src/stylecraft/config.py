@@ -130,11 +130,13 @@ class TrainConfig:
 
 @dataclass
 class WatermarkConfig:
-    """Keyed DSP watermark added to every generated file (stylecraft.generate.watermark)."""
+    """Keyed watermark added to every generated file (stylecraft.generate.watermark, watermark_audioseal)."""
 
     enabled: bool = True
     key: str = "stylecraft"  # a label's own secret, or "env:NAME" to read it from $NAME
-    strength: float = 0.12  # tile gain 1 ± strength in 0.5-7 kHz (eval/results/reliability.md: SNR, detection)
+    strength: float = 0.12  # dsp: tile gain 1 ± strength in 0.5-7 kHz (eval/results/reliability.md: SNR, detection)
+    method: str = "dsp"  # dsp: keyed spread spectrum, no weights; audioseal: AudioSeal networks (weights needed)
+    audioseal_path: str = ""  # folder with generator_base/detector_base weights; empty: `stylecraft fetch audioseal`'s
 
 
 @dataclass
@@ -346,6 +348,8 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
         errors.append(f"generate.temperature must be > 0, got {g.temperature}")
     if not 0.0 < g.watermark.strength <= 0.5:
         errors.append(f"generate.watermark.strength must be in (0, 0.5], got {g.watermark.strength}")
+    if g.watermark.method not in ("dsp", "audioseal"):
+        errors.append(f"generate.watermark.method must be dsp or audioseal, got '{g.watermark.method}'")
     if g.watermark.enabled and not str(g.watermark.key):
         errors.append("generate.watermark.key must not be empty (or set generate.watermark.enabled=false)")
     return errors

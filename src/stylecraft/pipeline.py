@@ -262,7 +262,8 @@ def stage_generate(cfg: DictConfig, run: Path) -> dict[str, Any]:
         duration_s=g.duration_s, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
         guidance_scale=g.guidance_scale, seed=g.seed,
     )
-    mark = WatermarkSettings(enabled=g.watermark.enabled, key=g.watermark.key, strength=g.watermark.strength)
+    mark = WatermarkSettings(enabled=g.watermark.enabled, key=g.watermark.key, strength=g.watermark.strength,
+                             method=g.watermark.method, audioseal_path=g.watermark.audioseal_path)
     rows = generate(
         bundle, run / "generated", prompts, params, per_prompt=g.per_prompt, watermark=mark,
         recipe_sha256=sha256_json(to_container(cfg)),

@@ -75,6 +75,8 @@ class OutliersConfig:
     window_z: float = 4.0
     duplicate_corr: float = 0.9  # fingerprint correlation from which two tracks count as copies
     noise_coherence: float = 0.1  # spectral coherence below which audio counts as noise (music: 0.2-0.7)
+    clipped_share: float = 0.02  # share of samples within 2 dB of the peak from which a track counts as clipped
+    dropout_share: float = 0.02  # share of samples in digital-zero gaps (>= 10 ms) from which a track has dropouts
 
 
 @dataclass
@@ -321,6 +323,9 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
     if o.track_z <= 0 or o.window_z <= 0 or not 0.0 < o.duplicate_corr <= 1.0 or not 0.0 <= o.noise_coherence < 1.0:
         errors.append("outliers.track_z and outliers.window_z must be > 0, outliers.duplicate_corr in (0, 1] "
                       "and outliers.noise_coherence in [0, 1)")
+    if not 0.0 < o.clipped_share <= 1.0 or not 0.0 < o.dropout_share <= 1.0:
+        errors.append(f"outliers.clipped_share and outliers.dropout_share must be in (0, 1], got {o.clipped_share} "
+                      f"and {o.dropout_share}")
     if not 0.0 <= cfg.ingest.valid_fraction < 1.0:
         errors.append(f"ingest.valid_fraction must be in [0, 1), got {cfg.ingest.valid_fraction}")
     for r in cfg.augment.stretch_rates:

@@ -77,6 +77,7 @@ class OutliersConfig:
     noise_coherence: float = 0.1  # spectral coherence below which audio counts as noise (music: 0.2-0.7)
     clipped_share: float = 0.02  # share of samples within 2 dB of the peak from which a track counts as clipped
     dropout_share: float = 0.02  # share of samples in digital-zero gaps (>= 10 ms) from which a track has dropouts
+    flatness_z: float = 2.0  # robust z of a track's spectral flatness from which it counts as noisy or distorted
 
 
 @dataclass
@@ -323,6 +324,8 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
     if o.track_z <= 0 or o.window_z <= 0 or not 0.0 < o.duplicate_corr <= 1.0 or not 0.0 <= o.noise_coherence < 1.0:
         errors.append("outliers.track_z and outliers.window_z must be > 0, outliers.duplicate_corr in (0, 1] "
                       "and outliers.noise_coherence in [0, 1)")
+    if o.flatness_z <= 0:
+        errors.append(f"outliers.flatness_z must be > 0, got {o.flatness_z}")
     if not 0.0 < o.clipped_share <= 1.0 or not 0.0 < o.dropout_share <= 1.0:
         errors.append(f"outliers.clipped_share and outliers.dropout_share must be in (0, 1], got {o.clipped_share} "
                       f"and {o.dropout_share}")

@@ -211,7 +211,7 @@ def stage_segment(cfg: DictConfig, run: Path) -> dict[str, Any]:
 
         params = OutlierParams(track_z=o.track_z, window_z=o.window_z, duplicate_corr=o.duplicate_corr,
                                noise_coherence=o.noise_coherence, clipped_share=o.clipped_share,
-                               dropout_share=o.dropout_share)
+                               dropout_share=o.dropout_share, flatness_z=o.flatness_z)
         report = check_run(run, windows, cfg.segment.sample_rate, params)
         result["outlier_tracks"] = len(report.flagged_tracks)
         result["outlier_windows"] = len(report.flagged_windows)

@@ -52,6 +52,7 @@ class OutlierParams:
     noise_coherence: float = 0.1  # spectral coherence below which audio is noise-like (music: 0.2-0.7)
     clipped_share: float = 0.02  # share of samples within 2 dB of the peak from which a track is clipped
     dropout_share: float = 0.02  # share of samples in digital-zero gaps from which a track has dropouts
+    flatness_z: float = 2.0  # robust z of a track's spectral flatness over tracks from which it is noisy or distorted
 
 
 @dataclass
@@ -268,7 +269,7 @@ def _whiten(emb: np.ndarray) -> np.ndarray:
 
 
 def track_scores(x: np.ndarray, track_of: np.ndarray, tids: list[str]) -> np.ndarray:
-    """Robust z-score of every track ``[tracks]``: the mean of two views of how far it lies.
+    """Score of every track ``[tracks]``: the mean of two robust z-scores of how far it lies.
 
     * the median distance of its windows from the catalogue's centre (a track made of unusual
       windows), and
@@ -286,7 +287,10 @@ def track_scores(x: np.ndarray, track_of: np.ndarray, tids: list[str]) -> np.nda
     med = np.median(cent, axis=0)
     mad = 1.4826 * np.median(np.abs(cent - med), axis=0)
     z_cent = _robust_z(np.sqrt((((cent - med) / np.maximum(mad, 1e-6)) ** 2).sum(axis=1)))
-    return 0.5 * (z_med + z_cent)
+    # A track of few windows has a noisy median and centroid (a 15 s jingle is two or three
+    # windows): its score is scaled down by the square root of its share of the typical count.
+    n = np.array([np.sum(track_of == t) for t in tids], dtype=np.float64)
+    return 0.5 * (z_med + z_cent) * np.minimum(1.0, np.sqrt(n / np.median(n)))
 
 
 def detect_outliers(
@@ -321,6 +325,8 @@ def detect_outliers(
     d = np.sqrt((x**2).sum(axis=1))
     wz = _robust_z(d)
     tz = track_scores(x, track_of, tids)
+    # Garbage blocks, aliasing and hiss all whiten the spectrum: a track far flatter than the rest.
+    fz = _robust_z(np.array([np.median(embeddings[track_of == t, -EXTRA_DIMS + 2]) for t in tids]))
     report.track_scores = {t: round(float(z), 3) for t, z in zip(tids, tz, strict=True)}
     report.window_scores = {w.id: round(float(z), 3) for w, z in zip(windows, wz, strict=True)}
     for t, z in zip(tids, tz, strict=True):
@@ -335,6 +341,9 @@ def detect_outliers(
             report.flagged_tracks[t] = f"clipped: {100 * clipped:.1f}% of samples at the ceiling > {100 * p.clipped_share:g}%"
         elif dropped > p.dropout_share:
             report.flagged_tracks[t] = f"dropouts: {100 * dropped:.1f}% of samples in digital-zero gaps > {100 * p.dropout_share:g}%"
+        elif fz[tids.index(t)] > p.flatness_z:
+            report.flagged_tracks[t] = (f"noisy or distorted: spectral flatness {fz[tids.index(t)]:.1f} robust SDs above "
+                                        f"the catalogue's > {p.flatness_z}")
         elif z > p.track_z:
             report.flagged_tracks[t] = f"unlike the rest of the catalogue (track score {z:.1f} > {p.track_z})"
     for w, z, coh in zip(windows, wz, coherence, strict=True):

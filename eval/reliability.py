@@ -339,6 +339,13 @@ def _write(path: Path, x: np.ndarray, sr: int) -> None:
     sf.write(str(path), np.clip(x, -1, 1).astype(np.float32), sr, subtype="PCM_16")
 
 
+def _write_ogg(path: Path, x: np.ndarray, sr: int) -> None:
+    """Ogg Vorbis in 1 s pieces: libsndfile's Vorbis encoder overflows its stack on a whole track in one call."""
+    with sf.SoundFile(str(path), "w", samplerate=sr, channels=1, format="OGG", subtype="VORBIS") as f:
+        for s0 in range(0, x.shape[0], sr):
+            f.write(np.clip(x[s0 : s0 + sr], -1, 1).astype(np.float32))
+
+
 def split_catalogue(music: Path) -> dict[str, list[Path]]:
     """Fixed split of the real catalogue (by sorted name, decided before any measurement).
 
@@ -456,8 +463,7 @@ def build_injected_catalogue(split: str, out: Path, seed: int) -> dict[str, Any]
             _write(out / name, _mono(f, 22050), 22050)
         else:
             name = f"copy-{f.stem}-trimmed.ogg"
-            sf.write(str(out / name), x[int(5 * sr) : x.shape[0] - int(5 * sr)] * 10 ** (2 / 20), sr, format="OGG",
-                     subtype="VORBIS")
+            _write_ogg(out / name, x[int(5 * sr) : x.shape[0] - int(5 * sr)] * 10 ** (2 / 20), sr)
         duplicate_of[name] = f.name
         truth[name] = "near duplicate"
     # Bursts inside real tracks: 15 s of noise or a glitch loop.

@@ -155,3 +155,34 @@ def test_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path, monkeypatch,
     leftovers = [p.name for p in run.rglob("*") if p.is_file()]
     assert not [n for n in leftovers if ".tmp" in n]
     assert not (run / "tracks.jsonl").exists()
+
+
+def test_file_segment_cannot_decode_moves_to_rejects(tmp_path):
+    """A file ingest accepted but that is damaged before segment: a reject with one line, not a track."""
+    import soundfile as sf
+    from reliability_corpus import _tone
+
+    cat, run = tmp_path / "cat", tmp_path / "run"
+    cat.mkdir()
+    for name in ("a.flac", "b.flac", "c.flac"):
+        sf.write(cat / name, _tone(6.0, 16000, seed=len(name) + ord(name[0])), 16000)
+    ingest = _cli("ingest", str(cat), "--run-dir", str(run))
+    assert ingest.returncode == 0, ingest.stderr
+    assert len(read_jsonl(run / "tracks.jsonl")) == 3
+    data = (cat / "b.flac").read_bytes()
+    (cat / "b.flac").write_bytes(data[: len(data) // 3])  # damaged after ingest: truncated
+    segment = _cli("segment", "--run-dir", str(run), "segment.window_s=4", "segment.hop_s=2", "segment.workers=1")
+    assert segment.returncode == 0, segment.stderr
+    _no_traceback(segment)
+    tracks = [Path(t["path"]).name for t in read_jsonl(run / "tracks.jsonl")]
+    rejects = {Path(r["path"]).name: r["reason"] for r in read_jsonl(run / "rejects.jsonl")}
+    assert sorted(tracks) == ["a.flac", "c.flac"]
+    assert list(rejects) == ["b.flac"]
+    assert rejects["b.flac"] and "\n" not in rejects["b.flac"] and "decode" in rejects["b.flac"]
+    ids = {t["id"] for t in read_jsonl(run / "tracks.jsonl")}
+    windows = read_jsonl(run / "windows.jsonl")
+    assert windows and {w["track_id"] for w in windows} == ids
+    # Running segment again changes nothing: the reject is not listed twice.
+    again = _cli("segment", "--run-dir", str(run), "segment.window_s=4", "segment.hop_s=2", "segment.workers=1")
+    assert again.returncode == 0, again.stderr
+    assert len(read_jsonl(run / "rejects.jsonl")) == 1 and len(read_jsonl(run / "tracks.jsonl")) == 2

@@ -133,6 +133,8 @@ def generate(
     watermark_key: Annotated[str, typer.Option("--watermark-key", help="watermark key, or env:NAME to read $NAME")] = "stylecraft",
     watermark_strength: Annotated[float, typer.Option("--watermark-strength", help="watermark strength (0, 0.5]")] = 0.12,
     no_watermark: Annotated[bool, typer.Option("--no-watermark", help="write files without the watermark")] = False,
+    watermark_method: Annotated[str, typer.Option("--watermark-method", help="dsp, or audioseal (needs its weights)")] = "dsp",
+    audioseal_path: Annotated[str, typer.Option("--audioseal-path", help="folder of AudioSeal weights (default: fetched)")] = "",
 ) -> None:
     """Generate music from text, a seed riff and/or a melody (watermarked, with provenance).
 
@@ -164,7 +166,10 @@ def generate(
     long_form = LongForm(window_s=window, context_s=context)
     long_form.validate()
     bundle = load_model(model)
-    mark = WatermarkSettings(enabled=not no_watermark, key=watermark_key, strength=watermark_strength)
+    mark = WatermarkSettings(
+        enabled=not no_watermark, key=watermark_key, strength=watermark_strength,
+        method=watermark_method, audioseal_path=audioseal_path,
+    )
     rows = run_generate(
         bundle, out, prompts, params, per_prompt=n, seed_audio=seed_audio, watermark=mark,
         batch_size=batch_size, long_form=long_form, melody=melody,
@@ -344,20 +349,22 @@ KeyOpt = Annotated[str, typer.Option("--key", help="watermark key, or env:NAME t
 def watermark_detect(
     file: Annotated[Path, typer.Argument(help="audio file (any format soundfile reads: FLAC, WAV, OGG, MP3 …)")],
     key: KeyOpt = "stylecraft",
-    threshold: Annotated[float, typer.Option(help="score needed to call it watermarked")] = 7.0,
+    threshold: Annotated[float | None, typer.Option(help="score needed to call it watermarked (dsp 7.0, audioseal 0.5)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    method: Annotated[str, typer.Option("--method", help="dsp, or audioseal (needs its weights)")] = "dsp",
+    audioseal_path: Annotated[str, typer.Option("--audioseal-path", help="folder of AudioSeal weights (default: fetched)")] = "",
 ) -> None:
     """Say whether FILE carries the watermark of KEY, with a score; exit 0 if it does, 2 if not."""
-    from stylecraft.generate.watermark import detect_file
+    from stylecraft.generate.watermark import detect_file_as
 
     if not file.is_file():
         raise StylecraftError(f"'{file}' is not a file")
-    d = detect_file(file, key, threshold)
+    d = detect_file_as(method, file, key, threshold, audioseal_path)
     if as_json:
         typer.echo(json.dumps({"file": str(file), **d.__dict__}))
     else:
         verdict = "watermarked" if d.detected else "not watermarked"
-        typer.echo(f"{file}: {verdict} (score {d.score:.2f}, threshold {d.threshold:.1f}, key id {d.key_id})")
+        typer.echo(f"{file}: {verdict} (score {d.score:.2f}, threshold {d.threshold:.2f}, key id {d.key_id})")
     if not d.detected:
         raise typer.Exit(2)
 

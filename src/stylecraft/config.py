@@ -75,6 +75,9 @@ class OutliersConfig:
     window_z: float = 4.0
     duplicate_corr: float = 0.9  # fingerprint correlation from which two tracks count as copies
     noise_coherence: float = 0.1  # spectral coherence below which audio counts as noise (music: 0.2-0.7)
+    clipped_share: float = 0.02  # share of samples within 2 dB of the peak from which a track counts as clipped
+    dropout_share: float = 0.02  # share of samples in digital-zero gaps (>= 10 ms) from which a track has dropouts
+    flatness_z: float = 2.0  # robust z of a track's spectral flatness from which it counts as noisy or distorted
 
 
 @dataclass
@@ -132,11 +135,13 @@ class TrainConfig:
 
 @dataclass
 class WatermarkConfig:
-    """Keyed DSP watermark added to every generated file (stylecraft.generate.watermark)."""
+    """Keyed watermark added to every generated file (stylecraft.generate.watermark, watermark_audioseal)."""
 
     enabled: bool = True
     key: str = "stylecraft"  # a label's own secret, or "env:NAME" to read it from $NAME
-    strength: float = 0.12  # tile gain 1 ± strength in 0.5-7 kHz (eval/results/reliability.md: SNR, detection)
+    strength: float = 0.12  # dsp: tile gain 1 ± strength in 0.5-7 kHz (eval/results/reliability.md: SNR, detection)
+    method: str = "dsp"  # dsp: keyed spread spectrum, no weights; audioseal: AudioSeal networks (weights needed)
+    audioseal_path: str = ""  # folder with generator_base/detector_base weights; empty: `stylecraft fetch audioseal`'s
 
 
 @dataclass
@@ -336,6 +341,11 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
     if o.track_z <= 0 or o.window_z <= 0 or not 0.0 < o.duplicate_corr <= 1.0 or not 0.0 <= o.noise_coherence < 1.0:
         errors.append("outliers.track_z and outliers.window_z must be > 0, outliers.duplicate_corr in (0, 1] "
                       "and outliers.noise_coherence in [0, 1)")
+    if o.flatness_z <= 0:
+        errors.append(f"outliers.flatness_z must be > 0, got {o.flatness_z}")
+    if not 0.0 < o.clipped_share <= 1.0 or not 0.0 < o.dropout_share <= 1.0:
+        errors.append(f"outliers.clipped_share and outliers.dropout_share must be in (0, 1], got {o.clipped_share} "
+                      f"and {o.dropout_share}")
     if not 0.0 <= cfg.ingest.valid_fraction < 1.0:
         errors.append(f"ingest.valid_fraction must be in [0, 1), got {cfg.ingest.valid_fraction}")
     for r in cfg.augment.stretch_rates:
@@ -377,6 +387,8 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
         errors.append("set generate.prompts or generate.prompts_file, not both")
     if not 0.0 < g.watermark.strength <= 0.5:
         errors.append(f"generate.watermark.strength must be in (0, 0.5], got {g.watermark.strength}")
+    if g.watermark.method not in ("dsp", "audioseal"):
+        errors.append(f"generate.watermark.method must be dsp or audioseal, got '{g.watermark.method}'")
     if g.watermark.enabled and not str(g.watermark.key):
         errors.append("generate.watermark.key must not be empty (or set generate.watermark.enabled=false)")
     return errors

@@ -210,7 +210,8 @@ def stage_segment(cfg: DictConfig, run: Path) -> dict[str, Any]:
         from stylecraft.data.outliers import OutlierParams, check_run
 
         params = OutlierParams(track_z=o.track_z, window_z=o.window_z, duplicate_corr=o.duplicate_corr,
-                               noise_coherence=o.noise_coherence)
+                               noise_coherence=o.noise_coherence, clipped_share=o.clipped_share,
+                               dropout_share=o.dropout_share, flatness_z=o.flatness_z)
         report = check_run(run, windows, cfg.segment.sample_rate, params)
         result["outlier_tracks"] = len(report.flagged_tracks)
         result["outlier_windows"] = len(report.flagged_windows)
@@ -266,7 +267,8 @@ def stage_generate(cfg: DictConfig, run: Path) -> dict[str, Any]:
         duration_s=g.duration_s, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
         guidance_scale=g.guidance_scale, seed=g.seed, seed_audio_s=g.seed_audio_s, best_of=g.best_of,
     )
-    mark = WatermarkSettings(enabled=g.watermark.enabled, key=g.watermark.key, strength=g.watermark.strength)
+    mark = WatermarkSettings(enabled=g.watermark.enabled, key=g.watermark.key, strength=g.watermark.strength,
+                             method=g.watermark.method, audioseal_path=g.watermark.audioseal_path)
     rows = generate(
         bundle, run / "generated", prompts, params, per_prompt=g.per_prompt, watermark=mark,
         recipe_sha256=sha256_json(to_container(cfg)), batch_size=g.batch_size,

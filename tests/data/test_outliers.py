@@ -10,7 +10,16 @@ from stylecraft.artifacts import read_jsonl
 from stylecraft.config import load_recipe
 from stylecraft.data.demo import synth_track
 from stylecraft.data.manifest import Window
-from stylecraft.data.outliers import OutlierParams, detect_outliers, find_duplicates, fingerprint
+from stylecraft.data.outliers import (
+    DAMAGE_DIMS,
+    EXTRA_DIMS,
+    OutlierParams,
+    damage,
+    detect_outliers,
+    find_duplicates,
+    fingerprint,
+    track_scores,
+)
 from stylecraft.pipeline import run_stage
 
 SR = 22050
@@ -24,23 +33,61 @@ def _windows(track_sizes: dict[str, int]) -> list[Window]:
     ]
 
 
+def _layout(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Rows laid out like :func:`window_embeddings`: whitened features, then texture and damage."""
+    extra = np.tile([0.5, 0.4, -1.0, 0.001, 0.0], (n, 1))  # coherent, unclipped, no dropouts
+    return np.concatenate([rng.standard_normal((n, 100)), extra], axis=1)
+
+
 def test_scores_on_known_embeddings():
     rng = np.random.default_rng(0)
-    sizes = {f"t{i:02d}": 12 for i in range(10)} | {"far": 12}
+    sizes = {f"t{i:02d}": 12 for i in range(12)} | {"far": 12}
     windows = _windows(sizes)
-    emb = np.concatenate([rng.standard_normal((len(windows), 80)), np.full((len(windows), 3), 0.5)], axis=1)
-    emb[-12:, :80] += 6.0  # a whole track elsewhere
-    emb[5, :80] += 12.0  # one odd window in a clean track
-    emb[24:36, 80] = 0.02  # t02: no spectral coherence, like noise
-    emb[40, 80] = 0.01  # and one noise-like window in t03
+    emb = _layout(len(windows), rng)
+    assert emb.shape[1] == 100 + EXTRA_DIMS
+    coh, clip, drop = emb.shape[1] - EXTRA_DIMS, emb.shape[1] - DAMAGE_DIMS, emb.shape[1] - 1
+    emb[-12:, :100] += 6.0  # a whole track elsewhere
+    emb[5, :100] += 12.0  # one odd window in a clean track
+    emb[24:36, coh] = 0.02  # t02: no spectral coherence, like noise
+    emb[40, coh] = 0.01  # and one noise-like window in t03
+    emb[48:60, clip] = 0.2  # t04: a fifth of its samples at the ceiling
+    emb[60:72, drop] = 0.3  # t05: digital-zero gaps
     rep = detect_outliers(windows, emb, OutlierParams(), duplicates={"t01": "t00"})
     assert "far" in rep.flagged_tracks and "noise-like" in rep.flagged_tracks["t02"]
+    assert rep.flagged_tracks["t04"].startswith("clipped") and rep.flagged_tracks["t05"].startswith("dropouts")
     assert "noise-like" in rep.flagged_windows["t03-0004"]
     assert rep.duplicates.get("t01") == "t00" and "t01" in rep.flagged_tracks
     assert "t00" not in rep.flagged_tracks  # of two copies only the later one is excluded
     assert "t00-0005" in rep.flagged_windows
-    clean_flagged = [w for w in rep.flagged_windows if w[:3] not in ("far", "t01", "t02") and w not in ("t00-0005", "t03-0004")]
+    bad = ("far", "t01", "t02", "t04", "t05")
+    assert not set(rep.flagged_tracks) - set(bad)
+    clean_flagged = [w for w in rep.flagged_windows if w[:3] not in bad and w not in ("t00-0005", "t03-0004")]
     assert len(clean_flagged) <= 2
+
+
+def test_damage_sees_clipping_and_dropouts_not_music():
+    sr = 16000
+    song = synth_track(12.0, sr, seed=7, channels=1).reshape(-1)
+    song = 0.5 * song / np.max(np.abs(song))
+    clean = damage(song)
+    assert clean[0] < 0.01 and clean[1] == 0.0
+    assert damage(np.clip(song * 8.0, -1, 1))[0] > 0.1  # overdriven by 18 dB
+    gapped = song.copy()
+    gapped[sr : 2 * sr] = 0.0  # one second of 12 lost
+    assert damage(gapped)[1] == pytest.approx(1 / 12, abs=1e-3)
+    tiny = song.copy()
+    tiny[sr : sr + 100] = 0.0  # shorter than 10 ms: a zero crossing region, not a dropout
+    assert damage(tiny)[1] == 0.0
+
+
+def test_track_score_sees_a_track_that_is_off_to_one_side():
+    rng = np.random.default_rng(3)
+    tids = [f"t{i:02d}" for i in range(20)]
+    track_of = np.repeat(tids, 10)
+    x = rng.standard_normal((200, 30))
+    x[190:, 0] += 2.5  # the last track: each window plausible, all of them shifted the same way
+    z = track_scores(x, track_of, tids)
+    assert z.shape == (20,) and int(np.argmax(z)) == 19 and z[19] > 3.5
 
 
 def test_fingerprints_match_edited_copies_only():
@@ -62,7 +109,7 @@ def test_fingerprints_match_edited_copies_only():
 
 def test_too_few_tracks_is_a_note_not_a_guess():
     windows = _windows({"a": 5, "b": 5})
-    rep = detect_outliers(windows, np.random.default_rng(1).standard_normal((10, 83)))
+    rep = detect_outliers(windows, np.random.default_rng(1).standard_normal((10, 100 + EXTRA_DIMS)))
     assert rep.flagged_windows == {} and "fewer than" in rep.note
 
 

@@ -50,6 +50,9 @@ class OutlierParams:
     window_z: float = 4.0
     duplicate_corr: float = 0.9  # fingerprint correlation from which two tracks are copies
     noise_coherence: float = 0.1  # spectral coherence below which audio is noise-like (music: 0.2-0.7)
+    clipped_share: float = 0.02  # share of samples within 2 dB of the peak from which a track is clipped
+    dropout_share: float = 0.02  # share of samples in digital-zero gaps from which a track has dropouts
+    flatness_z: float = 2.0  # robust z of a track's spectral flatness over tracks from which it is noisy or distorted
 
 
 @dataclass
@@ -98,12 +101,41 @@ def texture(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.array(out)
 
 
+DAMAGE_DIMS = 2
+EXTRA_DIMS = TEXTURE_DIMS + DAMAGE_DIMS  # trailing columns of an embedding row that are not whitened
+SLOW_DIMS = 20  # MFCCs whose spread over a window's blocks is kept
+
+
+def damage(audio: np.ndarray) -> np.ndarray:
+    """Two "is this recording damaged" numbers for a mono float clip: ``[clipped share, dropout share]``.
+
+    Clipped share: samples within 2 dB of the clip's peak. A clipped recording sits on its
+    ceiling (still near it after resampling rounds the flat tops); music peaks in a handful of
+    samples. Dropout share: samples in runs of exact digital zeros of 10 ms or more at 16 kHz
+    (160 samples), the trace of lost blocks; recordings keep some noise floor.
+    """
+    a = np.abs(np.asarray(audio, dtype=np.float32))
+    peak = float(a.max()) if a.size else 0.0
+    if peak <= 0.0:
+        return np.array([0.0, 1.0])
+    clipped = float(np.mean(a >= 0.79 * peak))
+    zero = np.concatenate([[0], (a == 0.0).astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(zero))  # run starts and ends alternate
+    runs = edges[1::2] - edges[0::2]
+    return np.array([clipped, float(runs[runs >= 160].sum()) / a.size])
+
+
 def window_embeddings(run_dir: str | Path, windows: list[Window], sample_rate: int, progress: bool = True) -> np.ndarray:
-    """MFCC embedding of every window (mean over its 0.96 s blocks) and its :func:`texture`: ``[windows, 83]``."""
+    """Features of every window: ``[windows, 80 + 20 + 5]``.
+
+    The MFCC embedding's mean over the window's 0.96 s blocks (80), the spread over blocks of
+    its first 20 values (how the timbre moves within the window: a steady drone, a loop or noise
+    barely moves), then :func:`texture` (3) and :func:`damage` (2).
+    """
     from stylecraft.evaluate.embeddings import MfccEmbedding
 
     emb = MfccEmbedding()
-    out = np.zeros((len(windows), emb.dim + TEXTURE_DIMS), dtype=np.float64)
+    out = np.zeros((len(windows), emb.dim + SLOW_DIMS + EXTRA_DIMS), dtype=np.float64)
     by_track: dict[str, list[int]] = {}
     for i, w in enumerate(windows):
         by_track.setdefault(w.track_id, []).append(i)
@@ -113,8 +145,11 @@ def window_embeddings(run_dir: str | Path, windows: list[Window], sample_rate: i
             w = windows[i]
             start = int(round(w.start_s * sample_rate))
             seg = pcm[start : start + int(round(w.duration_s * sample_rate))].astype(np.float32) / 32767.0
-            out[i, : emb.dim] = emb.embed(seg, sample_rate).mean(axis=0)
-            out[i, emb.dim :] = texture(seg, sample_rate)
+            blocks = emb.embed(seg, sample_rate)  # [blocks, 80]
+            out[i, : emb.dim] = blocks.mean(axis=0)
+            out[i, emb.dim : emb.dim + SLOW_DIMS] = blocks[:, :SLOW_DIMS].std(axis=0)
+            out[i, -EXTRA_DIMS : -DAMAGE_DIMS] = texture(seg, sample_rate)
+            out[i, -DAMAGE_DIMS:] = damage(seg)
     return out
 
 
@@ -233,6 +268,31 @@ def _whiten(emb: np.ndarray) -> np.ndarray:
     return out
 
 
+def track_scores(x: np.ndarray, track_of: np.ndarray, tids: list[str]) -> np.ndarray:
+    """Score of every track ``[tracks]``: the mean of two robust z-scores of how far it lies.
+
+    * the median distance of its windows from the catalogue's centre (a track made of unusual
+      windows), and
+    * the distance of its centroid (per-dimension median of its whitened windows, so that a burst
+      inside a track does not move it) from the other tracks' centroids,
+      standardised per dimension over tracks (a track whose windows are each plausible but
+      which sits, as a whole, off to one side: another artist's orchestra, a different mix).
+
+    Args:
+        x: whitened window embeddings ``[windows, D]``; track_of: track id of each row ``[windows]``.
+    """
+    d = np.sqrt((x**2).sum(axis=1))
+    z_med = _robust_z(np.array([np.median(d[track_of == t]) for t in tids]))
+    cent = np.stack([np.median(x[track_of == t], axis=0) for t in tids])  # [tracks, D]
+    med = np.median(cent, axis=0)
+    mad = 1.4826 * np.median(np.abs(cent - med), axis=0)
+    z_cent = _robust_z(np.sqrt((((cent - med) / np.maximum(mad, 1e-6)) ** 2).sum(axis=1)))
+    # A track of few windows has a noisy median and centroid (a 15 s jingle is two or three
+    # windows): its score is scaled down by the square root of its share of the typical count.
+    n = np.array([np.sum(track_of == t) for t in tids], dtype=np.float64)
+    return 0.5 * (z_med + z_cent) * np.minimum(1.0, np.sqrt(n / np.median(n)))
+
+
 def detect_outliers(
     windows: list[Window], embeddings: np.ndarray, params: OutlierParams | None = None,
     duplicates: dict[str, str] | None = None,
@@ -248,9 +308,9 @@ def detect_outliers(
     if len(windows) < 2 or len(tids) < 2:
         report.note = "fewer than two tracks: nothing to compare"
         return report
-    mfcc_dims = embeddings.shape[1] - TEXTURE_DIMS
-    coherence = embeddings[:, mfcc_dims]
-    x = _whiten(embeddings[:, :mfcc_dims])
+    coherence = embeddings[:, -EXTRA_DIMS]
+    dmg = embeddings[:, -DAMAGE_DIMS:]  # [windows, 2]: clipped share, dropout share
+    x = _whiten(embeddings[:, :-EXTRA_DIMS])
     track_of = np.array([w.track_id for w in windows])
 
     # Of a pair of copies only the later one (in id order) is flagged: one copy stays.
@@ -264,16 +324,26 @@ def detect_outliers(
 
     d = np.sqrt((x**2).sum(axis=1))
     wz = _robust_z(d)
-    track_d = np.array([np.median(d[track_of == t]) for t in tids])
-    tz = _robust_z(track_d)
+    tz = track_scores(x, track_of, tids)
+    # Garbage blocks, aliasing and hiss all whiten the spectrum: a track far flatter than the rest.
+    fz = _robust_z(np.array([np.median(embeddings[track_of == t, -EXTRA_DIMS + 2]) for t in tids]))
     report.track_scores = {t: round(float(z), 3) for t, z in zip(tids, tz, strict=True)}
     report.window_scores = {w.id: round(float(z), 3) for w, z in zip(windows, wz, strict=True)}
     for t, z in zip(tids, tz, strict=True):
         if t in report.flagged_tracks:
             continue
-        coh = float(np.median(coherence[track_of == t]))
+        mine = track_of == t
+        coh = float(np.median(coherence[mine]))
+        clipped, dropped = (float(v) for v in np.median(dmg[mine], axis=0))
         if coh < p.noise_coherence:
             report.flagged_tracks[t] = f"noise-like: spectral coherence {coh:.2f} < {p.noise_coherence}"
+        elif clipped > p.clipped_share:
+            report.flagged_tracks[t] = f"clipped: {100 * clipped:.1f}% of samples at the ceiling > {100 * p.clipped_share:g}%"
+        elif dropped > p.dropout_share:
+            report.flagged_tracks[t] = f"dropouts: {100 * dropped:.1f}% of samples in digital-zero gaps > {100 * p.dropout_share:g}%"
+        elif fz[tids.index(t)] > p.flatness_z:
+            report.flagged_tracks[t] = (f"noisy or distorted: spectral flatness {fz[tids.index(t)]:.1f} robust SDs above "
+                                        f"the catalogue's > {p.flatness_z}")
         elif z > p.track_z:
             report.flagged_tracks[t] = f"unlike the rest of the catalogue (track score {z:.1f} > {p.track_z})"
     for w, z, coh in zip(windows, wz, coherence, strict=True):

@@ -69,12 +69,14 @@ class WatermarkSettings:
     enabled: bool = True
     key: str = wm.DEFAULT_KEY
     strength: float = wm.DEFAULT_STRENGTH
+    method: str = "dsp"  # or "audioseal" (stylecraft.generate.watermark_audioseal)
+    audioseal_path: str = ""
 
     def record(self) -> dict[str, Any]:
         """The provenance entry: never the key itself, only its public id."""
         if not self.enabled:
             return {"method": None}
-        return {"method": wm.METHOD, "key_id": wm.key_id(self.key), "strength": self.strength}
+        return wm.record_as(self.method, self.key, self.strength, self.audioseal_path)
 
 
 def model_sha256(bundle: ModelBundle) -> str:
@@ -356,6 +358,7 @@ def generate(
     mark = watermark if watermark is not None else WatermarkSettings()
     if mark.enabled:
         wm.resolve_key(mark.key)  # a missing key is a user error before any sampling
+        mark.record()  # so are an unknown method and missing AudioSeal weights
         if not 0.0 < mark.strength <= 0.5:
             raise StylecraftError(f"watermark strength must be in (0, 0.5], got {mark.strength}")
     melody_audio = mel.load_melody(melody, bundle.sample_rate) if melody is not None else None
@@ -406,7 +409,7 @@ def generate(
                 _, prompt, _ = jobs[k]
                 name = names[k]
                 if mark.enabled:
-                    wav = wm.embed(wav, bundle.sample_rate, mark.key, mark.strength)
+                    wav = wm.embed_as(mark.method, wav, bundle.sample_rate, mark.key, mark.strength, mark.audioseal_path)
                 path = audio_io.write(out / name, wav, bundle.sample_rate)
                 rows[name] = {
                     "file": name,

@@ -24,6 +24,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.signal
@@ -205,3 +206,56 @@ def detect_file(path: str | Path, key: str, threshold: float = THRESHOLD) -> Det
     """:func:`detect` on a decoded file (any format soundfile reads)."""
     audio, sr = audio_io.load(path)
     return detect(audio, sr, key, threshold)
+
+
+METHODS = ("dsp", "audioseal")
+
+
+def embed_as(method: str, audio: np.ndarray, sample_rate: int, key: str, strength: float = DEFAULT_STRENGTH,
+             audioseal_path: str = "") -> np.ndarray:
+    """Watermark with the chosen backend: ``dsp`` (this module) or ``audioseal`` (its weights needed).
+
+    Raises:
+        ConfigError: unknown method.
+        ModelNotFoundError: ``audioseal`` without its package or weights (never a silent fallback).
+    """
+    if method == "dsp":
+        return embed(audio, sample_rate, key, strength)
+    if method == "audioseal":
+        from stylecraft.generate import watermark_audioseal as was
+
+        return was.embed(audio, sample_rate, key, was.load_models(audioseal_path or None))
+    raise ConfigError(f"unknown watermark method '{method}' (known: {', '.join(METHODS)})")
+
+
+def record_as(method: str, key: str, strength: float = DEFAULT_STRENGTH, audioseal_path: str = "") -> dict[str, Any]:
+    """The provenance entry of a watermark: method, the key's public id (never the key), settings."""
+    if method == "dsp":
+        return {"method": METHOD, "key_id": key_id(key), "strength": strength}
+    if method == "audioseal":
+        from stylecraft.generate import watermark_audioseal as was
+
+        return was.record(key, was.load_models(audioseal_path or None))
+    raise ConfigError(f"unknown watermark method '{method}' (known: {', '.join(METHODS)})")
+
+
+def detect_file_as(method: str, path: str | Path, key: str, threshold: float | None = None,
+                   audioseal_path: str = "") -> Any:
+    """:func:`detect_file` with the chosen backend; ``threshold`` None keeps the backend's default.
+
+    Returns:
+        The backend's detection record (``detected``, ``score``, ``threshold``, ``key_id`` …).
+
+    Raises:
+        ConfigError: unknown method.
+        ModelNotFoundError: ``audioseal`` without its package or weights.
+    """
+    if method == "dsp":
+        return detect_file(path, key, THRESHOLD if threshold is None else threshold)
+    if method == "audioseal":
+        from stylecraft.generate import watermark_audioseal as was
+
+        models = was.load_models(audioseal_path or None)
+        audio, sr = audio_io.load(path)
+        return was.detect(audio, sr, key, models, was.DETECT_PROB if threshold is None else threshold)
+    raise ConfigError(f"unknown watermark method '{method}' (known: {', '.join(METHODS)})")

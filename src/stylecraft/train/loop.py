@@ -233,7 +233,8 @@ class _Trackers:
     def audio(self, tag: str, wav: Any, step: int, sample_rate: int) -> None:
         if self.enabled and self.accelerator.is_main_process:
             writer = self.accelerator.get_tracker("tensorboard", unwrap=True)
-            writer.add_audio(tag, torch.from_numpy(wav)[None], step, sample_rate=sample_rate)
+            # 1-D [samples] is the shape both tensorboardX and torch.utils.tensorboard accept.
+            writer.add_audio(tag, torch.from_numpy(wav).clamp(-1.0, 1.0), step, sample_rate=sample_rate)
 
     def close(self) -> None:
         # Also ends the process group of a multi-process run, so it is called with or without trackers.

@@ -13,7 +13,7 @@ import math
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -40,6 +40,7 @@ from stylecraft.train.batches import Collator
 from stylecraft.train.demos import FadScorer, generate_demos, run_caption
 from stylecraft.train.ema import EMA, EMA_FILE
 from stylecraft.train.export import ExportContext, export
+from stylecraft.train.launch_check import check_launch
 
 STATE_FILE = "trainer_state.json"
 
@@ -210,6 +211,36 @@ def _precision(t: Any) -> str:
     return precision
 
 
+@contextmanager
+def _decoder_heads_in_root_unit(musicgen: torch.nn.Module, accelerator: Accelerator) -> Iterator[None]:
+    """Keep MusicGen's embeddings and output heads in FSDP's root unit while ``prepare`` shards.
+
+    Accelerate's FSDP2 gives ``get_input_embeddings()`` and ``get_output_embeddings()`` units of
+    their own, gathered by those modules' forward hooks. MusicGen's are ``ModuleList`` objects (one
+    head per codebook) that the decoder iterates and never calls, so the hooks would never fire and
+    the heads would run on shards; the input side is the frozen T5's table. Hidden for the
+    duration of ``prepare``, both stay in the root unit, which is gathered for the whole forward.
+    """
+    if accelerator.distributed_type != DistributedType.FSDP:
+        yield
+        return
+    hidden = ("get_input_embeddings", "get_output_embeddings")
+    for name in hidden:
+        object.__setattr__(musicgen, name, lambda: None)
+    try:
+        yield
+    finally:
+        for name in hidden:
+            object.__delattr__(musicgen, name)
+
+
+def _local(p: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a parameter: the local shard of an FSDP2 ``DTensor``, else the tensor."""
+    from torch.distributed.tensor import DTensor
+
+    return p.to_local() if isinstance(p, DTensor) else p
+
+
 def _sharded(accelerator: Accelerator) -> bool:
     return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
@@ -265,6 +296,7 @@ def train(
     ckpt_root = train_dir / "checkpoints"
     # Without a GPU, Accelerate forms a gloo process group (MULTI_CPU) only when told cpu=True.
     no_gpu = not torch.cuda.is_available()
+    check_launch(t, cuda=not no_gpu)
     precision = _precision(t)
     accelerator = Accelerator(
         gradient_accumulation_steps=t.grad_accum, mixed_precision=precision, cpu=no_gpu,
@@ -328,9 +360,15 @@ def train(
         data.valid, batch_size=t.batch_size, shuffle=False, collate_fn=collate,
         generator=torch.Generator().manual_seed(t.seed + 1),
     )
-    model, optimizer, train_loader, valid_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, valid_loader, scheduler
-    )
+    if accelerator.distributed_type == DistributedType.FSDP:
+        # The frozen T5 and EnCodec run outside the model's forward (TextConditioner calls the
+        # encoder directly): sharded, their weights would be DTensors that nothing gathers.
+        # They stay whole on every rank; only the decoder is sharded.
+        accelerator.state.fsdp_plugin.ignored_modules = [bundle.model.text_encoder, bundle.model.audio_encoder]
+    with _decoder_heads_in_root_unit(bundle.model, accelerator):
+        model, optimizer, train_loader, valid_loader, scheduler = accelerator.prepare(
+            model, optimizer, train_loader, valid_loader, scheduler
+        )
     if _sharded(accelerator):
         # Sharding replaces the parameters: clip and checksum the ones the optimizer now holds.
         params = [p for p in model.parameters() if p.requires_grad]
@@ -381,7 +419,8 @@ def train(
 
     def save(step: int) -> None:
         # One checksum of the trainable weights per rank: data parallelism must keep them equal.
-        checksum = torch.stack([p.detach().double().sum() for p in params]).sum()
+        # Under FSDP each rank sums its own shards (the entries then add up to the whole).
+        checksum = torch.stack([_local(p).detach().double().sum() for p in params]).sum()
         state["param_checksums"] = accelerator.gather(checksum.to(accelerator.device)[None]).tolist()
         protect = [state["best_checkpoint"]] if t.keep_best and state["best_checkpoint"] else []
         _save_checkpoint(accelerator, ckpt_root, step, state, t.keep_last, extra=ema.save if ema else None,
@@ -600,7 +639,8 @@ def _save_checkpoint(
             extra(tmp / EMA_FILE)
         # The state file is written last, so a step folder without it is never trusted; it lists
         # the sha256 of every file beside it for `stylecraft verify`.
-        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        # FSDP's sharded model and optimizer are folders of per-rank files: those are listed too.
+        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         atomic_write_json(tmp / STATE_FILE, {**state, "files": files})
         if final.exists():
             shutil.rmtree(final)

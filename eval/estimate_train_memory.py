@@ -6,7 +6,10 @@ Parameter counts come from instantiating the transformers MusicGen decoder, T5-b
 - trainable weights fp32 (4 B) + gradients fp32 (4 B) + AdamW moments (8 B) = 16 B per parameter,
   and 4 B more per parameter with train.ema; frozen weights 4 B per parameter (fp32 master copies
   under bf16 autocast);
-- FSDP divides the sharded model's weights, gradients and optimizer states by the process count;
+- FSDP divides the decoder's weights, gradients and optimizer states by the process count; the
+  frozen T5 and EnCodec stay whole on every process (the loop keeps them out of the shards, since
+  the text encoder runs outside the model's forward), and so do the codebook embeddings and output
+  heads (FSDP's root unit, gathered for the whole forward): 2 x 4 codebooks x 2048 x d x 4 B;
 - activations per sample under bf16 autocast with SDPA attention (no [s, s] score matrices kept):
   about 44 * s * d bytes per decoder layer (34 * s * d for self-attention + MLP as in Korthikanti
   et al. 2022, about 10 * s * d more for the cross-attention block), s = 50 frames/s x window + 3
@@ -57,12 +60,13 @@ def estimate(size: str, mode: str, window_s: float, batch: int, procs: int, fsdp
     frozen = p_frozen + (0 if mode == "full" else p_dec)
     shard = procs if fsdp else 1
     states = (16 + (4 if ema else 0)) * trainable / shard
-    frozen_b = 4 * frozen / shard
+    frozen_b = 4 * p_frozen + 4 * (frozen - p_frozen) / shard
     s = int(50 * window_s) + 3
     per_layer = 44 * s * d
     act = (2 * s * d * layers + per_layer) if ckpt else per_layer * layers
     act += 4 * s * 2048 * 10
-    gathered = 4 * (p_dec / layers) * 2 if fsdp else 0  # one layer's full weights (fp32) during its forward/backward
+    # One layer's full weights (fp32) during its forward/backward, and the root unit's embeddings and heads.
+    gathered = (4 * (p_dec / layers) * 2 + 4 * 2 * 4 * 2048 * d) if fsdp else 0
     total = states + frozen_b + batch * act + gathered
     return {"trainable": trainable, "frozen": frozen, "states_gb": states / GB, "frozen_gb": frozen_b / GB,
             "act_per_sample_gb": act / GB, "batch": batch, "gathered_gb": gathered / GB, "total_gb": total / GB, "s": s}

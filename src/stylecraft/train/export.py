@@ -7,6 +7,7 @@ without a writer is a :class:`ConfigError` before anything is written.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,14 +62,22 @@ def _files(folder: Path) -> dict[str, str]:
 
 
 def data_facts(run: Path) -> dict[str, Any]:
-    """The training data a model card cites: the token index hash and the tracks behind it."""
+    """The training data a model card cites: the token index hash and the tracks behind it.
+
+    Each split lists its tracks' sha256 and one digest of them (sha256 of the sorted hashes, one
+    per line), which names the audio independently of file names and folders.
+    """
     index = run / "tokens" / "index.jsonl"
     tracks = read_jsonl_tolerant(run / "tracks.jsonl") if (run / "tracks.jsonl").exists() else []
-    by_split: dict[str, dict[str, float]] = {}
+    by_split: dict[str, dict[str, Any]] = {}
     for t in tracks:
-        s = by_split.setdefault(str(t.get("split")), {"tracks": 0, "hours": 0.0})
+        s = by_split.setdefault(str(t.get("split")), {"tracks": 0, "hours": 0.0, "track_sha256": []})
         s["tracks"] += 1
         s["hours"] += float(t.get("duration_s", 0.0)) / 3600.0
+        s["track_sha256"].append(str(t.get("sha256")))
+    for s in by_split.values():
+        s["track_sha256"].sort()
+        s["sha256"] = hashlib.sha256("\n".join(s["track_sha256"]).encode()).hexdigest()
     return {"tokens_index_sha256": sha256_file(index) if index.exists() else None, "tracks": by_split}
 
 
@@ -100,7 +109,9 @@ def model_card(prov: dict[str, Any]) -> str:
         f"| gradient checkpointing | {f.get('gradient_checkpointing')} |",
         f"| processes | {f.get('processes')} ({f.get('distributed_type')}) |",
         f"| training data | {train_t['tracks']} tracks, {train_t['hours']:.3f} h |",
+        f"| training tracks sha256 (of their sorted sha256) | `{train_t.get('sha256', 'n/a')}` |",
         f"| held-out data | {valid_t['tracks']} tracks, {valid_t['hours']:.3f} h |",
+        f"| held-out tracks sha256 (of their sorted sha256) | `{valid_t.get('sha256', 'n/a')}` |",
         f"| tokens index sha256 | `{prov['data']['tokens_index_sha256']}` |",
         f"| final train loss | {_fmt(f.get('final_loss'))} |",
         f"| final validation loss / perplexity | {_fmt(f.get('val_loss'))} / {_fmt(f.get('val_ppl'), 2)} |",

@@ -1,5 +1,6 @@
 """The loop under FSDP2 with the repository's FSDP config: two gloo processes on CPU (Accelerate's
-device choice forced by fsdp_on_cpu.py), sharded checkpoints, exact resume, LoRA, export."""
+device choice forced by fsdp_on_cpu.py), sharded checkpoints, exact resume, the same training as
+DDP, LoRA, export."""
 
 import json
 import os
@@ -20,12 +21,15 @@ ARGS = ["name=mini", "artist=demo artist", "train.lr=2e-3", "train.warmup_steps=
         "train.save_every=2", "train.eval_every=2", "train.batch_size=2", "train.keep_last=5", "train.max_steps=4"]
 
 
-def _launch(run, *extra):
+def _launch(run, *extra, ddp=False):
     recipe = run / "mini.yaml"
     recipe.write_text("name: mini\nstages: [train]\n")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(ROOT / "recipes" / "accelerate" / "fsdp.yaml"), "--num_processes", "2", "--mixed_precision", "no",
-           str(HERE / "fsdp_on_cpu.py"), "train", str(recipe), f"run_dir={run}", *ARGS, *extra]
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--mixed_precision", "no"]
+    if ddp:
+        launcher += ["--multi_gpu", "--num_machines", "1", "--dynamo_backend", "no", "-m", "stylecraft"]
+    else:
+        launcher += ["--config_file", str(ROOT / "recipes" / "accelerate" / "fsdp.yaml"), str(HERE / "fsdp_on_cpu.py")]
+    cmd = [*launcher, "train", str(recipe), f"run_dir={run}", *ARGS, *extra]
     env = {**os.environ, "STYLECRAFT_PROGRESS": "0", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -48,6 +52,19 @@ def test_fsdp_full_fine_tune_saves_shards_and_resumes_exactly(tokenized_run, tmp
         for shard in shards:
             assert state["files"][f"{part}/{shard}"] == sha256_file(ckpt / part / shard)
     assert len(state["param_checksums"]) == 2
+
+    # The same run under DDP: FSDP's sharded steps train the same model.
+    ddp = tmp_path / "ddp"
+    shutil.copytree(tokenized_run, ddp, symlinks=True)
+    _launch(ddp, "train.mode=full", ddp=True)
+    by_fsdp, by_ddp = read_jsonl(straight / "train" / "metrics.jsonl"), read_jsonl(ddp / "train" / "metrics.jsonl")
+    for x, y in zip(by_fsdp, by_ddp, strict=True):
+        assert x["loss"] == pytest.approx(y["loss"], rel=1e-6) and x["grad_norm"] == pytest.approx(y["grad_norm"], rel=1e-5)
+        assert x.keys() == y.keys()
+        if "val_loss" in y:
+            assert x["val_loss"] == pytest.approx(y["val_loss"], rel=1e-6)
+    wf, wd = load_file(straight / "model" / "model.safetensors"), load_file(ddp / "model" / "model.safetensors")
+    assert all(torch.allclose(wf[k], wd[k], atol=1e-6) for k in wf)
 
     # A run that lost everything after step 2 continues to the same losses and weights.
     shutil.copytree(straight, resumed, symlinks=True)

@@ -334,7 +334,11 @@ def train(
     if t.gradient_checkpointing:
         # Non-reentrant checkpointing back-propagates into LoRA weights even though the frozen
         # embeddings feeding the first layer need no gradient (the reentrant form would not).
-        model.decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        if hasattr(model.decoder, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            model.decoder.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if t.mode == "lora":
         model.decoder.requires_grad_(False)
         if hasattr(model, "enc_to_dec_proj"):

@@ -110,6 +110,48 @@ class LoraConfig:
 
 
 @dataclass
+class EmaConfig:
+    """Exponential moving average of the trainable weights (updated after every optimizer step)."""
+
+    enabled: bool = False
+    decay: float = 0.999
+    use_for_eval: bool = True  # validation loss, demos and FAD use the EMA weights
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Stop when ``metric`` has not improved by ``min_delta`` for ``patience`` evaluations."""
+
+    enabled: bool = False
+    metric: str = "val_loss"  # val_loss (every eval_every steps) | fad (every demo.every steps)
+    patience: int = 3
+    min_delta: float = 0.0
+    embedding: str = "mfcc"  # the FAD embedding when metric=fad
+
+
+@dataclass
+class TrainDemoConfig:
+    """Audio generated with the current weights every ``every`` steps (0: never)."""
+
+    every: int = 0
+    prompts: list[str] = field(default_factory=list)  # empty: the run's caption
+    seeds: list[int] = field(default_factory=lambda: [0])
+    guidance_scales: list[float] = field(default_factory=lambda: [1.0, 3.0])
+    duration_s: float = 4.0
+    top_k: int = 250
+
+
+@dataclass
+class ExportConfig:
+    lora: str = "both"  # merged (model/ weights) | adapter (model/adapter only) | both
+    formats: list[str] = field(default_factory=lambda: ["transformers"])
+
+
+# Formats the exporter knows (stylecraft.train.export.EXPORTERS registers one function per name).
+EXPORT_FORMATS = ("transformers",)
+
+
+@dataclass
 class TrainConfig:
     mode: str = "lora"  # lora | full
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -122,7 +164,15 @@ class TrainConfig:
     grad_accum: int = 1
     max_grad_norm: float = 1.0
     cond_dropout: float = 0.1  # probability of a zeroed text condition (classifier-free guidance)
-    mixed_precision: str = "auto"  # auto | no | bf16 | fp16
+    mixed_precision: str = "auto"  # auto (bf16 on GPUs that have it) | no | bf16 | fp16 (with a grad scaler)
+    gradient_checkpointing: bool = False  # recompute decoder activations in backward (less memory)
+    dropout: float | None = None  # decoder dropout override (None: the model's own)
+    ema: EmaConfig = field(default_factory=EmaConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    keep_best: bool = False  # keep the best checkpoint besides the last N, and export it
+    demo: TrainDemoConfig = field(default_factory=TrainDemoConfig)
+    tensorboard: bool = True  # train/tensorboard (losses, learning rate, demo audio, FAD)
+    export: ExportConfig = field(default_factory=ExportConfig)
     save_every: int = 50
     keep_last: int = 2
     eval_every: int = 50
@@ -368,6 +418,40 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
         errors.append(f"train.attention must be auto|sdpa|eager|flash_attention_2, got '{t.attention}'")
     if not 0.0 <= t.cond_dropout < 1.0:
         errors.append(f"train.cond_dropout must be in [0, 1), got {t.cond_dropout}")
+    if t.weight_decay < 0:
+        errors.append(f"train.weight_decay must be >= 0, got {t.weight_decay}")
+    if t.dropout is not None and not 0.0 <= t.dropout < 1.0:
+        errors.append(f"train.dropout must be in [0, 1) or null, got {t.dropout}")
+    if not 0.0 < t.ema.decay < 1.0:
+        errors.append(f"train.ema.decay must be in (0, 1), got {t.ema.decay}")
+    es = t.early_stopping
+    if es.metric not in ("val_loss", "fad"):
+        errors.append(f"train.early_stopping.metric must be val_loss or fad, got '{es.metric}'")
+    if es.patience < 1:
+        errors.append(f"train.early_stopping.patience must be >= 1, got {es.patience}")
+    if es.min_delta < 0:
+        errors.append(f"train.early_stopping.min_delta must be >= 0, got {es.min_delta}")
+    if es.enabled and es.metric == "fad" and t.demo.every < 1:
+        errors.append("train.early_stopping.metric=fad needs demo generations: set train.demo.every >= 1")
+    d = t.demo
+    if d.every < 0:
+        errors.append(f"train.demo.every must be >= 0 (0: no demos), got {d.every}")
+    if d.every and (not d.seeds or not d.guidance_scales):
+        errors.append("train.demo.seeds and train.demo.guidance_scales must not be empty")
+    if d.duration_s <= 0:
+        errors.append(f"train.demo.duration_s must be > 0, got {d.duration_s}")
+    if d.top_k < 0:
+        errors.append(f"train.demo.top_k must be >= 0, got {d.top_k}")
+    for gs in d.guidance_scales:
+        if gs < 0:
+            errors.append(f"train.demo.guidance_scales entries must be >= 0, got {gs}")
+    if t.export.lora not in ("merged", "adapter", "both"):
+        errors.append(f"train.export.lora must be merged|adapter|both, got '{t.export.lora}'")
+    for fmt in t.export.formats:
+        if fmt not in EXPORT_FORMATS:
+            errors.append(f"train.export.formats: unknown format '{fmt}' (known: {', '.join(EXPORT_FORMATS)})")
+    if not t.export.formats:
+        errors.append("train.export.formats must name at least one format (e.g. [transformers])")
     g = cfg.generate
     if g.duration_s <= 0:
         errors.append(f"generate.duration_s must be > 0, got {g.duration_s}")

@@ -37,7 +37,7 @@ def test_training_lowers_validation_loss(fresh_run, mode):
     w = "decoder.model.decoder.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(tuned.state_dict()[w], base.state_dict()[w])
     if mode == "lora":
-        assert (fresh_run / "train" / "adapter" / "adapter_config.json").exists()
+        assert (fresh_run / "model" / "adapter" / "adapter_config.json").exists()
         assert summary["trainable_params"] < 0.05 * sum(p.numel() for p in base.parameters())
     assert (fresh_run / "train" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     prov = json.loads((fresh_run / "model" / "stylecraft.json").read_text())

@@ -14,13 +14,14 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, ProjectConfiguration, broadcast, set_seed
 from torch.utils.data import DataLoader, Sampler
 from transformers import get_cosine_schedule_with_warmup
 
@@ -32,11 +33,15 @@ from stylecraft.artifacts import (
     write_jsonl,
 )
 from stylecraft.data.tokens import TokenDataset
-from stylecraft.errors import CheckpointError, StageInputError, StylecraftError
-from stylecraft.models.loading import ModelBundle, load_model, save_bundle
+from stylecraft.errors import CheckpointError, ConfigError, StageInputError, StylecraftError
+from stylecraft.models.loading import ModelBundle, load_model
 from stylecraft.progress import info, make_progress
-from stylecraft.train import speed
+from stylecraft.train import early_stop, speed
 from stylecraft.train.batches import Collator
+from stylecraft.train.demos import FadScorer, generate_demos, run_caption
+from stylecraft.train.ema import EMA, EMA_FILE
+from stylecraft.train.export import ExportContext, export
+from stylecraft.train.launch_check import check_launch
 
 STATE_FILE = "trainer_state.json"
 
@@ -122,7 +127,12 @@ class TextConditioner:
 
 
 # Settings a run may change and still resume (train longer, save or evaluate at other intervals).
-RESUMABLE_CHANGES = ("max_steps", "save_every", "keep_last", "eval_every", "eval_batches", "log_every")
+# Demos, TensorBoard and export settings only add outputs: demos sample inside fork_rng, so the
+# training stream of random numbers does not depend on them.
+RESUMABLE_CHANGES = (
+    "max_steps", "save_every", "keep_last", "eval_every", "eval_batches", "log_every",
+    "demo", "tensorboard", "export", "keep_best",
+)
 
 
 def _resume_settings(cfg: Any) -> dict[str, Any]:
@@ -182,6 +192,87 @@ def evaluate(model: torch.nn.Module, cond: TextConditioner, loader: DataLoader, 
     return float(torch.stack(losses).mean()) if losses else float("nan")
 
 
+def _set_dropout(decoder: torch.nn.Module, p: float) -> None:
+    """Override the decoder's residual dropout (the config and every layer's own copy of it)."""
+    decoder_cfg = getattr(decoder, "config", None)
+    if decoder_cfg is not None:
+        decoder_cfg.dropout = p
+    for m in decoder.modules():
+        if type(m).__name__ in ("MusicgenDecoder", "MusicgenDecoderLayer") and isinstance(getattr(m, "dropout", None), float):
+            setattr(m, "dropout", p)  # noqa: B010 - a plain float attribute, not a submodule
+
+
+def _precision(t: Any) -> str:
+    precision = resolve_precision(t.mixed_precision)
+    if precision == "fp16":
+        if not torch.cuda.is_available():
+            raise ConfigError("train.mixed_precision=fp16 needs a CUDA GPU: use bf16 or no")
+        info("train: warning: fp16 trains with a dynamic loss scaler and may skip steps; bf16 is preferred "
+             "where the GPU supports it (train.mixed_precision=bf16)")
+    return precision
+
+
+@contextmanager
+def _decoder_heads_in_root_unit(musicgen: torch.nn.Module, accelerator: Accelerator) -> Iterator[None]:
+    """Keep MusicGen's embeddings and output heads in FSDP's root unit while ``prepare`` shards.
+
+    Accelerate's FSDP2 gives ``get_input_embeddings()`` and ``get_output_embeddings()`` units of
+    their own, gathered by those modules' forward hooks. MusicGen's are ``ModuleList`` objects (one
+    head per codebook) that the decoder iterates and never calls, so the hooks would never fire and
+    the heads would run on shards; the input side is the frozen T5's table. Hidden for the
+    duration of ``prepare``, both stay in the root unit, which is gathered for the whole forward.
+    """
+    if accelerator.distributed_type != DistributedType.FSDP:
+        yield
+        return
+    hidden = ("get_input_embeddings", "get_output_embeddings")
+    for name in hidden:
+        object.__setattr__(musicgen, name, lambda: None)
+    try:
+        yield
+    finally:
+        for name in hidden:
+            object.__delattr__(musicgen, name)
+
+
+def _local(p: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a parameter: the local shard of an FSDP2 ``DTensor``, else the tensor."""
+    from torch.distributed.tensor import DTensor
+
+    return p.to_local() if isinstance(p, DTensor) else p
+
+
+def _sharded(accelerator: Accelerator) -> bool:
+    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
+class _Trackers:
+    """TensorBoard through Accelerate's trackers (main process), or nothing when disabled."""
+
+    def __init__(self, accelerator: Accelerator, enabled: bool, run_name: str, step: int) -> None:
+        self.accelerator = accelerator
+        self.enabled = enabled
+        if enabled:
+            # purge_step drops events a killed run logged after its last checkpoint, so a resumed
+            # run's curves have no doubled stretch.
+            accelerator.init_trackers(run_name, init_kwargs={"tensorboard": {"purge_step": step + 1} if step else {}})
+
+    def scalars(self, row: dict[str, Any], step: int) -> None:
+        if self.enabled:
+            values = {k: v for k, v in row.items() if k not in ("step",) and isinstance(v, int | float) and v is not None}
+            self.accelerator.log(values, step=step)
+
+    def audio(self, tag: str, wav: Any, step: int, sample_rate: int) -> None:
+        if self.enabled and self.accelerator.is_main_process:
+            writer = self.accelerator.get_tracker("tensorboard", unwrap=True)
+            # 1-D [samples] is the shape both tensorboardX and torch.utils.tensorboard accept.
+            writer.add_audio(tag, torch.from_numpy(wav).clamp(-1.0, 1.0), step, sample_rate=sample_rate)
+
+    def close(self) -> None:
+        # Also ends the process group of a multi-process run, so it is called with or without trackers.
+        self.accelerator.end_training()
+
+
 def train(
     run_dir: str | Path,
     cfg: Any,
@@ -192,8 +283,10 @@ def train(
     """Fine-tune ``cfg.model.name`` on the run's tokens; resume from the newest complete checkpoint.
 
     Writes ``train/metrics.jsonl`` (one JSON line per optimizer step), ``train/checkpoints/step-N``,
-    ``train/loss.png`` and the final model in ``model/`` (merged when LoRA; adapter in
-    ``train/adapter``).
+    ``train/loss.png``, ``train/tensorboard/`` (``train.tensorboard``), demo audio in
+    ``train/demos/step-N/`` (``train.demo.every``) and the model in ``model/`` (see
+    :mod:`stylecraft.train.export`): the EMA weights when ``train.ema.enabled``, the best
+    checkpoint's when ``train.keep_best``.
 
     Returns:
         A summary: steps, final train and validation loss, paths.
@@ -204,8 +297,12 @@ def train(
     ckpt_root = train_dir / "checkpoints"
     # Without a GPU, Accelerate forms a gloo process group (MULTI_CPU) only when told cpu=True.
     no_gpu = not torch.cuda.is_available()
+    check_launch(t, cuda=not no_gpu)
+    precision = _precision(t)
     accelerator = Accelerator(
-        gradient_accumulation_steps=t.grad_accum, mixed_precision=resolve_precision(t.mixed_precision), cpu=no_gpu
+        gradient_accumulation_steps=t.grad_accum, mixed_precision=precision, cpu=no_gpu,
+        log_with="tensorboard" if t.tensorboard else None,
+        project_config=ProjectConfiguration(project_dir=str(train_dir), logging_dir=str(train_dir / "tensorboard")),
     )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > 1 and accelerator.num_processes != launched:
@@ -214,6 +311,9 @@ def train(
             f"launched as {launched} processes but Accelerate formed a group of {accelerator.num_processes}: "
             "check `accelerate config` / the launch flags"
         )
+    if _sharded(accelerator) and t.ema.enabled:
+        raise ConfigError("train.ema is not supported with FSDP/DeepSpeed yet (the average would be sharded): "
+                          "set train.ema.enabled=false or use DDP")
     set_seed(t.seed)
     data = data_fn(run)
     if len(data.train) < t.batch_size:
@@ -230,13 +330,24 @@ def train(
     model: Any = bundle.model  # becomes a PeftModel with LoRA, then Accelerate's wrapper
     model.text_encoder.requires_grad_(False)
     model.audio_encoder.requires_grad_(False)
+    if t.dropout is not None:
+        _set_dropout(model.decoder, float(t.dropout))
+    if t.gradient_checkpointing:
+        # Non-reentrant checkpointing back-propagates into LoRA weights even though the frozen
+        # embeddings feeding the first layer need no gradient (the reentrant form would not).
+        kwargs = {"use_reentrant": False}
+        if hasattr(model.decoder, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            model.decoder.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if t.mode == "lora":
         model.decoder.requires_grad_(False)
         if hasattr(model, "enc_to_dec_proj"):
             model.enc_to_dec_proj.requires_grad_(False)
         model = _apply_lora(model, t.lora)
     model = speed.apply(model, t)
-    params = [p for p in model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
     n_trainable = sum(p.numel() for p in params)
     optimizer = torch.optim.AdamW(
         params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, fused=True
@@ -255,13 +366,30 @@ def train(
         data.valid, batch_size=t.batch_size, shuffle=False, collate_fn=collate,
         generator=torch.Generator().manual_seed(t.seed + 1),
     )
-    model, optimizer, train_loader, valid_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, valid_loader, scheduler
-    )
+    if accelerator.distributed_type == DistributedType.FSDP:
+        # The frozen T5 and EnCodec run outside the model's forward (TextConditioner calls the
+        # encoder directly): sharded, their weights would be DTensors that nothing gathers.
+        # They stay whole on every rank; only the decoder is sharded.
+        accelerator.state.fsdp_plugin.ignored_modules = [bundle.model.text_encoder, bundle.model.audio_encoder]
+    with _decoder_heads_in_root_unit(bundle.model, accelerator):
+        model, optimizer, train_loader, valid_loader, scheduler = accelerator.prepare(
+            model, optimizer, train_loader, valid_loader, scheduler
+        )
+    if _sharded(accelerator):
+        # Sharding replaces the parameters: clip and checksum the ones the optimizer now holds.
+        params = [p for p in model.parameters() if p.requires_grad]
     cond = TextConditioner(bundle, accelerator.device)
+    ema = EMA(named, float(t.ema.decay)) if t.ema.enabled else None
+    es = t.early_stopping
+    es_metric = es.metric if es.enabled else None
+    best_metric = es_metric or "val_loss"  # what keep_best ranks checkpoints by
 
     settings = _resume_settings(cfg)
-    state: dict[str, Any] = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "best_val": None, "settings": settings}
+    state: dict[str, Any] = {
+        "step": 0, "epoch": 0, "batches_in_epoch": 0, "best_val": None, "best_val_step": None,
+        "early_stopping": early_stop.new_state(), "best_fad": None, "best_fad_step": None, "fad": None,
+        "best_checkpoint": None, "settings": settings,
+    }
     done = _checkpoints(ckpt_root)
     if done:
         last = done[-1]
@@ -273,21 +401,76 @@ def train(
                 "use a new run_dir, or delete its train/ to start over"
             )
         _load_checkpoint(accelerator, last, saved)
-        state = saved
+        if ema is not None:
+            ema.load(last / EMA_FILE)
+        state = {**state, **saved}
         if accelerator.is_main_process:
             kept = [r for r in read_jsonl_tolerant(train_dir / "metrics.jsonl") if r.get("step", 0) <= state["step"]]
             write_jsonl(train_dir / "metrics.jsonl", kept)
             info(f"train: resuming from {last.name}")
     elif accelerator.is_main_process and (train_dir / "metrics.jsonl").exists():
         (train_dir / "metrics.jsonl").unlink()  # no checkpoint: the old log belongs to a discarded start
+    trackers = _Trackers(accelerator, bool(t.tensorboard), str(cfg.name), int(state["step"]))
+
+    demo_every = int(t.demo.every)
+    if demo_every and _sharded(accelerator):
+        info("train: warning: demo generations are skipped under FSDP/DeepSpeed (sampling needs the whole model "
+             "on one process)")
+        demo_every = 0
+    demo_prompts = list(t.demo.prompts) or [run_caption(run, cfg.artist)]
+    fad_scorer: FadScorer | None = None
+    if es_metric == "fad" and accelerator.is_main_process:
+        fad_scorer = FadScorer(run, str(es.embedding), int(cfg.segment.sample_rate))
+        fad_scorer.reference()  # a missing held-out set fails now, not after the first demo steps
+
+    def save(step: int) -> None:
+        # One checksum of the trainable weights per rank: data parallelism must keep them equal.
+        # Under FSDP each rank sums its own shards (the entries then add up to the whole).
+        checksum = torch.stack([_local(p).detach().double().sum() for p in params]).sum()
+        state["param_checksums"] = accelerator.gather(checksum.to(accelerator.device)[None]).tolist()
+        protect = [state["best_checkpoint"]] if t.keep_best and state["best_checkpoint"] else []
+        _save_checkpoint(accelerator, ckpt_root, step, state, t.keep_last, extra=ema.save if ema else None,
+                         protect=protect)
+
+    def evaluate_now() -> float:
+        if ema is not None and t.ema.use_for_eval:
+            with ema.applied():
+                return evaluate(model, cond, valid_loader, t.eval_batches, accelerator)
+        return evaluate(model, cond, valid_loader, t.eval_batches, accelerator)
+
+    def demos(step: int) -> float | None:
+        """Sample the demos (main process) and return their FAD when early stopping needs it."""
+        fad = None
+        if accelerator.is_main_process:
+            unwrapped = accelerator.unwrap_model(model)
+            demo_bundle = ModelBundle(model=unwrapped, tokenizer=bundle.tokenizer, name=bundle.name,
+                                      source=bundle.source)
+            use_ema = ema is not None and t.ema.use_for_eval
+            with (ema.applied() if use_ema and ema is not None else nullcontext()), accelerator.autocast():
+                result = generate_demos(
+                    demo_bundle, train_dir / "demos" / f"step-{step:07d}", demo_prompts, list(t.demo.seeds),
+                    list(t.demo.guidance_scales), float(t.demo.duration_s), int(t.demo.top_k), step,
+                )
+            for stem, wav in result.audio.items():
+                trackers.audio(f"demo/{stem}", wav, step, result.sample_rate)
+            if fad_scorer is not None:
+                fad = fad_scorer.score(result)
+        if fad_scorer is not None or es_metric == "fad":
+            # Every rank must take the same stop decision: the main process's FAD is broadcast.
+            value = torch.tensor([fad if fad is not None else float("nan")], dtype=torch.float64,
+                                 device=accelerator.device)
+            fad = float(broadcast(value, from_process=0).item())
+        accelerator.wait_for_everyone()
+        return fad
 
     batches_per_epoch = len(train_loader)
     step = state["step"]
+    stopped = state["early_stopping"]["stopped_at"] is not None
     model.train()
     step_start = time.perf_counter()  # wall time per optimizer step (logged only, never compared)
     with make_progress() as prog:
         task = prog.add_task("train", total=t.max_steps, completed=step)
-        while step < t.max_steps:
+        while step < t.max_steps and not stopped:
             train_loader.set_epoch(state["epoch"])
             skip = state["batches_in_epoch"]
             loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
@@ -310,6 +493,8 @@ def train(
                     state["batches_in_epoch"] = 0
                 if not accelerator.sync_gradients:
                     continue
+                if ema is not None and not accelerator.optimizer_step_was_skipped:
+                    ema.update()
                 step += 1
                 state["step"] = step
                 mean_loss = accelerator.reduce(torch.stack(acc_losses).mean(), reduction="mean").item()
@@ -323,29 +508,93 @@ def train(
                     "step_s": time.perf_counter() - step_start,
                 }
                 row["tokens_per_s"] = int((batch["labels"] != -100).sum()) * t.grad_accum * accelerator.num_processes / row["step_s"]
+                new_best = False
                 if step % t.eval_every == 0 or step == t.max_steps:
-                    val = evaluate(model, cond, valid_loader, t.eval_batches, accelerator)
+                    val = evaluate_now()
                     row["val_loss"] = val
                     row["val_ppl"] = math.exp(val) if math.isfinite(val) else None
                     if math.isfinite(val) and (state["best_val"] is None or val < state["best_val"]):
-                        state["best_val"] = val
-                if accelerator.is_main_process and (step % t.log_every == 0 or "val_loss" in row):
+                        state["best_val"], state["best_val_step"] = val, step
+                        new_best = best_metric == "val_loss"
+                    if es_metric == "val_loss":
+                        early_stop.observe(state["early_stopping"], val, step, float(es.min_delta))
+                if demo_every and step % demo_every == 0:
+                    fad = demos(step)
+                    if fad is not None:
+                        row["fad"] = state["fad"] = fad
+                        if math.isfinite(fad) and (state["best_fad"] is None or fad < state["best_fad"]):
+                            state["best_fad"], state["best_fad_step"] = fad, step
+                            new_best = best_metric == "fad"
+                        if es_metric == "fad":
+                            early_stop.observe(state["early_stopping"], fad, step, float(es.min_delta))
+                if es_metric and early_stop.should_stop(state["early_stopping"], int(es.patience)):
+                    state["early_stopping"]["stopped_at"] = step
+                    stopped = True
+                if accelerator.is_main_process and (step % t.log_every == 0 or "val_loss" in row or "fad" in row):
                     append_jsonl(train_dir / "metrics.jsonl", row)
+                trackers.scalars(row, step)
                 prog.advance(task)
-                if step % t.save_every == 0 or step == t.max_steps:
-                    # One checksum of the trainable weights per rank: data parallelism must keep them equal.
-                    checksum = torch.stack([p.detach().double().sum() for p in params]).sum()
-                    state["param_checksums"] = accelerator.gather(checksum.to(accelerator.device)[None]).tolist()
-                    _save_checkpoint(accelerator, ckpt_root, step, state, t.keep_last)
+                if t.keep_best and new_best:
+                    state["best_checkpoint"] = f"step-{step:07d}"
+                if step % t.save_every == 0 or step == t.max_steps or stopped or (t.keep_best and new_best):
+                    save(step)
+                if stopped:
+                    info(f"train: early stopping at step {step}: {es_metric} has not improved for "
+                         f"{es.patience} evaluation(s) (best {state['early_stopping']['best']} at step "
+                         f"{state['early_stopping']['best_step']})")
+                # Evaluation, demos and saving are not part of the next step's time.
                 step_start = time.perf_counter()
-                if step >= t.max_steps:
+                if step >= t.max_steps or stopped:
                     break
 
-    summary = {"steps": step, "trainable_params": n_trainable, "best_val_loss": state["best_val"]}
+    weights_step = step
+    if t.keep_best and state["best_checkpoint"] and state["best_checkpoint"] != f"step-{step:07d}":
+        best = ckpt_root / state["best_checkpoint"]
+        if (best / STATE_FILE).exists():
+            _load_checkpoint(accelerator, best, json.loads((best / STATE_FILE).read_text()))
+            if ema is not None:
+                ema.load(best / EMA_FILE)
+            weights_step = int(state["best_checkpoint"].split("-")[1])
+    if ema is not None:
+        ema.copy_to_params()  # the exported model is the average
+    summary: dict[str, Any] = {"steps": step, "trainable_params": n_trainable, "best_val_loss": state["best_val"],
+                               "stopped_at": state["early_stopping"]["stopped_at"], "best_fad": state["best_fad"]}
     accelerator.wait_for_everyone()
+    if _sharded(accelerator):
+        full = accelerator.get_state_dict(model)  # a collective: every rank takes part
     if accelerator.is_main_process:
-        summary.update(_export(accelerator.unwrap_model(model), bundle, run, cfg))
-    accelerator.end_training()
+        out_model = accelerator.unwrap_model(model)
+        if _sharded(accelerator):
+            # The sharded module cannot be saved by one process: rebuild it whole and load the gathered weights.
+            fresh: Any = load_model(cfg.model.name).model
+            if t.mode == "lora":
+                fresh = _apply_lora(fresh, t.lora)
+            fresh.load_state_dict(full)
+            out_model = fresh
+        metrics = read_jsonl_tolerant(train_dir / "metrics.jsonl")
+        last_val: dict[str, Any] = next((r for r in reversed(metrics) if "val_loss" in r), {})
+        facts = {
+            "steps": step, "max_steps": int(t.max_steps), "weights_step": weights_step,
+            "weights_from_best": weights_step != step, "stopped_at": state["early_stopping"]["stopped_at"],
+            "early_stopping": dict(state["early_stopping"], metric=es_metric),
+            "final_loss": metrics[-1]["loss"] if metrics else None,
+            "val_loss": last_val.get("val_loss"), "val_ppl": last_val.get("val_ppl"),
+            "best_val_loss": state["best_val"], "best_val_step": state["best_val_step"],
+            "fad": state["fad"], "best_fad": state["best_fad"], "best_fad_step": state["best_fad_step"],
+            "fad_embedding": str(es.embedding) if es_metric == "fad" else None,
+            "ema": {"enabled": bool(t.ema.enabled), "decay": float(t.ema.decay),
+                    "use_for_eval": bool(t.ema.use_for_eval)},
+            "precision": precision, "gradient_checkpointing": bool(t.gradient_checkpointing),
+            "dropout": t.dropout, "processes": accelerator.num_processes,
+            "distributed_type": str(accelerator.distributed_type).split(".")[-1],
+            "trainable_params": n_trainable,
+        }
+        out = export(ExportContext(model=out_model, bundle=bundle, run=run, cfg=cfg, facts=facts))
+        png = plot_losses(metrics, train_dir / "loss.png")
+        summary.update(out)
+        summary.update({"loss_plot": str(png), "final_loss": facts["final_loss"], "val_loss": facts["val_loss"]})
+    accelerator.wait_for_everyone()
+    trackers.close()
     return summary
 
 
@@ -373,7 +622,12 @@ def _load_checkpoint(accelerator: Accelerator, folder: Path, saved: dict[str, An
         raise CheckpointError(f"refusing checkpoint '{folder}': {first[:300]}") from None
 
 
-def _save_checkpoint(accelerator: Accelerator, root: Path, step: int, state: dict[str, Any], keep_last: int) -> None:
+def _save_checkpoint(
+    accelerator: Accelerator, root: Path, step: int, state: dict[str, Any], keep_last: int,
+    extra: Callable[[Path], None] | None = None, protect: list[str] | None = None,
+) -> None:
+    """Write ``step-N`` beside its final name and rename it; keep the last ``keep_last`` and the
+    folders named in ``protect``. ``extra(path)`` writes more state (the EMA file) on the main process."""
     final = root / f"step-{step:07d}"
     tmp = root / f".step-{step:07d}.partial"
     if accelerator.is_main_process:
@@ -392,44 +646,20 @@ def _save_checkpoint(accelerator: Accelerator, root: Path, step: int, state: dic
         other_log.setLevel(level)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if extra is not None:
+            extra(tmp / EMA_FILE)
         # The state file is written last, so a step folder without it is never trusted; it lists
         # the sha256 of every file beside it for `stylecraft verify`.
-        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        # FSDP's sharded model and optimizer are folders of per-rank files: those are listed too.
+        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         atomic_write_json(tmp / STATE_FILE, {**state, "files": files})
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
         for old in _checkpoints(root)[:-keep_last]:
-            shutil.rmtree(old)
+            if old.name not in (protect or []):
+                shutil.rmtree(old)
     accelerator.wait_for_everyone()
-
-
-def _export(model: Any, bundle: ModelBundle, run: Path, cfg: Any) -> dict[str, Any]:
-    """Save the fine-tuned model (merged LoRA) with tokenizer, provenance and a loss plot."""
-    from omegaconf import OmegaConf
-
-    train_dir = run / "train"
-    if hasattr(model, "merge_and_unload"):
-        model.save_pretrained(train_dir / "adapter", safe_serialization=True)
-        model = model.merge_and_unload()
-    out = ModelBundle(model=model, tokenizer=bundle.tokenizer, name=f"{cfg.name}-finetuned", source=str(run / "model"))
-    save_bundle(out, run / "model")
-    metrics = read_jsonl_tolerant(train_dir / "metrics.jsonl")
-    index = run / "tokens" / "index.jsonl"
-    provenance = {
-        "files": {p.name: sha256_file(p) for p in sorted((run / "model").iterdir()) if p.is_file()},
-        "base_model": cfg.model.name,
-        "base_source": bundle.source,
-        "mode": cfg.train.mode,
-        "steps": metrics[-1]["step"] if metrics else 0,
-        "final_loss": metrics[-1]["loss"] if metrics else None,
-        "val_loss": next((r["val_loss"] for r in reversed(metrics) if "val_loss" in r), None),
-        "tokens_index_sha256": sha256_file(index) if index.exists() else None,
-        "recipe": OmegaConf.to_container(cfg, resolve=True),
-    }
-    atomic_write_json(run / "model" / "stylecraft.json", provenance)
-    png = plot_losses(metrics, train_dir / "loss.png")
-    return {"model_dir": str(run / "model"), "loss_plot": str(png), **{k: provenance[k] for k in ("final_loss", "val_loss")}}
 
 
 def plot_losses(metrics: list[dict[str, Any]], path: Path) -> Path:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from fad_synth import tones, write_set
 
@@ -133,3 +134,37 @@ def test_fetch_verifies_url_files_by_their_hash_prefix(tmp_path, monkeypatch):
     (folder / name).write_bytes(b"tampered")
     with pytest.raises(CheckpointError, match="delete it and fetch again"):
         fetch("w")
+
+
+def test_batched_set_embedding_equals_per_file_and_keeps_order(tmp_path):
+    """Front ends in threads, network batches across files: same rows, order, skips and cache."""
+    from stylecraft.evaluate.embeddings import BatchedEmbedding
+    from stylecraft.evaluate.fad import embed_set
+
+    folder = write_set(tmp_path / "set", "tones", 5, 2.5, 22050, seed=3)
+    (folder / "clip_02b.wav").write_bytes(b"not audio")  # a skip between good files
+    sf.write(folder / "clip_03b.wav", tones(0.5, 22050, seed=9), 22050)  # too short: a skip
+    emb = VGGishEmbedding.preset("tiny", seed=0, batch_size=3)  # 3 rows: batches straddle files
+    assert isinstance(emb, BatchedEmbedding)
+    per_file = {p.name: emb.embed(*sf.read(p, dtype="float32", always_2d=True)) for p in sorted(folder.glob("clip_0?.wav"))}
+    for workers in (1, 3):
+        cache = tmp_path / f"cache{workers}"
+        got = embed_set(folder, emb, cache_dir=cache, progress=False, workers=workers)
+        assert [Path(f).name for f in got.files] == sorted(per_file)
+        assert sorted(Path(p).name for p, _ in got.skipped) == ["clip_02b.wav", "clip_03b.wav"]
+        for name, rows in got.per_file().items():
+            np.testing.assert_allclose(rows, per_file[Path(name).name], rtol=0, atol=1e-6)
+        again = embed_set(folder, emb, cache_dir=cache, progress=False, workers=workers)  # from the cache
+        assert np.array_equal(again.embeddings, got.embeddings) and len(list(cache.iterdir())) == 5
+
+
+def test_pooling_before_relu_is_exact():
+    emb = VGGishEmbedding.preset("tiny", seed=1)
+    x = torch.randn(4, 1, 96, 64)
+    with torch.inference_mode():
+        got = emb.net(x)
+        ref = emb.net.features(x)  # the module order: conv, ReLU, pool
+        ref = ref.permute(0, 2, 3, 1).flatten(1)
+        for layer in list(emb.net.embeddings.children())[:-1]:
+            ref = layer(ref)
+    assert torch.equal(got, ref)

@@ -160,7 +160,18 @@ class VGGishNet(nn.Module):
         Returns:
             ``[B, dim]``.
         """
-        x = self.features(x)  # [B, C, 6, 4]
+        mods = list(self.features.children())
+        i = 0
+        while i < len(mods):
+            if isinstance(mods[i], nn.ReLU) and i + 1 < len(mods) and isinstance(mods[i + 1], nn.MaxPool2d):
+                # max and ReLU commute exactly (both monotone), so pooling first runs the ReLU
+                # on a quarter of the values and saves one pass over the largest maps.
+                x = torch.relu_(mods[i + 1](x))
+                i += 2
+            else:
+                x = mods[i](x)
+                i += 1
+        # x: [B, C, 6, 4]
         # torchvggish flattens in TF's NHWC order; keep it so the published weights apply.
         x = x.permute(0, 2, 3, 1).contiguous().flatten(1)
         layers = list(self.embeddings.children())
@@ -338,6 +349,22 @@ class VGGishEmbedding:
             emb = torch.round((torch.clamp(emb, -2.0, 2.0) + 2.0) * (255.0 / 4.0))
         return emb.numpy().astype(np.float32)
 
+    def front_end(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Log-mel examples ``[n, 96, 64]`` as float32, the network's input dtype.
+
+        Raises:
+            AudioDecodeError: If the clip is empty, non-finite, or shorter than one 0.96 s example.
+        """
+        ex = self.examples(audio, sample_rate)
+        if ex.shape[0] == 0:
+            seconds = np.asarray(audio).shape[0] / sample_rate
+            raise AudioDecodeError(f"clip of {seconds:.2f} s is shorter than one VGGish example (0.975 s)")
+        return np.ascontiguousarray(ex, dtype=np.float32)
+
+    def embed_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        """:meth:`embed_examples` (the batched half of the :class:`BatchedEmbedding` protocol)."""
+        return self.embed_examples(inputs)
+
     def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         """Embed one clip.
 
@@ -347,8 +374,4 @@ class VGGishEmbedding:
         Raises:
             AudioDecodeError: If the clip is empty, non-finite, or shorter than one 0.96 s example.
         """
-        ex = self.examples(audio, sample_rate)
-        if ex.shape[0] == 0:
-            seconds = np.asarray(audio).shape[0] / sample_rate
-            raise AudioDecodeError(f"clip of {seconds:.2f} s is shorter than one VGGish example (0.975 s)")
-        return self.embed_examples(ex)
+        return self.embed_examples(self.front_end(audio, sample_rate))

@@ -16,7 +16,7 @@ from fad_synth import tones, write_set
 
 from stylecraft.errors import AudioDecodeError, CheckpointError, ModelNotFoundError
 from stylecraft.evaluate.embeddings import get_embedding
-from stylecraft.evaluate.vggish import VGGishEmbedding, _mel_matrix, log_mel_examples
+from stylecraft.evaluate.vggish import VGGishConfig, VGGishEmbedding, VGGishNet, _mel_matrix, log_mel_examples
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -168,3 +168,18 @@ def test_pooling_before_relu_is_exact():
         for layer in list(emb.net.embeddings.children())[:-1]:
             ref = layer(ref)
     assert torch.equal(got, ref)
+
+
+@pytest.mark.skipif(not torch._nnpack_available(), reason="this torch build has no NNPACK on this CPU")
+def test_nnpack_convolutions_agree_with_the_direct_ones():
+    emb = VGGishEmbedding.preset("tiny", seed=2)
+    wide = VGGishNet(VGGishConfig(channels=(4, 8, 128, 128), hidden=32, dim=128)).eval()
+    x = torch.randn(5, 1, 96, 64)
+    with torch.inference_mode():
+        wide.winograd_min_channels = None
+        direct = wide(x)
+        wide.winograd_min_channels = 128  # stage 3's second conv and stage 4 go through NNPACK
+        fast = wide(x)
+    assert not torch.equal(direct, fast)  # another algorithm ran ...
+    torch.testing.assert_close(fast, direct, rtol=1e-5, atol=1e-5 * float(direct.abs().max()))  # ... to float rounding
+    assert emb.settings()["cpu_convolution"].startswith("nnpack from 128")

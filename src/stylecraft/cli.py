@@ -252,9 +252,10 @@ def audit(
     for c in record["candidates"]:
         probs = c["probabilities"] or {}
         flag = "  NEAR-COPY of " + str(c["memorization"]["fingerprint"]["reference"]) if c["memorization"]["near_copy"] else ""
+        attributed = c["attributed"] or c["closest"]
         typer.echo(
-            f"{c['closest']:16s} bootstrap {c['confidence']['bootstrap']:4.0%}  classifier "
-            f"{probs.get(c['closest'], float('nan')):4.0%}  {c['path']}{flag}"
+            f"{c['closest']:16s} bootstrap {c['confidence']['bootstrap']:4.0%}  attributed {attributed} "
+            f"{probs.get(attributed, float('nan')):4.0%}  {c['path']}{flag}"
         )
     for s in record["skipped"]:
         typer.echo(f"skipped {s['path']}: {s['reason']}")

@@ -128,21 +128,47 @@ def test_audit_cli_json_report_and_errors(corpus, tmp_path):
     assert bad.returncode == 1 and bad.stderr.startswith("error:") and bad.stderr.count("\n") == 1
 
 
+# Runs inside the page once everything has loaded; --dump-dom then carries its verdict out.
+_PAGE_CHECK = """<script>
+window.addEventListener("load", () => {
+  const imgs = [...document.images];
+  const out = document.createElement("pre");
+  out.id = "render-check";
+  out.textContent = JSON.stringify({
+    images: imgs.length,
+    decoded: imgs.filter((i) => i.complete && i.naturalWidth > 0).length,
+    audio: document.querySelectorAll("audio").length,
+    ogg: document.createElement("audio").canPlayType("audio/ogg; codecs=vorbis"),
+  });
+  document.body.appendChild(out);
+});
+</script>"""
+
+
 @pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (apt-get install -y chromium)")
 def test_report_renders_in_headless_chromium(corpus, tmp_path):
     refs = parse_references([f"low={corpus / 'low'}", f"high={corpus / 'high'}"])
     record = run_audit(refs, [corpus / "cands" / "new_high.wav"], AuditSettings(n_boot=10), progress=False)
     page = write_report(record, tmp_path / "report.html")
+    # A copy beside the original (so relative asset paths resolve) that reports what it rendered.
+    checked = page.with_name("report_checked.html")
+    checked.write_text(page.read_text().replace("</body>", _PAGE_CHECK + "</body>"))
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"]
     chromium = _chromium()
     assert chromium is not None
-    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    dom = subprocess.run([chromium, *flags, "--virtual-time-budget=10000", "--dump-dom", checked.as_uri()],
+                         capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert '<h1 id="title">Style audit</h1>' in dom.stdout and dom.stdout.count("<img") >= 4
+    assert '<h1 id="title">Style audit</h1>' in dom.stdout
+    verdict = json.loads(dom.stdout.split('<pre id="render-check">', 1)[1].split("</pre>", 1)[0])
+    # Every plot and spectrogram decoded as an image; the players have a codec for their clips.
+    assert verdict["images"] >= 4 and verdict["decoded"] == verdict["images"], verdict
+    assert verdict["audio"] >= 2 and verdict["ogg"] in ("probably", "maybe"), verdict
     shot = tmp_path / "shot.png"
-    subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri()],
-                   capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
     from PIL import Image
 
     img = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)

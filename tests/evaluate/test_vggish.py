@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from fad_synth import tones, write_set
 
 from stylecraft.errors import AudioDecodeError, CheckpointError, ModelNotFoundError
 from stylecraft.evaluate.embeddings import get_embedding
-from stylecraft.evaluate.vggish import VGGishEmbedding, _mel_matrix, log_mel_examples
+from stylecraft.evaluate.vggish import VGGishConfig, VGGishEmbedding, VGGishNet, _mel_matrix, log_mel_examples
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -133,3 +134,52 @@ def test_fetch_verifies_url_files_by_their_hash_prefix(tmp_path, monkeypatch):
     (folder / name).write_bytes(b"tampered")
     with pytest.raises(CheckpointError, match="delete it and fetch again"):
         fetch("w")
+
+
+def test_batched_set_embedding_equals_per_file_and_keeps_order(tmp_path):
+    """Front ends in threads, network batches across files: same rows, order, skips and cache."""
+    from stylecraft.evaluate.embeddings import BatchedEmbedding
+    from stylecraft.evaluate.fad import embed_set
+
+    folder = write_set(tmp_path / "set", "tones", 5, 2.5, 22050, seed=3)
+    (folder / "clip_02b.wav").write_bytes(b"not audio")  # a skip between good files
+    sf.write(folder / "clip_03b.wav", tones(0.5, 22050, seed=9), 22050)  # too short: a skip
+    emb = VGGishEmbedding.preset("tiny", seed=0, batch_size=3)  # 3 rows: batches straddle files
+    assert isinstance(emb, BatchedEmbedding)
+    per_file = {p.name: emb.embed(*sf.read(p, dtype="float32", always_2d=True)) for p in sorted(folder.glob("clip_0?.wav"))}
+    for workers in (1, 3):
+        cache = tmp_path / f"cache{workers}"
+        got = embed_set(folder, emb, cache_dir=cache, progress=False, workers=workers)
+        assert [Path(f).name for f in got.files] == sorted(per_file)
+        assert sorted(Path(p).name for p, _ in got.skipped) == ["clip_02b.wav", "clip_03b.wav"]
+        for name, rows in got.per_file().items():
+            np.testing.assert_allclose(rows, per_file[Path(name).name], rtol=0, atol=1e-6)
+        again = embed_set(folder, emb, cache_dir=cache, progress=False, workers=workers)  # from the cache
+        assert np.array_equal(again.embeddings, got.embeddings) and len(list(cache.iterdir())) == 5
+
+
+def test_pooling_before_relu_is_exact():
+    emb = VGGishEmbedding.preset("tiny", seed=1)
+    x = torch.randn(4, 1, 96, 64)
+    with torch.inference_mode():
+        got = emb.net(x)
+        ref = emb.net.features(x)  # the module order: conv, ReLU, pool
+        ref = ref.permute(0, 2, 3, 1).flatten(1)
+        for layer in list(emb.net.embeddings.children())[:-1]:
+            ref = layer(ref)
+    assert torch.equal(got, ref)
+
+
+@pytest.mark.skipif(not torch._nnpack_available(), reason="this torch build has no NNPACK on this CPU")
+def test_nnpack_convolutions_agree_with_the_direct_ones():
+    emb = VGGishEmbedding.preset("tiny", seed=2)
+    wide = VGGishNet(VGGishConfig(channels=(4, 8, 128, 128), hidden=32, dim=128)).eval()
+    x = torch.randn(5, 1, 96, 64)
+    with torch.inference_mode():
+        wide.winograd_min_channels = None
+        direct = wide(x)
+        wide.winograd_min_channels = 128  # stage 3's second conv and stage 4 go through NNPACK
+        fast = wide(x)
+    assert not torch.equal(direct, fast)  # another algorithm ran ...
+    torch.testing.assert_close(fast, direct, rtol=1e-5, atol=1e-5 * float(direct.abs().max()))  # ... to float rounding
+    assert emb.settings()["cpu_convolution"].startswith("nnpack from 128")

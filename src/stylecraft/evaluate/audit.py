@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from stylecraft.errors import AudioDecodeError, StylecraftError
+from stylecraft.evaluate.attribution import Attributor
 from stylecraft.evaluate.embeddings import Embedding, get_embedding
 from stylecraft.evaluate.fad import (
     EmbeddedSet,
@@ -56,7 +57,10 @@ class AuditSettings:
         nearest: Nearest reference segments reported per candidate.
         copy_min_aligned: Fingerprint hashes that must agree on one offset to flag a near-copy.
         copy_min_fraction: ... and the fraction of the candidate's hashes they must be.
-        classifier_max_rows: Reference rows per artist used to train the classifier.
+        classifier_window_rows: Consecutive embedding rows pooled (mean and std) into one
+            window embedding for the style classifier.
+        attribution_folds: Track-grouped folds over the reference tracks used to fit how the
+            classifier and the nearest-track FAD are combined into calibrated probabilities.
         workers: Files embedded at once.
         loudness_lufs: Every track (references and candidates) is scaled to this integrated
             loudness before it is embedded, so that attribution follows the music and not the
@@ -72,7 +76,8 @@ class AuditSettings:
     nearest: int = 3
     copy_min_aligned: int = 20
     copy_min_fraction: float = 0.05
-    classifier_max_rows: int = 4000
+    classifier_window_rows: int = 5
+    attribution_folds: int = 5
     workers: int = 1
     loudness_lufs: float | None = -23.0
 
@@ -228,18 +233,17 @@ def run_audit(
 
     Returns:
         A record (JSON-serialisable after :func:`audit_json`): ``candidates`` (one dict per candidate track with ``path``,
-        ``scores`` (per-track FAD per reference name), ``closest``, ``confidence``,
-        ``probabilities``, ``profile``, ``memorization``), ``references`` (per artist: files,
-        rows, profile), ``skipped``, ``settings``, ``embedding_settings``, ``versions``.
+        ``scores`` (per-track FAD per reference name), ``closest`` (lowest score),
+        ``confidence``, ``attributed`` and ``probabilities`` (the calibrated attribution of
+        :class:`~stylecraft.evaluate.attribution.Attributor`; ``attribution`` holds its
+        evidence), ``profile``, ``memorization``), ``references`` (per artist: files, rows,
+        profile), ``attribution`` (fitted weights and out-of-fold accuracy on the reference
+        tracks), ``skipped``, ``settings``, ``embedding_settings``, ``versions``.
 
     Raises:
         StylecraftError: For missing inputs, no usable candidate, or a reference with fewer
             than two embedding rows.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     cfg = settings or AuditSettings()
     if cfg.n_boot < 10:
         raise StylecraftError(f"the audit bootstrap needs at least 10 replicates, got {cfg.n_boot}")
@@ -266,18 +270,18 @@ def run_audit(
             index.add(f, audio, sr)
             ref_profiles[name].append(style_profile(audio, sr, cfg.profile_s))
 
-    # --- classifier on reference rows ---
-    xs, ys = [], []
-    for k, r in enumerate(refs):
-        rows = r.emb.embeddings
-        if rows.shape[0] > cfg.classifier_max_rows:
-            rows = rows[rng.choice(rows.shape[0], cfg.classifier_max_rows, replace=False)]
-        xs.append(rows)
-        ys.append(np.full(rows.shape[0], k))
-    classifier = None
+    # --- attribution: window classifier + nearest-track FAD, weights fitted by grouped CV ---
+    attributor = None
     if len(refs) >= 2:
-        classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
-        classifier.fit(np.concatenate(xs), np.concatenate(ys))
+        per_track: dict[str, list[tuple[str, np.ndarray]]] = {}
+        for r in refs:
+            bounds = np.cumsum([0, *r.emb.sizes])
+            per_track[r.name] = [
+                (f, r.emb.embeddings[bounds[i] : bounds[i + 1]])
+                for i, f in enumerate(r.emb.files)
+                if bounds[i + 1] - bounds[i] >= 2
+            ]
+        attributor = Attributor(per_track, window_rows=cfg.classifier_window_rows, folds=cfg.attribution_folds, seed=cfg.seed)
 
     # --- nearest-segment search space (standardised reference rows) ---
     all_rows = np.concatenate([r.emb.embeddings for r in refs])
@@ -350,10 +354,8 @@ def run_audit(
             wins[min(rep, key=lambda k: rep[k])] += 1
         confidence = wins[closest] / cfg.n_boot
 
-        probabilities = None
-        if classifier is not None:
-            probs = classifier.predict_proba(rows).mean(axis=0)
-            probabilities = {refs[k].name: float(p) for k, p in enumerate(probs)}
+        attribution = None if attributor is None else attributor.attribute(rows)
+        probabilities = None if attribution is None else attribution["probabilities"]
 
         # Memorisation: nearest reference segments and the fingerprint match.
         z_c = (rows - scale_mu) / scale_sd
@@ -384,7 +386,11 @@ def run_audit(
             "closest": closest,
             "confidence": {"bootstrap": confidence, "bootstrap_wins": dict(wins), "n_boot": cfg.n_boot},
             "probabilities": probabilities,
-            "classifier_closest": None if probabilities is None else max(probabilities, key=lambda k: probabilities[k]),
+            "attributed": None if attribution is None else attribution["artist"],
+            "attribution": attribution,
+            "classifier_closest": (
+                None if attribution is None else max(attribution["classifier"], key=attribution["classifier"].get)
+            ),
             "n_rows": int(rows.shape[0]),
             "profile": style_profile(audio, sr, cfg.profile_s),
             "memorization": {
@@ -409,6 +415,7 @@ def run_audit(
             for r in refs
         },
         "skipped": skipped,
+        "attribution": None if attributor is None else attributor.summary(),
         "settings": dataclasses.asdict(cfg),
         "embedding": emb_model.name,
         "embedding_settings": emb_model.settings(),

@@ -27,6 +27,7 @@ import soxr
 from stylecraft.errors import AudioDecodeError, StylecraftError
 
 __all__ = [
+    "BatchedEmbedding",
     "Embedding",
     "MfccEmbedding",
     "available_embeddings",
@@ -72,6 +73,34 @@ class Embedding(Protocol):
         ...
 
 
+@runtime_checkable
+class BatchedEmbedding(Embedding, Protocol):
+    """An :class:`Embedding` whose work splits into a per-clip front end and a batched network.
+
+    :func:`~stylecraft.evaluate.fad.embed_set` uses the split to run front ends (decode,
+    resampling, spectrograms) in worker threads while the network runs in the calling thread
+    on batches of ``batch_size`` inputs gathered across files. The network must treat every
+    input row independently, so that batching changes nothing but float rounding.
+
+    Attributes:
+        batch_size: Network inputs per forward pass.
+    """
+
+    batch_size: int
+
+    def front_end(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Network inputs ``[n, ...]`` of one clip (``n >= 1``), as float32.
+
+        Raises:
+            AudioDecodeError: If the clip gives no input (too short, empty, non-finite).
+        """
+        ...
+
+    def embed_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        """Run the network on inputs ``[n, ...]``; returns float32 ``[n, D]``."""
+        ...
+
+
 def _to_mono_float(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     """Validate a clip and mix it down to a 1-D float32 mono signal."""
     audio = np.asarray(audio)
@@ -84,7 +113,12 @@ def _to_mono_float(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     if not np.issubdtype(audio.dtype, np.floating):
         raise AudioDecodeError(f"audio must be floating point, got dtype {audio.dtype}")
     # Average the channels (rather than taking one) so that content panned to one side counts.
-    mono = audio.mean(axis=1) if audio.ndim == 2 else audio
+    if audio.ndim == 2 and audio.shape[1] == 2 and audio.dtype == np.float32:
+        # Equal to ``mean(axis=1)`` bit for bit (float32 (a + b) / 2), without numpy's slow
+        # strided reduction over a length-2 axis (about 10x faster on long stereo files).
+        mono = (audio[:, 0] + audio[:, 1]) * np.float32(0.5)
+    else:
+        mono = audio.mean(axis=1) if audio.ndim == 2 else audio
     mono = np.ascontiguousarray(mono, dtype=np.float32)
     if not np.isfinite(mono).all():
         raise AudioDecodeError("audio holds NaN or inf samples")

@@ -8,8 +8,11 @@ A *set* is either a folder of audio files (embedded here with an :class:`Embeddi
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,7 +21,7 @@ import soundfile as sf
 
 from stylecraft.artifacts import atomic_save_npy, sha256_file, sha256_json
 from stylecraft.errors import AudioDecodeError, StylecraftError
-from stylecraft.evaluate.embeddings import Embedding, get_embedding
+from stylecraft.evaluate.embeddings import BatchedEmbedding, Embedding, get_embedding
 from stylecraft.evaluate.frechet import frechet_distance, gaussian_stats
 from stylecraft.progress import progress_iter
 
@@ -161,15 +164,20 @@ def _load_cached(path: Path) -> np.ndarray | None:
     return arr
 
 
+def _cache_key(path: Path, embedding: Embedding, cache_dir: Path | None) -> Path | None:
+    """Cache file of ``path`` under ``cache_dir`` (``None`` without a cache)."""
+    if cache_dir is None:
+        return None
+    try:
+        return embedding_cache_path(cache_dir, path, embedding)
+    except OSError as exc:
+        # Hashing reads the file first; an unreadable file is a skip, like a decode failure.
+        raise AudioDecodeError(f"cannot read audio file {path}: {_one_line(exc)}") from exc
+
+
 def _embed_file(path: Path, embedding: Embedding, cache_dir: Path | None) -> np.ndarray:
     """Embed one file, through the cache when one is given."""
-    cache_path = None
-    if cache_dir is not None:
-        try:
-            cache_path = embedding_cache_path(cache_dir, path, embedding)
-        except OSError as exc:
-            # Hashing reads the file first; an unreadable file is a skip, like a decode failure.
-            raise AudioDecodeError(f"cannot read audio file {path}: {_one_line(exc)}") from exc
+    cache_path = _cache_key(path, embedding, cache_dir)
     if cache_path is not None:
         cached = _load_cached(cache_path)
         if cached is not None:
@@ -184,6 +192,105 @@ def _embed_file(path: Path, embedding: Embedding, cache_dir: Path | None) -> np.
     if cache_path is not None:
         atomic_save_npy(cache_path, emb)
     return emb
+
+
+def _front_end_file(
+    path: Path, embedding: BatchedEmbedding, cache_dir: Path | None
+) -> tuple[bool, np.ndarray, Path | None]:
+    """``(True, embedding, None)`` on a cache hit, else ``(False, network inputs, cache path)``."""
+    cache_path = _cache_key(path, embedding, cache_dir)
+    if cache_path is not None:
+        cached = _load_cached(cache_path)
+        if cached is not None:
+            return True, cached, None
+    audio, sample_rate = load_audio_for_embedding(path)
+    try:
+        inputs = embedding.front_end(audio, sample_rate)
+    except AudioDecodeError as exc:
+        raise AudioDecodeError(f"{path}: {_one_line(exc)}") from exc
+    return False, inputs, cache_path
+
+
+def _embed_files_batched(
+    files: list[Path], embedding: BatchedEmbedding, cache_dir: Path | None, workers: int
+) -> Iterator[np.ndarray | AudioDecodeError]:
+    """Embed ``files`` in order: front ends in threads, the network on cross-file batches.
+
+    Front ends run up to ``2 * workers`` files ahead of the network, which bounds memory to a
+    few files' inputs; the network always sees full batches of ``embedding.batch_size`` inputs
+    (except the last), whatever the file lengths.
+
+    Yields:
+        Per file, in order: its float32 embedding ``[n, D]``, or the AudioDecodeError that
+        made it a skip.
+    """
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    ahead = max(2, 2 * workers)
+    futures: collections.deque[Future[tuple[bool, np.ndarray, Path | None]]] = collections.deque()
+    next_submit = 0
+    # Files whose inputs wait for the network: [index, inputs, rows done, output parts, cache path].
+    waiting: collections.deque[list[Any]] = collections.deque()
+    queued_rows = 0
+    finished: dict[int, np.ndarray | AudioDecodeError] = {}
+    next_yield = 0
+
+    def run_batch(limit: int) -> None:
+        """Run the network on the first ``limit`` queued rows (across files)."""
+        nonlocal queued_rows
+        parts: list[np.ndarray] = []
+        owners: list[tuple[list[Any], int]] = []
+        need = limit
+        for item in waiting:
+            if need == 0:
+                break
+            inputs, taken = item[1], item[2]
+            take = min(need, inputs.shape[0] - taken)
+            parts.append(inputs[taken : taken + take])
+            owners.append((item, take))
+            item[2] += take
+            need -= take
+        out = embedding.embed_inputs(parts[0] if len(parts) == 1 else np.concatenate(parts))  # [limit, D]
+        queued_rows -= limit
+        start = 0
+        for item, take in owners:
+            item[3].append(out[start : start + take])
+            start += take
+        while waiting and waiting[0][2] == waiting[0][1].shape[0]:
+            idx, _, _, outs, cache_path = waiting.popleft()
+            emb = np.asarray(np.concatenate(outs), dtype=np.float32)
+            if cache_path is not None:
+                atomic_save_npy(cache_path, emb)
+            finished[idx] = emb
+
+    try:
+        for idx in range(len(files)):
+            while next_submit < len(files) and next_submit < idx + ahead:
+                futures.append(pool.submit(_front_end_file, files[next_submit], embedding, cache_dir))
+                next_submit += 1
+            try:
+                hit, arr, cache_path = futures.popleft().result()
+            except AudioDecodeError as exc:
+                finished[idx] = exc
+            else:
+                if hit:
+                    finished[idx] = arr
+                else:
+                    waiting.append([idx, arr, 0, [], cache_path])
+                    queued_rows += arr.shape[0]
+            while queued_rows >= embedding.batch_size:
+                run_batch(embedding.batch_size)
+            while next_yield in finished:  # in file order
+                yield finished.pop(next_yield)
+                next_yield += 1
+        while queued_rows > 0:
+            run_batch(min(queued_rows, embedding.batch_size))
+        while next_yield < len(files):
+            yield finished.pop(next_yield)
+            next_yield += 1
+    finally:
+        for fut in futures:
+            fut.cancel()
+        pool.shutdown()
 
 
 def _load_npy_set(path: Path) -> EmbeddedSet:
@@ -232,6 +339,9 @@ def embed_set(
         workers: Files decoded and embedded at once, in threads. Decoding, resampling, the
             FFT front ends and torch all release the GIL, so threads overlap them without
             copying the model into other processes; results keep file order either way.
+            For a :class:`~stylecraft.evaluate.embeddings.BatchedEmbedding` (``vggish``) the
+            threads run only the front ends, and the network runs here on batches gathered
+            across files, so its own torch threads are not oversubscribed.
 
     Returns:
         The :class:`EmbeddedSet`.
@@ -267,9 +377,10 @@ def embed_set(
         except AudioDecodeError as exc:
             return exc
 
-    if workers > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
+    if isinstance(embedding, BatchedEmbedding):
+        pool = None
+        results: Iterator[np.ndarray | AudioDecodeError] = _embed_files_batched(files, embedding, cache_dir, workers)
+    elif workers > 1:
         pool = ThreadPoolExecutor(max_workers=workers)
         results = pool.map(one, files)
     else:

@@ -155,7 +155,7 @@ img {{ max-width: 100%; }}
 <h1 id="title">Style audit</h1>
 <p>Embedding <b>{embedding}</b>; references: {refs}. {n} candidate track(s); {skipped} skipped.</p>
 <h2>Summary</h2>
-<table id="summary"><tr><th>candidate</th>{ref_headers}<th>closest</th><th>bootstrap confidence</th><th>classifier</th><th>near-copy</th></tr>
+<table id="summary"><tr><th>candidate</th>{ref_headers}<th>closest</th><th>bootstrap confidence</th><th>attributed (calibrated P)</th><th>near-copy</th></tr>
 {rows}
 </table>
 <h2>FAD per track</h2><img id="fad-plot" alt="FAD per track" src="{fad_plot}">
@@ -199,7 +199,8 @@ def write_report(audit: dict[str, Any], path: str | Path) -> Path:
             "<tr><td>" + esc(Path(c["path"]).name) + "</td>"
             + "".join(f"<td>{c['scores'][n]:.3f}</td>" for n in names)
             + f"<td><b>{esc(c['closest'])}</b></td><td>{c['confidence']['bootstrap']:.0%}</td>"
-            + "<td>" + esc(", ".join(f"{k} {v:.0%}" for k, v in probs.items())) + f"</td><td>{copy}</td></tr>"
+            + "<td>" + esc(f"{c['attributed'] or '-'}: " + ", ".join(f"{k} {v:.0%}" for k, v in probs.items()))
+            + f"</td><td>{copy}</td></tr>"
         )
         near = mem["nearest_segments"][0] if mem["nearest_segments"] else None
         clips = [(f"candidate {Path(c['path']).name} @ {near['candidate_time_s'] if near else 0:.1f} s",

@@ -6,7 +6,7 @@ decoded bits. The networks are built from the ``audioseal`` package's own model 
 weights come from disk: the official ``generator_base.pth`` and ``detector_base.pth`` (fetched
 with ``stylecraft fetch audioseal``, or any folder holding them, or ``.safetensors`` copies).
 
-The package's own loader unpickles with ``weights_only=False``, so it is not used: checkpoints are
+The package's own loader runs an unrestricted unpickler, so it is not used: checkpoints are
 read with ``torch.load(weights_only=True)`` (the config dictionary they carry is allowed through
 as omegaconf containers, nothing else) or from safetensors.
 

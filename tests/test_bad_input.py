@@ -186,3 +186,23 @@ def test_file_segment_cannot_decode_moves_to_rejects(tmp_path):
     again = _cli("segment", "--run-dir", str(run), "segment.window_s=4", "segment.hop_s=2", "segment.workers=1")
     assert again.returncode == 0, again.stderr
     assert len(read_jsonl(run / "rejects.jsonl")) == 1 and len(read_jsonl(run / "tracks.jsonl")) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["generate", "--model", "tiny", "stray"], "Missing option '--out'"),
+        (["generate", "--bogus"], "No such option: --bogus"),
+        (["watermark", "detect"], "Missing argument 'file'"),
+        (["nosuchcommand"], "No such command 'nosuchcommand'"),
+    ],
+)
+def test_command_line_mistakes_are_usage_errors_without_traceback(args, message, monkeypatch, capsys):
+    from stylecraft import cli
+
+    monkeypatch.setattr(sys, "argv", ["stylecraft", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert f"Error: {message}" in err and "Traceback" not in err

@@ -446,18 +446,27 @@ def main() -> None:
         where = f": {exc.filename}" if exc.filename else ""
         print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         sys.exit(1)
-    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
+    except Exception as exc:  # usage errors arrive here in non-standalone mode
+        _exit_for_usage_error(exc)
         raise
 
+
+def _exit_for_usage_error(exc: Exception) -> None:
+    """Show a command-line usage error the way click does (usage line and one message) and exit.
+
+    typer >= 0.2x raises its own click-derived exceptions (``typer.exceptions``); earlier versions
+    raise click's. Anything else returns, for the caller to re-raise.
+    """
+    import click
+    from typer.exceptions import TyperException
+
+    if isinstance(exc, (typer.Exit, click.exceptions.Exit)):
+        sys.exit(exc.exit_code)
+    if isinstance(exc, (typer.Abort, click.exceptions.Abort)):
+        sys.exit(1)
+    if isinstance(exc, (TyperException, click.ClickException)) and hasattr(exc, "show"):
+        exc.show()
+        sys.exit(int(getattr(exc, "exit_code", 2)))
 
 if __name__ == "__main__":
     main()

@@ -131,8 +131,8 @@ def resolve_folder(name_or_path: str) -> Path | None:
         if cached is not None:
             return cached
         raise ModelNotFoundError(
-            f"model '{name_or_path}' is not on this machine: download it with `stylecraft fetch {name_or_path}` "
-            f"(needs network) or pass a local folder"
+            f"model '{name_or_path}' is not on this machine: no folder '{name_or_path}' here and no downloaded hub "
+            f"model of that id; download it with `stylecraft fetch {name_or_path}` (needs network) or pass a local folder"
         )
     known = ", ".join([*PRESETS, *registry.load_registry()])
     raise ModelNotFoundError(f"unknown model '{name_or_path}': use a preset or registry name ({known}) or a folder")

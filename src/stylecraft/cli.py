@@ -388,7 +388,7 @@ def watermark_embed(
 @app.command()
 def export(
     model: Annotated[str, typer.Argument(help="preset, registry name, model folder, audiocraft folder or run folder")],
-    out: Annotated[Path, typer.Option("--out", help="output folder (replaced when complete)")],
+    out: Annotated[Path, typer.Option("--out", help="output folder: new, empty or an earlier export (replaced when complete)")],
     fmt: Annotated[str, typer.Option("--format", help="audiocraft or transformers")] = "audiocraft",
     text_encoder: Annotated[str | None, typer.Option("--text-encoder", help="T5 folder for an audiocraft MODEL")] = None,
     t5_name: Annotated[str | None, typer.Option("--t5-name", help="text encoder name written for audiocraft (e.g. t5-base)")] = None,

@@ -199,3 +199,18 @@ def test_cli_export_and_errors(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: unknown export format") and err.count("\n") == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_export_replaces_an_earlier_export_but_never_a_folder_of_other_files(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "o"
+    assert _main(monkeypatch, "export", "tiny", "--format", "transformers", "--out", str(out)) == 0
+    assert _main(monkeypatch, "export", "tiny", "--out", str(out)) == 0  # an earlier export is replaced
+    assert (out / "state_dict.bin").exists() and not (out / "model.safetensors").exists()
+    music = tmp_path / "music"
+    music.mkdir()
+    (music / "song.flac").write_bytes(b"precious")
+    capsys.readouterr()
+    assert _main(monkeypatch, "export", "tiny", "--out", str(music)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "is not an earlier export" in err and err.count("\n") == 1
+    assert [p.name for p in music.iterdir()] == ["song.flac"] and (music / "song.flac").read_bytes() == b"precious"

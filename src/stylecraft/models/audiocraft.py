@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from stylecraft.errors import CheckpointError, ModelNotFoundError
+from stylecraft.errors import CheckpointError, ModelNotFoundError, StylecraftError
 from stylecraft.models import audiocraft_cfg as acfg
 from stylecraft.models import audiocraft_keys as keys
 
@@ -403,7 +403,7 @@ def export_model(bundle: Any, out: str | os.PathLike[str], fmt: str = "audiocraf
 
     Args:
         bundle: A ``ModelBundle`` (``load_model``).
-        out: Output folder (replaced if it exists).
+        out: Output folder: new, empty, or an earlier export (replaced); anything else is refused.
         fmt: ``"audiocraft"`` (``state_dict.bin``, ``compression_state_dict.bin``, ``text_encoder/``)
             or ``"transformers"`` (``save_pretrained``, safetensors).
         t5_name: Text encoder name written into the audiocraft config (default: the model's own if
@@ -419,6 +419,10 @@ def export_model(bundle: Any, out: str | os.PathLike[str], fmt: str = "audiocraf
     if fmt not in FORMATS:
         raise CheckpointError(f"unknown export format '{fmt}': use one of {', '.join(FORMATS)}")
     out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
+        # Only an earlier export (its manifest.json) or an empty folder is replaced: a mistyped --out
+        # must not wipe a folder of the user's files.
+        raise StylecraftError(f"'{out}' exists and is not an earlier export: choose a new or empty folder")
     tmp = out.with_name(f".{out.name}.partial")
     if tmp.exists():
         shutil.rmtree(tmp)

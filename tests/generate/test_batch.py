@@ -121,3 +121,40 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch, capsys, args, message):
     assert code == 1
     lines = err.strip().splitlines()
     assert len(lines) == 1 and re.search(message, lines[0]), err
+
+
+def test_a_window_too_long_for_one_prompt_fails_before_any_file(tiny_melody, tmp_path):
+    melody = tmp_path / "hum.wav"
+    sf.write(melody, 0.3 * np.sin(2 * np.pi * 220 * np.arange(16000) / 16000), 16000)
+    out = tmp_path / "gen"
+    # 36 s fits beside a one-word prompt but not beside a long one (melody models prepend the text).
+    prompts = ["a", " ".join(["long"] * 150)]
+    with pytest.raises(StylecraftError, match="decoder positions"):
+        generate(tiny_melody, out, prompts, SamplingParams(duration_s=0.3, seed=1), batch_size=1,
+                 long_form=LongForm(window_s=36.0, context_s=1.0), melody=melody)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_rows_of_finished_batches_survive_a_later_failure(tiny, tmp_path, monkeypatch):
+    from stylecraft.generate import sample
+
+    real = sample.best_of_codes
+    calls = {"n": 0}
+
+    def failing_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("stopped")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sample, "best_of_codes", failing_second)
+    params = SamplingParams(duration_s=0.3, top_k=50, seed=2)
+    with pytest.raises(RuntimeError, match="stopped"):
+        generate(tiny, tmp_path, ["a", "b"], params, batch_size=1, long_form=LF)
+    rows = read_jsonl(tmp_path / "generated.jsonl")
+    assert [r["prompt"] for r in rows] == ["a"] and (tmp_path / rows[0]["file"]).is_file()
+
+    calls["n"] = 10  # the rerun fails no more and must only make the missing file
+    again = generate(tiny, tmp_path, ["a", "b"], params, batch_size=1, long_form=LF)
+    assert calls["n"] == 11 and [r["prompt"] for r in again] == ["a", "b"]
+    assert again[0] == rows[0]

@@ -348,7 +348,9 @@ def generate(
     """
     params.validate()
     lf = long_form or LongForm()
-    lf.validate(bundle)
+    prompts = prompts or [""]
+    # Checked against the longest prompt before anything is sampled, so no batch fails halfway.
+    lf.validate(bundle, _prefix_positions(bundle, gc.text_inputs(bundle, prompts)))
     if batch_size < 1:
         raise StylecraftError(f"--batch-size must be >= 1, got {batch_size}")
     if per_prompt < 1:
@@ -364,7 +366,6 @@ def generate(
     melody_audio = mel.load_melody(melody, bundle.sample_rate) if melody is not None else None
     out = Path(out_dir)
     weights_sha = model_sha256(bundle)
-    prompts = prompts or [""]
     riff = None
     seed_sha = None
     if seed_audio is not None:
@@ -394,6 +395,13 @@ def generate(
         for start in range(0, len(jobs), batch_size)
     ]
     batches = [(start, ks) for start, ks in batches if ks]
+
+    def write_manifest() -> list[dict[str, Any]]:
+        # After every batch: a run stopped later keeps the rows (and so the resume) of what it wrote.
+        ordered = [rows[n] for n in names if n in rows]
+        write_jsonl(manifest, [r for f, r in old_rows.items() if f not in rows] + ordered)
+        return ordered
+
     with make_progress() as prog:
         task = prog.add_task("generate (windows)", total=len(batches) * windows_per_piece * params.best_of)
         chunks = math.ceil(math.ceil(params.duration_s * bundle.frame_rate) / int(DECODE_CHUNK_S * bundle.frame_rate))
@@ -435,9 +443,8 @@ def generate(
                     "duration_s": wav.shape[0] / bundle.sample_rate,
                     "request_sha256": request_sha,
                 }
-    ordered = [rows[n] for n in names]
-    kept_old = [r for f, r in old_rows.items() if f not in rows]
-    write_jsonl(manifest, kept_old + ordered)
+            write_manifest()
+    ordered = write_manifest()
     from stylecraft.generate.overview import write_overview
 
     write_overview(out, ordered, bundle.sample_rate, out / "overview.png")

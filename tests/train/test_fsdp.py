@@ -21,7 +21,7 @@ ARGS = ["name=mini", "artist=demo artist", "train.lr=2e-3", "train.warmup_steps=
         "train.save_every=2", "train.eval_every=2", "train.batch_size=2", "train.keep_last=5", "train.max_steps=4"]
 
 
-def _launch(run, *extra, ddp=False):
+def _launch(run, *extra, ddp=False, ok=True):
     recipe = run / "mini.yaml"
     recipe.write_text("name: mini\nstages: [train]\n")
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--mixed_precision", "no"]
@@ -32,7 +32,7 @@ def _launch(run, *extra, ddp=False):
     cmd = [*launcher, "train", str(recipe), f"run_dir={run}", *ARGS, *extra]
     env = {**os.environ, "STYLECRAFT_PROGRESS": "0", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (proc.returncode == 0) == ok, proc.stderr[-3000:]
     return proc
 
 
@@ -103,3 +103,13 @@ def test_fsdp_lora_exports_adapter_and_merged_model(tokenized_run, tmp_path):
     assert not torch.equal(merged[w], base.state_dict()[w])  # the gathered LoRA update was merged
     tuned = PeftModel.from_pretrained(base, str(run / "model" / "adapter")).merge_and_unload()
     assert torch.allclose(tuned.state_dict()[w], merged[w], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_fsdp_refuses_early_stopping_on_fad(tokenized_run, tmp_path):
+    run = tmp_path / "fad"
+    shutil.copytree(tokenized_run, run, symlinks=True)
+    proc = _launch(run, "train.early_stopping.enabled=true", "train.early_stopping.metric=fad", "train.demo.every=1",
+                   ok=False)
+    assert "error: train.early_stopping.metric=fad needs demo generations" in proc.stderr
+    assert not (run / "train" / "checkpoints").exists() or not any((run / "train" / "checkpoints").iterdir())

@@ -291,7 +291,13 @@ def train(
     Returns:
         A summary: steps, final train and validation loss, paths.
     """
-    run = Path(run_dir)
+    with speed.process_flags_restored():
+        return _train(Path(run_dir), cfg, data_fn, bundle)
+
+
+def _train(
+    run: Path, cfg: Any, data_fn: Callable[[Path], TrainData], bundle: ModelBundle | None
+) -> dict[str, Any]:
     t = cfg.train
     train_dir = run / "train"
     ckpt_root = train_dir / "checkpoints"
@@ -314,6 +320,9 @@ def train(
     if _sharded(accelerator) and t.ema.enabled:
         raise ConfigError("train.ema is not supported with FSDP/DeepSpeed yet (the average would be sharded): "
                           "set train.ema.enabled=false or use DDP")
+    if _sharded(accelerator) and t.early_stopping.enabled and t.early_stopping.metric == "fad":
+        raise ConfigError("train.early_stopping.metric=fad needs demo generations, which FSDP/DeepSpeed skip "
+                          "(sampling needs the whole model on one process): use metric=val_loss or DDP")
     set_seed(t.seed)
     data = data_fn(run)
     if len(data.train) < t.batch_size:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import importlib.util
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -74,6 +76,20 @@ def _base(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+@contextmanager
+def process_flags_restored() -> Iterator[None]:
+    """Restore the process-wide matmul flags :func:`apply` sets once training is over.
+
+    TF32 speeds up training, but the stages that run after it in the same process (generation,
+    FAD embeddings that must agree with the reference tools) keep full float32 matmuls.
+    """
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def apply(model: Any, t: Any) -> Any:
     """Apply the throughput choices of train config ``t`` to ``model`` (plain or LoRA-wrapped).
 
@@ -85,7 +101,7 @@ def apply(model: Any, t: Any) -> Any:
     # Only the trained decoder changes: the frozen T5 runs once per caption (cached) and keeps its own.
     base.decoder.set_attn_implementation(pick_attention(t.attention, on_cuda))
     base.decoder.forward = types.MethodType(_loss_forward, base.decoder)
-    if on_cuda:
+    if on_cuda:  # process-wide: train() restores them (process_flags_restored)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     if t.compile:

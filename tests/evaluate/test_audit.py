@@ -186,3 +186,13 @@ def test_loudness_normalised_embedding_ignores_gain():
     raw = get_embedding("mfcc")
     assert not np.allclose(raw.embed(y, SR), raw.embed(y * 0.1, SR), atol=1e-1)
     assert emb.settings()["loudness_normalized_lufs"] == -23.0 and emb.name == "mfcc"
+
+
+def test_a_reference_of_only_very_short_tracks_is_a_one_line_error(corpus, tmp_path):
+    short = tmp_path / "short"
+    short.mkdir()
+    for i in range(3):  # together enough rows for the artist, each too short for its own statistics
+        sf.write(short / f"s{i}.wav", _music(1.2, seed=50 + i, low=True), SR)
+    refs = {"high": corpus / "high", "short": short}
+    with pytest.raises(StylecraftError, match="'short' has no track long enough"):
+        run_audit(refs, [corpus / "cands" / "new_low.wav"], AuditSettings(n_boot=10), progress=False)

@@ -281,6 +281,11 @@ def run_audit(
                 for i, f in enumerate(r.emb.files)
                 if bounds[i + 1] - bounds[i] >= 2
             ]
+            if not per_track[r.name]:
+                raise StylecraftError(
+                    f"reference {r.name!r} has no track long enough for its own statistics "
+                    "(2 embedding rows each): add longer tracks"
+                )
         attributor = Attributor(per_track, window_rows=cfg.classifier_window_rows, folds=cfg.attribution_folds, seed=cfg.seed)
 
     # --- nearest-segment search space (standardised reference rows) ---

@@ -326,11 +326,12 @@ def segment(
         # A file ingest accepted but that no longer decodes (changed or damaged since) moves from
         # tracks.jsonl to rejects.jsonl, so every file stays in exactly one of them. Rejects are
         # written first: a kill between the two writes leaves the track listed twice, and the
-        # rerun decodes it again and finishes the move.
+        # rerun decodes it again and finishes the move. Ingest decodes fully too, so only bytes
+        # changed since ingest get here, and the next `stylecraft run` reruns ingest, as it should.
         old = read_jsonl(run / "rejects.jsonl") if (run / "rejects.jsonl").exists() else []
         save_rows(run / "rejects.jsonl", old + [r for r in new_rejects if r not in old])
         gone = {r["path"] for r in new_rejects}
-        save_rows(tracks_path, [t for t in load_rows(tracks_path, Track) if t.path not in gone])
+        save_rows(tracks_path, [t for t in tracks if t.path not in gone])
     save_rows(run / "windows.jsonl", windows)
     if not windows:
         raise StageInputError(

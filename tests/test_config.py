@@ -263,3 +263,12 @@ def test_every_recipe_loads(recipe: Path) -> None:
     expected_run_dir = raw.get("run_dir") or str(Path("runs") / cfg.name)
     assert cfg.run_dir == expected_run_dir
     assert re.fullmatch(r"[\w.-]+", cfg.name)
+
+
+def test_outlier_defaults_are_the_detectors_own() -> None:
+    from stylecraft.config import OutliersConfig
+    from stylecraft.data.outliers import OutlierParams
+
+    section = OutliersConfig()
+    for f in dataclasses.fields(OutlierParams):
+        assert getattr(section, f.name) == f.default, f.name

@@ -206,12 +206,12 @@ def stage_segment(cfg: DictConfig, run: Path) -> dict[str, Any]:
     result: dict[str, Any] = {}
     o = cfg.outliers
     if o.enabled:
+        from dataclasses import fields
+
         from stylecraft.data.manifest import save_rows
         from stylecraft.data.outliers import OutlierParams, check_run
 
-        params = OutlierParams(track_z=o.track_z, window_z=o.window_z, duplicate_corr=o.duplicate_corr,
-                               noise_coherence=o.noise_coherence, clipped_share=o.clipped_share,
-                               dropout_share=o.dropout_share, flatness_z=o.flatness_z)
+        params = OutlierParams(**{f.name: o[f.name] for f in fields(OutlierParams)})
         report = check_run(run, windows, cfg.segment.sample_rate, params)
         result["outlier_tracks"] = len(report.flagged_tracks)
         result["outlier_windows"] = len(report.flagged_windows)

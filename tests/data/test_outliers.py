@@ -69,15 +69,20 @@ def test_damage_sees_clipping_and_dropouts_not_music():
     sr = 16000
     song = synth_track(12.0, sr, seed=7, channels=1).reshape(-1)
     song = 0.5 * song / np.max(np.abs(song))
-    clean = damage(song)
+    clean = damage(song, sr)
     assert clean[0] < 0.01 and clean[1] == 0.0
-    assert damage(np.clip(song * 8.0, -1, 1))[0] > 0.1  # overdriven by 18 dB
+    assert damage(np.clip(song * 8.0, -1, 1), sr)[0] > 0.1  # overdriven by 18 dB
     gapped = song.copy()
     gapped[sr : 2 * sr] = 0.0  # one second of 12 lost
-    assert damage(gapped)[1] == pytest.approx(1 / 12, abs=1e-3)
+    assert damage(gapped, sr)[1] == pytest.approx(1 / 12, abs=1e-3)
     tiny = song.copy()
     tiny[sr : sr + 100] = 0.0  # shorter than 10 ms: a zero crossing region, not a dropout
-    assert damage(tiny)[1] == 0.0
+    assert damage(tiny, sr)[1] == 0.0
+    hi = np.repeat(song, 2)  # the same music at 32 kHz: 10 ms is 320 samples there
+    hi[32000 : 32000 + 200] = 0.0  # 6 ms of zeros: still not a dropout
+    assert damage(hi, 2 * sr)[1] == 0.0
+    hi[64000 : 64000 + 400] = 0.0  # 12.5 ms: a dropout
+    assert damage(hi, 2 * sr)[1] == pytest.approx(400 / hi.size, rel=0.05)
 
 
 def test_track_score_sees_a_track_that_is_off_to_one_side():

@@ -1,16 +1,20 @@
 """Outlier detector: windows and tracks that do not belong in the catalogue, flagged before training.
 
-Every window is embedded with the weights-free MFCC embedding (:class:`MfccEmbedding`, mean of
-its 0.96 s blocks, 80 values). The embeddings are standardised per dimension (median and MAD)
+Every window is described by the weights-free MFCC embedding (:class:`MfccEmbedding`): the mean of
+its 0.96 s blocks (80 values) and the spread of the first 20 over the blocks, plus spectral
+texture and damage measures (:func:`window_embeddings`). The embeddings are standardised per dimension (median and MAD)
 and a Gaussian with a Ledoit-Wolf shrunk covariance is fitted robustly (the farthest ``TRIM`` of
 windows are left out of each refit, so a handful of intruders cannot pull the model towards
 themselves); distances are Mahalanobis distances under it. Then:
 
 * a **window** is an outlier when its Mahalanobis distance is far above the other windows'
   (robust z-score over windows > ``window_z``): noise bursts, dropouts, corrupted passages;
-* a **track** is an outlier when the median distance of its windows is far above the other
-  tracks' (robust z-score over tracks > ``track_z``): noise files, another artist, corrupted or
-  mislabelled audio;
+* a **track** is an outlier when its score (:func:`track_scores`: the median distance of its
+  windows and the distance of its centroid from the other tracks', as robust z-scores) is above
+  ``track_z``: noise files, another artist, corrupted or mislabelled audio;
+* a track is **clipped** or has **dropouts** when its share of samples at the ceiling, or in runs
+  of digital zeros, passes ``clipped_share`` / ``dropout_share`` (:func:`damage`), and **noisy or
+  distorted** when its spectral flatness is ``flatness_z`` robust z-scores above the catalogue's;
 * a track is a **near duplicate** of another when their coarse log-mel envelopes (10 frames/s,
   gain and equalisation removed) correlate at ``duplicate_corr`` or more at some time shift, over
   the overlap (re-encodes, resampled, trimmed or quieter copies). Exact copies never get this far:
@@ -106,13 +110,16 @@ EXTRA_DIMS = TEXTURE_DIMS + DAMAGE_DIMS  # trailing columns of an embedding row 
 SLOW_DIMS = 20  # MFCCs whose spread over a window's blocks is kept
 
 
-def damage(audio: np.ndarray) -> np.ndarray:
+DROPOUT_S = 0.010  # shortest run of digital zeros counted as a dropout
+
+
+def damage(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     """Two "is this recording damaged" numbers for a mono float clip: ``[clipped share, dropout share]``.
 
     Clipped share: samples within 2 dB of the clip's peak. A clipped recording sits on its
     ceiling (still near it after resampling rounds the flat tops); music peaks in a handful of
-    samples. Dropout share: samples in runs of exact digital zeros of 10 ms or more at 16 kHz
-    (160 samples), the trace of lost blocks; recordings keep some noise floor.
+    samples. Dropout share: samples in runs of exact digital zeros of ``DROPOUT_S`` (10 ms) or
+    more, the trace of lost blocks; recordings keep some noise floor.
     """
     a = np.abs(np.asarray(audio, dtype=np.float32))
     peak = float(a.max()) if a.size else 0.0
@@ -122,7 +129,8 @@ def damage(audio: np.ndarray) -> np.ndarray:
     zero = np.concatenate([[0], (a == 0.0).astype(np.int8), [0]])
     edges = np.flatnonzero(np.diff(zero))  # run starts and ends alternate
     runs = edges[1::2] - edges[0::2]
-    return np.array([clipped, float(runs[runs >= 160].sum()) / a.size])
+    min_run = max(1, round(DROPOUT_S * sample_rate))
+    return np.array([clipped, float(runs[runs >= min_run].sum()) / a.size])
 
 
 def window_embeddings(run_dir: str | Path, windows: list[Window], sample_rate: int, progress: bool = True) -> np.ndarray:
@@ -149,7 +157,7 @@ def window_embeddings(run_dir: str | Path, windows: list[Window], sample_rate: i
             out[i, : emb.dim] = blocks.mean(axis=0)
             out[i, emb.dim : emb.dim + SLOW_DIMS] = blocks[:, :SLOW_DIMS].std(axis=0)
             out[i, -EXTRA_DIMS : -DAMAGE_DIMS] = texture(seg, sample_rate)
-            out[i, -DAMAGE_DIMS:] = damage(seg)
+            out[i, -DAMAGE_DIMS:] = damage(seg, sample_rate)
     return out
 
 

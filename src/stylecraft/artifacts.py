@@ -68,6 +68,20 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+def files_sha256(folder: str | os.PathLike[str], exclude: tuple[str, ...] = ()) -> dict[str, str]:
+    """sha256 of every file under ``folder`` by relative POSIX path (sorted), for a manifest.
+
+    Args:
+        exclude: File names left out (e.g. the manifest itself).
+    """
+    root = Path(folder)
+    return {
+        p.relative_to(root).as_posix(): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name not in exclude
+    }
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

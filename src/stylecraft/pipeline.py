@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from stylecraft.artifacts import atomic_write_json, atomic_write_text, read_jsonl, sha256_file, sha256_json
+from stylecraft.artifacts import atomic_write_json, atomic_write_text, sha256_file, sha256_json
 from stylecraft.config import section
 from stylecraft.errors import StageInputError
 from stylecraft.progress import info
@@ -253,6 +253,7 @@ def stage_train(cfg: DictConfig, run: Path) -> dict[str, Any]:
 
 def stage_generate(cfg: DictConfig, run: Path) -> dict[str, Any]:
     from stylecraft.config import to_container
+    from stylecraft.data.manifest import run_caption
     from stylecraft.generate.longform import LongForm
     from stylecraft.generate.sample import SamplingParams, WatermarkSettings, generate, read_prompts_file
     from stylecraft.models.loading import load_model
@@ -262,7 +263,7 @@ def stage_generate(cfg: DictConfig, run: Path) -> dict[str, Any]:
         if g[key] and not Path(g[key]).is_file():
             raise StageInputError(f"generate.{key} '{g[key]}' does not exist")
     bundle = load_model(str(run))
-    prompts = read_prompts_file(g.prompts_file) if g.prompts_file else list(g.prompts) or [_default_prompt(cfg, run)]
+    prompts = read_prompts_file(g.prompts_file) if g.prompts_file else list(g.prompts) or [run_caption(run, cfg.artist)]
     params = SamplingParams(
         duration_s=g.duration_s, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
         guidance_scale=g.guidance_scale, seed=g.seed, seed_audio_s=g.seed_audio_s, best_of=g.best_of,
@@ -276,15 +277,6 @@ def stage_generate(cfg: DictConfig, run: Path) -> dict[str, Any]:
         seed_audio=g.seed_audio or None, melody=g.melody or None,
     )
     return {"files": len(rows)}
-
-
-def _default_prompt(cfg: DictConfig, run: Path) -> str:
-    """The most common caption of the training windows: the artist's own style line."""
-    windows = read_jsonl(run / "windows.jsonl") if (run / "windows.jsonl").exists() else []
-    captions = [w["caption"] for w in windows if w["split"] == "train" and w["caption"]]
-    if not captions:
-        return f"{cfg.artist} style"
-    return max(sorted(set(captions)), key=captions.count)
 
 
 def stage_evaluate(cfg: DictConfig, run: Path) -> dict[str, Any]:

@@ -99,3 +99,16 @@ def load_rows(path: str | Path, cls: type[T]) -> list[T]:
     for row in rows:
         check_row(row, path)
     return [cls(**{k: v for k, v in row.items() if k in names}) for row in rows]
+
+
+def run_caption(run: Path, artist: str) -> str:
+    """The most common caption of a run's training windows: the artist's own style line.
+
+    What the model learns to answer, so the default prompt of demos and generation; without
+    windows, ``"<artist> style"``.
+    """
+    windows = read_jsonl(run / "windows.jsonl") if (run / "windows.jsonl").exists() else []
+    captions = [w["caption"] for w in windows if w.get("split") == "train" and w.get("caption")]
+    if not captions:
+        return f"{artist} style"
+    return max(sorted(set(captions)), key=captions.count)

@@ -89,7 +89,8 @@ def model_sha256(bundle: ModelBundle) -> str:
     return h.hexdigest()
 
 
-def _slug(text: str) -> str:
+def file_slug(text: str) -> str:
+    """A prompt as a short file-name part: lower-case letters and digits joined by dashes."""
     s = re.sub(r"[^a-zA-Z0-9]+", "-", text.lower()).strip("-")
     return (s[:40].rstrip("-")) or "unconditional"
 
@@ -306,7 +307,7 @@ def read_prompts_file(path: str | Path) -> list[str]:
 
 
 def _file_name(prompt_index: int, prompt: str, seed: int, i: int) -> str:
-    return f"{prompt_index:03d}-{_slug(prompt)}-s{seed}-{i:02d}.flac"
+    return f"{prompt_index:03d}-{file_slug(prompt)}-s{seed}-{i:02d}.flac"
 
 
 def _intact(out: Path, row: dict[str, Any] | None, request_sha: str) -> bool:

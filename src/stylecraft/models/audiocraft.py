@@ -414,7 +414,7 @@ def export_model(bundle: Any, out: str | os.PathLike[str], fmt: str = "audiocraf
     """
     import transformers
 
-    from stylecraft.artifacts import atomic_path, atomic_write_json, replace_dir, sha256_file
+    from stylecraft.artifacts import atomic_path, atomic_write_json, files_sha256, replace_dir
 
     if fmt not in FORMATS:
         raise CheckpointError(f"unknown export format '{fmt}': use one of {', '.join(FORMATS)}")
@@ -447,8 +447,7 @@ def export_model(bundle: Any, out: str | os.PathLike[str], fmt: str = "audiocraf
             manifest["audiocraft_loads_without_changes"] = name in acfg.AUDIOCRAFT_T5
             model.text_encoder.save_pretrained(tmp / TEXT_ENCODER_DIR, safe_serialization=True)
             bundle.tokenizer.save_pretrained(tmp / TEXT_ENCODER_DIR)
-        files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        manifest["files"] = {str(p.relative_to(tmp)): sha256_file(p) for p in files}
+        manifest["files"] = files_sha256(tmp)
         atomic_write_json(tmp / MANIFEST, manifest)
         replace_dir(tmp, out)
     finally:

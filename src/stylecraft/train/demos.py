@@ -9,7 +9,6 @@ a resumed run stays bit-identical.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,23 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from stylecraft.artifacts import atomic_write_json, read_jsonl, sha256_file
+from stylecraft.artifacts import atomic_write_json, sha256_file
 from stylecraft.audio import io as audio_io
 from stylecraft.models.loading import ModelBundle
-
-
-def _slug(text: str) -> str:
-    s = re.sub(r"[^a-zA-Z0-9]+", "-", text.lower()).strip("-")
-    return (s[:40].rstrip("-")) or "unconditional"
-
-
-def run_caption(run: Path, artist: str) -> str:
-    """The most common caption of the training windows (what the model learns to answer)."""
-    windows = read_jsonl(run / "windows.jsonl") if (run / "windows.jsonl").exists() else []
-    captions = [w["caption"] for w in windows if w.get("split") == "train" and w.get("caption")]
-    if not captions:
-        return f"{artist} style"
-    return max(sorted(set(captions)), key=captions.count)
 
 
 @dataclass
@@ -45,7 +30,9 @@ class DemoResult:
 
 
 def demo_name(prompt: str, scale: float, seed: int) -> str:
-    return f"{_slug(prompt)}-g{scale:g}-s{seed}.flac"
+    from stylecraft.generate.sample import file_slug
+
+    return f"{file_slug(prompt)}-g{scale:g}-s{seed}.flac"
 
 
 def generate_demos(

@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stylecraft.artifacts import atomic_path, atomic_write_json, read_jsonl_tolerant, replace_dir, sha256_file
+from stylecraft.artifacts import (
+    atomic_write_json,
+    atomic_write_text,
+    files_sha256,
+    read_jsonl_tolerant,
+    replace_dir,
+    sha256_file,
+)
 from stylecraft.errors import ConfigError
 from stylecraft.models.loading import ModelBundle
 
@@ -57,8 +64,7 @@ def export(ctx: ExportContext) -> dict[str, Any]:
 
 
 def _files(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name not in ("stylecraft.json",)}
+    return files_sha256(folder, exclude=("stylecraft.json",))
 
 
 def data_facts(run: Path) -> dict[str, Any]:
@@ -168,8 +174,7 @@ def export_transformers(ctx: ExportContext) -> dict[str, Any]:
         "recipe": OmegaConf.to_container(cfg, resolve=True),
     }
     prov["tokens_index_sha256"] = prov["data"]["tokens_index_sha256"]
-    with atomic_path(tmp / "README.md") as p:
-        p.write_text(model_card(prov), encoding="utf-8")
+    atomic_write_text(tmp / "README.md", model_card(prov))
     prov["files"] = _files(tmp)
     atomic_write_json(tmp / "stylecraft.json", prov)
     replace_dir(tmp, final)

@@ -28,17 +28,19 @@ from transformers import get_cosine_schedule_with_warmup
 from stylecraft.artifacts import (
     append_jsonl,
     atomic_write_json,
+    files_sha256,
     read_jsonl_tolerant,
     sha256_file,
     write_jsonl,
 )
+from stylecraft.data.manifest import run_caption
 from stylecraft.data.tokens import TokenDataset
 from stylecraft.errors import CheckpointError, ConfigError, StageInputError, StylecraftError
 from stylecraft.models.loading import ModelBundle, load_model
 from stylecraft.progress import info, make_progress
 from stylecraft.train import early_stop, speed
 from stylecraft.train.batches import Collator
-from stylecraft.train.demos import FadScorer, generate_demos, run_caption
+from stylecraft.train.demos import FadScorer, generate_demos
 from stylecraft.train.ema import EMA, EMA_FILE
 from stylecraft.train.export import ExportContext, export
 from stylecraft.train.launch_check import check_launch
@@ -660,7 +662,7 @@ def _save_checkpoint(
         # The state file is written last, so a step folder without it is never trusted; it lists
         # the sha256 of every file beside it for `stylecraft verify`.
         # FSDP's sharded model and optimizer are folders of per-rank files: those are listed too.
-        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        files = files_sha256(tmp)
         atomic_write_json(tmp / STATE_FILE, {**state, "files": files})
         if final.exists():
             shutil.rmtree(final)

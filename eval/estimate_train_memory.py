@@ -74,7 +74,8 @@ def estimate(size: str, mode: str, window_s: float, batch: int, procs: int, fsdp
 
 RECIPES = {
     "musicgen-small-lora": dict(size="small", mode="lora", window_s=10.0, batch=8, procs=1, fsdp=False, ckpt=False),
-    "musicgen-small-full": dict(size="small", mode="full", window_s=10.0, batch=8, procs=1, fsdp=False, ckpt=False),
+    "musicgen-small-full": dict(size="small", mode="full", window_s=10.0, batch=8, procs=1, fsdp=False, ckpt=False,
+                                ema=True),
     "musicgen-medium-fsdp": dict(size="medium", mode="full", window_s=10.0, batch=8, procs=4, fsdp=True, ckpt=True),
     "musicgen-large-fsdp-lora": dict(size="large", mode="lora", window_s=10.0, batch=8, procs=4, fsdp=True, ckpt=True),
 }

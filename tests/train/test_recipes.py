@@ -67,6 +67,9 @@ def test_recipe_header_states_launch_and_computed_memory(tier):
     assert cfg.train.mode == kw["mode"] and cfg.train.batch_size == kw["batch"]
     assert cfg.segment.window_s == kw["window_s"]
     assert cfg.train.gradient_checkpointing == kw["ckpt"]
+    assert bool(cfg.train.ema.enabled) == kw.get("ema", False)
+    if kw["mode"] == "lora":
+        assert cfg.train.lora.r == kw.get("r", 16)
     assert kw["size"] in cfg.model.name
     if kw["fsdp"]:
         assert "recipes/accelerate/fsdp.yaml" in header and f"--num_processes {kw['procs']}" in header

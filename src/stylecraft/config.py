@@ -19,6 +19,8 @@ from stylecraft.errors import ConfigError
 
 STAGES = ("demo", "ingest", "separate", "segment", "augment", "tokenize", "train", "generate", "evaluate")
 
+ATTENTION_CHOICES = ("auto", "sdpa", "eager", "flash_attention_2")  # train.attention (stylecraft.train.speed)
+
 
 @dataclass
 class DemoConfig:
@@ -180,7 +182,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 1
     attention: str = "auto"  # decoder attention: auto (sdpa) | sdpa | eager | flash_attention_2
-    compile: bool = False  # torch.compile the decoder (minutes of compiling per start; eval/results/bench_train.md)
+    compile: bool = False  # torch.compile the decoder (compiled again on every start; gain not yet measured)
 
 
 @dataclass
@@ -414,8 +416,8 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
             errors.append(f"train.{key} must be >= 1, got {t[key]}")
     if t.lr <= 0:
         errors.append(f"train.lr must be > 0, got {t.lr}")
-    if t.attention not in ("auto", "sdpa", "eager", "flash_attention_2"):
-        errors.append(f"train.attention must be auto|sdpa|eager|flash_attention_2, got '{t.attention}'")
+    if t.attention not in ATTENTION_CHOICES:
+        errors.append(f"train.attention must be {'|'.join(ATTENTION_CHOICES)}, got '{t.attention}'")
     if not 0.0 <= t.cond_dropout < 1.0:
         errors.append(f"train.cond_dropout must be in [0, 1), got {t.cond_dropout}")
     if t.weight_decay < 0:

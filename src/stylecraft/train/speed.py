@@ -1,7 +1,8 @@
 """Throughput choices of the training loop, applied to the model once before the optimizer is built.
 
-Each choice is measured by eval/bench_train.py (eval/results/bench_train.md) against a plain
-transformers loop; the loop calls :func:`apply` once, so the choices live here and not in it.
+eval/bench_train.py (eval/results/bench_train.md) measures them together, as stylecraft's loop
+against a plain transformers loop, not one by one; the loop calls :func:`apply` once, so the
+choices live here and not in it.
 
 * Attention: PyTorch's ``scaled_dot_product_attention`` for the decoder (on CUDA it dispatches to
   its built-in FlashAttention-2 kernel for the causal self-attention; on CPU to a flash-style
@@ -13,8 +14,8 @@ transformers loop; the loop calls :func:`apply` once, so the choices live here a
   (bit for bit on CPU) and gradients without those copies.
 * TF32 matmuls on CUDA for the float32 work outside autocast.
 * ``train.compile``: ``torch.compile`` of the MusicGen decoder in place (``nn.Module.compile``, so
-  parameter names, checkpoints and exports stay unchanged). Off by default: compiling takes minutes
-  and is paid again on every start and resume.
+  parameter names, checkpoints and exports stay unchanged). Off by default: compiling is paid
+  again on every start and resume, and its gain has not been measured (``bench_train.py --compile``).
 """
 
 from __future__ import annotations
@@ -30,8 +31,6 @@ import torch.nn.functional as F
 from transformers.modeling_outputs import CausalLMOutputWithCrossAttentions
 
 from stylecraft.errors import ConfigError
-
-ATTENTION_CHOICES = ("auto", "sdpa", "eager", "flash_attention_2")
 
 
 def pick_attention(choice: str, on_cuda: bool) -> str:

@@ -511,7 +511,7 @@ FEATURES_VERSION = 2  # bump when the detector's window features change: cached 
 def catalogue_features(split: str) -> dict[str, Any]:
     """An injected catalogue segmented once, with its window features and all pairwise fingerprint
     correlations (cached beside it, so thresholds can be swept without recomputing anything)."""
-    from stylecraft.artifacts import read_jsonl
+    from stylecraft.artifacts import atomic_path, read_jsonl
     from stylecraft.data import outliers as od
     from stylecraft.data.manifest import Window, load_rows
 
@@ -520,18 +520,19 @@ def catalogue_features(split: str) -> dict[str, Any]:
     tracks = {r["id"]: Path(r["path"]).name for r in read_jsonl(run / "tracks.jsonl")}
     cache = run.parent / f"features-v{FEATURES_VERSION}.npz"
     tids = sorted({w.track_id for w in windows})
-    if not cache.exists():
+    cached = np.load(cache) if cache.exists() else None
+    if cached is None or list(cached["tids"]) != tids:  # a different catalogue: recompute
         emb = od.window_embeddings(run, windows, 16000, progress=False)
         prints = {t: od.fingerprint(od.track_pcm(run, t), 16000) for t in tids}
         corr = np.zeros((len(tids), len(tids)))
         for i, ta in enumerate(tids):
             for j in range(i):
                 corr[i, j] = corr[j, i] = od._max_overlap_corr(prints[tids[j]], prints[ta])
-        np.savez(cache, emb=emb, corr=corr, tids=np.array(tids))
-    z = np.load(cache)
-    assert list(z["tids"]) == tids, "stale feature cache"
+        with atomic_path(cache) as p, open(p, "wb") as f:  # a killed run leaves no half-written cache
+            np.savez(f, emb=emb, corr=corr, tids=np.array(tids))
+        cached = {"emb": emb, "corr": corr}
     return {"split": split, "run": run, "gt": gt, "windows": windows, "tracks": tracks, "tids": tids,
-            "emb": z["emb"], "corr": z["corr"]}
+            "emb": cached["emb"], "corr": cached["corr"]}
 
 
 def _duplicates(cat: dict[str, Any], min_corr: float) -> dict[str, str]:

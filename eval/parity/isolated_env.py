@@ -55,7 +55,7 @@ class IsolatedEnv:
         """Create the venv unless a complete one with the same package list exists.
 
         Args:
-            python: Interpreter used to create the venv (default: ``python3.11``, else ``python3``).
+            python: Interpreter used to create the venv (default: ``python3.11`` on PATH).
 
         Returns:
             The venv's python executable.
@@ -65,7 +65,7 @@ class IsolatedEnv:
             return self.python_exe()
         if self.dir.exists():
             shutil.rmtree(self.dir)
-        base = python or shutil.which("python3.11") or shutil.which("python3")
+        base = python or shutil.which("python3.11")  # the stamp records 3.11
         if base is None:
             raise SystemExit(f"python3.11 is needed to build the {self.name} reference environment")
         subprocess.run([base, "-m", "venv", str(self.dir)], check=True)

@@ -11,6 +11,7 @@ a one-hot of the loudest bin per frame. Resampling uses soxr (stylecraft.audio.i
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,9 @@ NUM_CHROMA = 12
 CHUNK_LENGTH_S = 30  # the extractor truncates its input to 30 s
 
 
+@functools.lru_cache(maxsize=4)
 def chroma_filters(sample_rate: int) -> torch.Tensor:
-    """The extractor's chroma filter bank ``[12, n_fft // 2 + 1]``."""
+    """The extractor's chroma filter bank ``[12, n_fft // 2 + 1]`` (built once per rate; read-only)."""
     bank = chroma_filter_bank(sampling_rate=sample_rate, num_frequency_bins=N_FFT, tuning=0, num_chroma=NUM_CHROMA)
     return torch.from_numpy(bank).float()
 

@@ -264,11 +264,15 @@ DECODE_CONTEXT_S = 1.0  # ...each with this much code context on either side
 def codes_to_audio(
     bundle: ModelBundle, codes: torch.Tensor, duration_s: float, on_chunk: Callable[[], object] | None = None
 ) -> np.ndarray:
-    """Audio ``[B, samples]`` (first channel, float32, exactly ``duration_s``) of codes ``[B, K, T]``."""
+    """Audio ``[B, samples]`` (mono, float32, exactly ``duration_s``) of codes ``[B, K, T]``.
+
+    Stereo models' two channels are mixed down (the watermark, provenance and overview work on
+    mono files).
+    """
     fr = bundle.frame_rate
     audio = gc.decode_codes(
         bundle, codes, int(DECODE_CHUNK_S * fr), int(DECODE_CONTEXT_S * fr), on_chunk=on_chunk
-    )[:, 0]
+    ).mean(axis=1)  # [B, C, samples] -> [B, samples]
     n = int(round(duration_s * bundle.sample_rate))
     fixed = np.zeros((audio.shape[0], n), dtype=np.float32)
     m = min(n, audio.shape[1])

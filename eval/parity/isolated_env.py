@@ -31,6 +31,8 @@ class IsolatedEnv:
         no_deps: Packages installed with ``--no-deps`` (the reference tools).
         with_deps: Packages installed with their dependencies (what the tools import).
         offline: Set the Hugging Face offline switches in the worker's environment.
+        with_torch: Install the pinned CPU torch first (off for tools that do not use torch and
+            whose pins conflict with it, such as TensorFlow 2.12's typing-extensions).
     """
 
     name: str
@@ -38,6 +40,7 @@ class IsolatedEnv:
     no_deps: list[str]
     with_deps: list[str]
     offline: bool = False
+    with_torch: bool = True
 
     @property
     def dir(self) -> Path:
@@ -49,7 +52,8 @@ class IsolatedEnv:
         return self.dir / "bin" / "python"
 
     def _stamp(self) -> dict[str, object]:
-        return {"torch": TORCH, "no_deps": self.no_deps, "with_deps": self.with_deps, "python": "3.11"}
+        return {"torch": TORCH if self.with_torch else None, "no_deps": self.no_deps, "with_deps": self.with_deps,
+                "python": "3.11"}
 
     def ensure_env(self, python: str | None = None) -> Path:
         """Create the venv unless a complete one with the same package list exists.
@@ -70,10 +74,12 @@ class IsolatedEnv:
             raise SystemExit(f"python3.11 is needed to build the {self.name} reference environment")
         subprocess.run([base, "-m", "venv", str(self.dir)], check=True)
         pip = [str(self.python_exe()), "-m", "pip", "install", "--quiet"]
-        subprocess.run(pip + [TORCH], check=True)
+        torch = [TORCH] if self.with_torch else []
+        if torch:
+            subprocess.run(pip + torch, check=True)
         subprocess.run(pip + ["--no-deps", *self.no_deps], check=True)
         # Naming torch again keeps the installed CPU build while the rest resolves.
-        subprocess.run(pip + [*self.with_deps, TORCH], check=True)
+        subprocess.run(pip + [*self.with_deps, *torch], check=True)
         stamp.write_text(json.dumps(self._stamp(), indent=2) + "\n")
         return self.python_exe()
 

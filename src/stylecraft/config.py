@@ -80,6 +80,9 @@ class OutliersConfig:
     clipped_share: float = 0.02  # share of samples within 2 dB of the peak from which a track counts as clipped
     dropout_share: float = 0.02  # share of samples in digital-zero gaps (>= 10 ms) from which a track has dropouts
     flatness_z: float = 2.0  # robust z of a track's spectral flatness from which it counts as noisy or distorted
+    # Window features: "mfcc" needs no weights; a learned music embedding ("musicnn-mtt", after
+    # `stylecraft fetch musicnn`) also tells another artist's tracks apart.
+    embedding: str = "mfcc"
 
 
 @dataclass
@@ -395,6 +398,10 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
                       "and outliers.noise_coherence in [0, 1)")
     if o.flatness_z <= 0:
         errors.append(f"outliers.flatness_z must be > 0, got {o.flatness_z}")
+    from stylecraft.evaluate.embeddings import available_embeddings
+
+    if o.embedding not in available_embeddings():
+        errors.append(f"unknown outliers.embedding {o.embedding!r} (known: {', '.join(available_embeddings())})")
     if not 0.0 < o.clipped_share <= 1.0 or not 0.0 < o.dropout_share <= 1.0:
         errors.append(f"outliers.clipped_share and outliers.dropout_share must be in (0, 1], got {o.clipped_share} "
                       f"and {o.dropout_share}")

@@ -57,6 +57,7 @@ class OutlierParams:
     clipped_share: float = 0.02  # share of samples within 2 dB of the peak from which a track is clipped
     dropout_share: float = 0.02  # share of samples in digital-zero gaps from which a track has dropouts
     flatness_z: float = 2.0  # robust z of a track's spectral flatness over tracks from which it is noisy or distorted
+    embedding: str = "mfcc"  # window features: "mfcc" (no weights) or a learned embedding such as "musicnn-mtt"
 
 
 @dataclass
@@ -133,32 +134,94 @@ def damage(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.array([clipped, float(runs[runs >= min_run].sum()) / a.size])
 
 
-def window_embeddings(run_dir: str | Path, windows: list[Window], sample_rate: int, progress: bool = True) -> np.ndarray:
-    """Features of every window: ``[windows, 80 + 20 + 5]``.
+def window_embeddings(run_dir: str | Path, windows: list[Window], sample_rate: int, progress: bool = True,
+                      embedding: str = "mfcc") -> np.ndarray:
+    """Features of every window: ``[windows, D + 5]``.
 
-    The MFCC embedding's mean over the window's 0.96 s blocks (80), the spread over blocks of
-    its first 20 values (how the timbre moves within the window: a steady drone, a loop or noise
-    barely moves), then :func:`texture` (3) and :func:`damage` (2).
+    With ``embedding="mfcc"`` (no weights needed), ``D = 80 + 20``: the MFCC embedding's mean over
+    the window's 0.96 s blocks (80) and the spread over blocks of its first 20 values (how the
+    timbre moves within the window: a steady drone, a loop or noise barely moves). With a learned
+    embedding (e.g. ``musicnn-mtt``, see :func:`learned_window_features`), ``D`` is its width.
+    Then :func:`texture` (3) and :func:`damage` (2).
     """
     from stylecraft.evaluate.embeddings import MfccEmbedding
 
-    emb = MfccEmbedding()
-    out = np.zeros((len(windows), emb.dim + SLOW_DIMS + EXTRA_DIMS), dtype=np.float64)
     by_track: dict[str, list[int]] = {}
     for i, w in enumerate(windows):
         by_track.setdefault(w.track_id, []).append(i)
+    learned = None if embedding == "mfcc" else learned_window_features(run_dir, windows, sample_rate, embedding, progress)
+    emb = MfccEmbedding()
+    width = emb.dim + SLOW_DIMS if learned is None else learned.shape[1]
+    out = np.zeros((len(windows), width + EXTRA_DIMS), dtype=np.float64)
+    if learned is not None:
+        out[:, :width] = learned
     for tid in progress_iter(list(by_track), "outliers", enabled=progress):
         pcm = track_pcm(Path(run_dir), tid)  # memory-mapped: only the windows are read
         for i in by_track[tid]:
             w = windows[i]
             start = int(round(w.start_s * sample_rate))
             seg = pcm[start : start + int(round(w.duration_s * sample_rate))].astype(np.float32) / 32767.0
-            blocks = emb.embed(seg, sample_rate)  # [blocks, 80]
-            out[i, : emb.dim] = blocks.mean(axis=0)
-            out[i, emb.dim : emb.dim + SLOW_DIMS] = blocks[:, :SLOW_DIMS].std(axis=0)
+            if learned is None:
+                blocks = emb.embed(seg, sample_rate)  # [blocks, 80]
+                out[i, : emb.dim] = blocks.mean(axis=0)
+                out[i, emb.dim : emb.dim + SLOW_DIMS] = blocks[:, :SLOW_DIMS].std(axis=0)
             out[i, -EXTRA_DIMS : -DAMAGE_DIMS] = texture(seg, sample_rate)
             out[i, -DAMAGE_DIMS:] = damage(seg, sample_rate)
     return out
+
+
+CHUNK_S = 300.0  # audio embedded at a time by learned_window_features: bounds memory on long tracks
+
+
+def learned_window_features(run_dir: str | Path, windows: list[Window], sample_rate: int, embedding: str,
+                            progress: bool = True) -> np.ndarray:
+    """Mean of a learned embedding's rows over each window: ``[windows, D]``.
+
+    An embedding whose rows cover fixed spans (``row_seconds``, e.g. musicnn's 3 s patches) is run
+    once per track, a few minutes at a time, and each window averages the rows that lie inside it
+    (or the row nearest its centre when none does), so overlapping windows cost nothing extra.
+    Other embeddings are run on each window's audio.
+
+    Raises:
+        ModelNotFoundError: If the embedding's weights are not on this machine.
+    """
+    from stylecraft.evaluate.embeddings import get_embedding
+
+    emb = get_embedding(embedding)
+    row_s = getattr(emb, "row_seconds", None)
+    by_track: dict[str, list[int]] = {}
+    for i, w in enumerate(windows):
+        by_track.setdefault(w.track_id, []).append(i)
+    rows_out: list[np.ndarray | None] = [None] * len(windows)
+    for tid in progress_iter(list(by_track), f"outliers ({embedding})", enabled=progress):
+        pcm = track_pcm(Path(run_dir), tid)
+        if row_s is None:
+            for i in by_track[tid]:
+                w = windows[i]
+                start = int(round(w.start_s * sample_rate))
+                seg = pcm[start : start + int(round(w.duration_s * sample_rate))].astype(np.float32) / 32767.0
+                rows_out[i] = emb.embed(seg, sample_rate).mean(axis=0)
+            continue
+        rows = []
+        chunk = int(round(max(1, int(CHUNK_S // row_s)) * row_s * sample_rate))  # whole rows per chunk
+        for s0 in range(0, pcm.shape[0], chunk):
+            seg = np.asarray(pcm[s0 : s0 + chunk], dtype=np.float32) / 32767.0
+            if seg.shape[0] >= row_s * sample_rate:
+                rows.append(emb.embed(seg, sample_rate))
+        if not rows:  # a track shorter than one row: embed it padded with silence
+            seg = np.zeros(int(np.ceil(row_s * sample_rate)), dtype=np.float32)
+            seg[: pcm.shape[0]] = np.asarray(pcm, dtype=np.float32) / 32767.0
+            rows.append(emb.embed(seg, sample_rate))
+        r = np.concatenate(rows)  # [n, D]; row k covers [k * row_s, (k + 1) * row_s)
+        starts = np.arange(r.shape[0]) * row_s
+        for i in by_track[tid]:
+            w = windows[i]
+            inside = (starts >= w.start_s - 1e-6) & (starts + row_s <= w.start_s + w.duration_s + 1e-6)
+            if not inside.any():
+                inside = np.zeros(r.shape[0], dtype=bool)
+                inside[min(r.shape[0] - 1, int((w.start_s + w.duration_s / 2) // row_s))] = True
+            rows_out[i] = r[inside].mean(axis=0)
+    return np.stack([np.asarray(x, dtype=np.float64) for x in rows_out])
 
 
 FP_RATE = 10  # fingerprint frames per second
@@ -405,7 +468,7 @@ def check_run(
     p = params or OutlierParams()
     prints = {t: fingerprint(track_pcm(run, t), sample_rate) for t in sorted({w.track_id for w in windows})}
     dups = find_duplicates(prints, p.duplicate_corr)
-    report = detect_outliers(windows, window_embeddings(run, windows, sample_rate, progress), params, dups)
+    report = detect_outliers(windows, window_embeddings(run, windows, sample_rate, progress, p.embedding), params, dups)
     atomic_write_json(run / "outliers" / "report.json", report.to_json())
     plot_report(report, windows, run / "outliers" / "report.png", params)
     return report

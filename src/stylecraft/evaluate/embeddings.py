@@ -5,7 +5,7 @@ set, so every model used for it only has to turn a clip into a ``[frames, D]`` m
 :class:`Embedding` protocol is that contract; :func:`get_embedding` builds one by name.
 
 :class:`MfccEmbedding` needs no weights and no network, so FAD can be computed anywhere (CI
-included). Learned embeddings (``vggish``, ``encodec-24k``/``-48k``, ``clap``) load their
+included). Learned embeddings (``vggish``, ``encodec-24k``/``-48k``, ``clap``, ``musicnn-msd``/``-mtt``) load their
 published weights by name (``stylecraft fetch``); each also has a ``-tiny`` randomly initialised
 variant of the same code path for offline tests. More models plug in by implementing
 :class:`Embedding` and calling :func:`register_embedding` with a zero-argument factory; the
@@ -323,6 +323,17 @@ def _clap_tiny() -> Embedding:
     return ClapEmbedding.preset(seed=0)
 
 
+def _musicnn(variant: str, tiny: bool) -> Callable[[], Embedding]:
+    def factory() -> Embedding:
+        from stylecraft.evaluate.musicnn import MusicnnEmbedding
+
+        if tiny:
+            return MusicnnEmbedding.preset(variant, seed=0)
+        return MusicnnEmbedding.from_registry(variant)
+
+    return factory
+
+
 _REGISTRY: dict[str, Callable[[], Embedding]] = {
     MfccEmbedding.name: MfccEmbedding,
     # The published weights, fetched by name; a missing file is a ModelNotFoundError.
@@ -335,6 +346,11 @@ _REGISTRY: dict[str, Callable[[], Embedding]] = {
     "encodec-48k-tiny": _encodec("48k", tiny=True),
     "clap": _clap,
     "clap-tiny": _clap_tiny,
+    # Music-tagging CNNs whose weights come from a package registry (``stylecraft fetch musicnn``).
+    "musicnn-msd": _musicnn("msd", tiny=False),
+    "musicnn-mtt": _musicnn("mtt", tiny=False),
+    "musicnn-msd-tiny": _musicnn("msd", tiny=True),
+    "musicnn-mtt-tiny": _musicnn("mtt", tiny=True),
 }
 
 

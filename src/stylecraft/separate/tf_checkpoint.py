@@ -174,17 +174,26 @@ def _block_entries(block: bytes) -> Iterator[tuple[bytes, bytes]]:
         pos += value_len
 
 
-def find_checkpoint_prefix(path: Path) -> Path:
+def _index_of(prefix: str) -> Path:
+    return Path(f"{prefix}.index")
+
+
+def find_checkpoint_prefix(path: Path) -> str:
     """Resolve a checkpoint prefix from a directory (its ``checkpoint`` file) or a prefix/index path.
+
+    The prefix is text, not a path: a checkpoint saved under a prefix ending in ``/`` has files
+    named ``.index`` and ``.data-*`` inside that folder, and its prefix is ``"<folder>/"``.
 
     Raises:
         CheckpointError: when no TensorFlow checkpoint is there, naming what was found.
     """
     path = Path(path)
+    if path.name == ".index" and path.is_file():
+        return f"{path.parent}/"
     if path.suffix == ".index" and path.is_file():
-        return path.with_suffix("")
-    if Path(f"{path}.index").is_file():
-        return path
+        return str(path.with_suffix(""))
+    if _index_of(str(path)).is_file():
+        return str(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
@@ -193,15 +202,16 @@ def find_checkpoint_prefix(path: Path) -> Path:
             for line in state.read_text(errors="replace").splitlines():
                 if line.startswith("model_checkpoint_path:"):
                     name = line.split(":", 1)[1].strip().strip('"')
-                    prefix = Path(name) if Path(name).is_absolute() else path / name
+                    base = "" if name.endswith("/") else Path(name).name
+                    prefix = name if Path(name).is_absolute() else f"{path}/{name}"
                     # Checkpoints moved after training keep an absolute path of the old place.
-                    if not Path(f"{prefix}.index").is_file():
-                        prefix = path / Path(name).name
-                    if Path(f"{prefix}.index").is_file():
+                    if not _index_of(prefix).is_file():
+                        prefix = f"{path}/{base}"
+                    if _index_of(prefix).is_file():
                         return prefix
         indexes = sorted(path.glob("*.index"), key=lambda p: (len(p.name), p.name))
         if len(indexes) == 1:
-            return indexes[0].with_suffix("")
+            return f"{path}/" if indexes[0].name == ".index" else str(indexes[0].with_suffix(""))
         if indexes:
             raise CheckpointError(
                 f"{path} holds {len(indexes)} checkpoints and no 'checkpoint' file naming the latest; "
@@ -222,7 +232,7 @@ class TFCheckpoint:
 
     def __init__(self, path: str | Path) -> None:
         self.prefix = find_checkpoint_prefix(Path(path))
-        index_path = Path(f"{self.prefix}.index")
+        index_path = _index_of(self.prefix)
         try:
             self._entries, self.num_shards = self._parse_index(index_path.read_bytes())
         except (ValueError, struct.error, IndexError) as exc:

@@ -16,7 +16,14 @@ from fad_synth import tones, write_set
 
 from stylecraft.errors import AudioDecodeError, CheckpointError, ModelNotFoundError
 from stylecraft.evaluate.embeddings import get_embedding
-from stylecraft.evaluate.vggish import VGGishConfig, VGGishEmbedding, VGGishNet, _mel_matrix, log_mel_examples
+from stylecraft.evaluate.vggish import (
+    VGGishConfig,
+    VGGishEmbedding,
+    VGGishNet,
+    _max_pool_2x2,
+    _mel_matrix,
+    log_mel_examples,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -183,3 +190,15 @@ def test_nnpack_convolutions_agree_with_the_direct_ones():
     assert not torch.equal(direct, fast)  # another algorithm ran ...
     torch.testing.assert_close(fast, direct, rtol=1e-5, atol=1e-5 * float(direct.abs().max()))  # ... to float rounding
     assert emb.settings()["cpu_convolution"].startswith("nnpack from 128")
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_strided_max_pool_equals_max_pool2d(channels_last):
+    x = torch.randn(3, 5, 12, 8)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    got = _max_pool_2x2(x)
+    assert torch.equal(got, torch.nn.functional.max_pool2d(x, 2, 2))
+    assert got.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    odd = torch.randn(2, 3, 7, 6)
+    assert torch.equal(_max_pool_2x2(odd), torch.nn.functional.max_pool2d(odd, 2, 2))

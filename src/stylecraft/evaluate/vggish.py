@@ -125,6 +125,21 @@ class VGGishConfig:
         return cls(channels=(4, 8, 8, 16), hidden=32, dim=128)
 
 
+def _max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+    """``MaxPool2d(2, 2)`` of ``[B, C, H, W]`` with even ``H`` and ``W``, as elementwise maxima.
+
+    The same values bit for bit (a maximum is exact), in the input's memory format. ATen's CPU
+    max pool also computes indices and walks the map window by window; three elementwise maxima
+    of strided views run about 3-5x faster on the NCHW maps NNPACK returns and slightly faster
+    on channels-last ones.
+    """
+    if x.shape[-2] % 2 or x.shape[-1] % 2:
+        return torch.nn.functional.max_pool2d(x, 2, 2)
+    top = torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2])  # [B, C, H/2, W/2]
+    bottom = torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2])
+    return torch.maximum(top, bottom, out=top)
+
+
 class VGGishNet(nn.Module):
     """VGGish CNN with torchvggish's module layout (so its state dict loads unchanged)."""
 
@@ -183,7 +198,7 @@ class VGGishNet(nn.Module):
             elif isinstance(mods[i], nn.ReLU) and i + 1 < len(mods) and isinstance(mods[i + 1], nn.MaxPool2d):
                 # max and ReLU commute exactly (both monotone), so pooling first runs the ReLU
                 # on a quarter of the values and saves one pass over the largest maps.
-                x = torch.relu_(mods[i + 1](x))
+                x = torch.relu_(_max_pool_2x2(x) if not torch.is_grad_enabled() else mods[i + 1](x))
                 i += 2
             else:
                 x = mods[i](x)

@@ -320,7 +320,8 @@ def section_watermark(args: argparse.Namespace) -> dict[str, Any]:
     # the other free soundtracks), each tried with several random keys.
     fp_scores: list[list[float]] = []  # per excerpt: one score per key
     full_scores: list[float] = []
-    fp_sources: dict[str, dict[str, float]] = {}
+    fp_sources: dict[str, dict[str, Any]] = {}
+    top: list[dict[str, Any]] = []  # the ten excerpts whose best key scored highest
     for folder, package in fp_music_dirs(args):
         print(f"false positives: {folder.name}", flush=True)
         n_exc, minutes = 0, 0.0
@@ -334,14 +335,21 @@ def section_watermark(args: argparse.Namespace) -> dict[str, Any]:
                 exc = x16[start : start + n]
                 if float(np.sqrt(np.mean(exc**2))) < 1e-3:
                     continue
-                fp_scores.append([wm.detect(exc, wm.RATE, f"fp-{rng.integers(1 << 62)}").score for _ in range(args.fp_keys)])
+                keys = [f"fp-{rng.integers(1 << 62)}" for _ in range(args.fp_keys)]
+                row = [wm.detect(exc, wm.RATE, k).score for k in keys]
+                fp_scores.append(row)
+                best = int(np.argmax(row))
+                # The highest-scoring excerpts are kept by name, so that a false positive can be listened to.
+                top.append({"source": folder.name, "file": f.name, "start_s": round(start / wm.RATE, 2),
+                            "key": keys[best], "score": round(float(row[best]), 3)})
+                top = sorted(top, key=lambda r: -r["score"])[:10]
                 n_exc += 1
         fp_sources[folder.name] = {**_source_info(folder, package), "files": len(audio_files(folder)),
                                    "minutes": round(minutes, 1), "excerpts": n_exc}
     thr = wm.THRESHOLD
 
     def rate(v: list[float]) -> float:
-        return round(float(np.mean(np.asarray(v) >= thr)), 4) if v else float("nan")
+        return round(float(np.mean(np.asarray(v) >= thr)), 6) if v else float("nan")
 
     def fp_row(scores: list[float], units: int, unit: str) -> dict[str, Any]:
         pos = int(np.sum(np.asarray(scores) >= thr))
@@ -372,6 +380,8 @@ def section_watermark(args: argparse.Namespace) -> dict[str, Any]:
         "score_min": {a: round(float(np.min(v)), 2) for a, v in hits.items() if v},
         "score_median": {a: round(float(np.median(v)), 2) for a, v in hits.items() if v},
         "false_positive_music": fp_sources,
+        "false_positive_minutes": round(sum(v["minutes"] for v in fp_sources.values()), 1),
+        "highest_unmarked_excerpts": top,
         "false_positives": {
             "unmarked_excerpts": fp_row(flat, len(fp_scores), f"{clip_s} s excerpt"),
             "unmarked_full_tracks": fp_row(full_scores, len(full_scores) // args.fp_keys, "track"),
@@ -1089,8 +1099,14 @@ def _render_watermark(p: dict[str, Any]) -> list[str]:
         "| false-positive test | units | trials | positives | rate | 95% bound per unit | 95% bound per trial | max score |",
         "|---|---|---|---|---|---|---|---|"]
     for name, r in p["false_positives"].items():
-        out.append(f"| {name} | {r['independent_units']} x {r['unit']} | {r['trials']} | {r['positives']} | {100 * r['rate']:.3f}% | "
+        out.append(f"| {name} | {r['independent_units']} x {r['unit']} | {r['trials']} | {r['positives']} | {100 * r['rate']:.4f}% | "
                    f"{100 * r['upper95_per_unit']:.3f}% | {100 * r['upper95_per_trial']:.4f}% | {r['max_score']} |")
+    if "highest_unmarked_excerpts" in p:
+        out += ["", f"Highest-scoring unmarked excerpts (best of their keys; a score >= {p['threshold']} is a false positive):", "",
+                "| source | file | start s | score | key |", "|---|---|---|---|---|"]
+        for r in p["highest_unmarked_excerpts"]:
+            flag = " (positive)" if r["score"] >= p["threshold"] else ""
+            out.append(f"| {r['source']} | `{r['file']}` | {r['start_s']} | {r['score']}{flag} | `{r['key']}` |")
     a = p["audibility"]
     out += ["", f"Audibility: SNR median {a['snr_db']['median']} dB (min {a['snr_db']['min']}), segmental SNR median "
             f"{a['segmental_snr_db']['median']} dB (min {a['segmental_snr_db']['min']}), log-spectral distance median "

@@ -19,8 +19,10 @@ sections exist into ``eval/results/reliability.json`` and ``eval/results/reliabi
 
 Real music comes from ``eval/data/wesnoth`` (or ``--music``), filled from the Debian package
 ``wesnoth-1.16-music`` when missing; "another artist" and more unwatermarked music from the
-Debian packages ``asc-music``, ``colobot-common-sounds`` and ``drascula-music`` (fetched the
-same way into ``eval/data``).
+Debian packages ``asc-music``, ``colobot-common-sounds`` and ``drascula-music``, and, for the
+watermark's false positives only, ``warzone2100-music``, ``lincity-ng-data`` and
+``extremetuxracer-data`` (fetched the same way into ``eval/data``, with a ``SOURCE.json`` naming
+package and version).
 
 Usage::
 
@@ -61,17 +63,52 @@ def _save_part(name: str, data: dict[str, Any]) -> None:
     atomic_write_json(PARTS / f"{name}.json", data)
 
 
-def _fetch_deb_audio(package: str, dest: Path, pattern: str) -> None:
+SOURCE_FILE = "SOURCE.json"  # provenance written next to the audio a Debian package was unpacked into
+
+
+def _unpack_deb_audio(deb: Path, dest: Path, pattern: str, exclude: str | None = None, min_s: float = 0.0) -> dict[str, Any]:
+    """Copy the audio files of the ``.deb`` file ``deb`` that match ``pattern`` into ``dest``.
+
+    Files whose name matches ``exclude`` or that last less than ``min_s`` seconds (sound effects,
+    jingles) are left out. ``dest`` is written whole or not at all, with a ``SOURCE.json`` naming
+    the package, its version and the files kept.
+    """
+    from fnmatch import fnmatch
+
+    from stylecraft.artifacts import atomic_write_json
+
+    def field(name: str) -> str:
+        return subprocess.run(["dpkg-deb", "-f", str(deb), name], check=True, capture_output=True, text=True).stdout.strip()
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        root, out = Path(tmp) / "root", Path(tmp) / "out"
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True, capture_output=True)
+        out.mkdir()
+        kept, short = [], 0
+        for f in sorted(root.rglob(pattern)):
+            if exclude is not None and fnmatch(f.name, exclude):
+                continue
+            if min_s > 0 and sf.info(str(f)).duration < min_s:
+                short += 1
+                continue
+            if (out / f.name).exists():  # flattened into one folder: a second file of that name would replace the first
+                raise RuntimeError(f"{deb.name}: two files named {f.name} match {pattern}")
+            shutil.copy2(f, out / f.name)
+            kept.append(f.name)
+        source = {"package": field("Package"), "version": field("Version"), "pattern": pattern, "exclude": exclude,
+                  "min_seconds": min_s, "files": kept, "left_out_short": short}
+        atomic_write_json(out / SOURCE_FILE, source)
+        out.rename(dest)
+    return source
+
+
+def _fetch_deb_audio(package: str, dest: Path, pattern: str, exclude: str | None = None, min_s: float = 0.0) -> None:
     """Unpack the audio files of a Debian package into ``dest`` (apt-get download + dpkg-deb)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         subprocess.run(["apt-get", "download", package], cwd=tmp, check=True, capture_output=True)
-        deb = next(Path(tmp).glob("*.deb"))
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(Path(tmp) / "root")], check=True, capture_output=True)
-        files = sorted((Path(tmp) / "root").rglob(pattern))
-        dest.mkdir(parents=True, exist_ok=True)
-        for f in files:
-            shutil.copy2(f, dest / f.name)
+        _unpack_deb_audio(next(Path(tmp).glob("*.deb")), dest, pattern, exclude, min_s)
 
 
 def music_dir(arg: str | None) -> Path:
@@ -94,15 +131,39 @@ OTHER_PACKAGES = (
 )
 
 
-def _deb_dir(name: str, package: str, pattern: str) -> Path:
+# More unwatermarked real music, only for the watermark's false-positive test: (folder, package,
+# file pattern, names left out). Warzone 2100's "_enhanced" files are remasters of two of its other
+# tracks, left out so that every excerpt is distinct audio; files under FP_MIN_S (jingles) too.
+FP_PACKAGES = (
+    ("warzone2100-music", "warzone2100-music", "*.opus", "*_enhanced.opus"),
+    ("lincity-ng-music", "lincity-ng-data", "music/default/*.ogg", None),
+    ("etr-music", "extremetuxracer-data", "etr/music/*.ogg", None),
+)
+FP_MIN_S = 30.0
+
+
+def _deb_dir(name: str, package: str, pattern: str, exclude: str | None = None, min_s: float = 0.0) -> Path:
     local = ROOT / "eval" / "data" / name
     if not local.exists():
-        _fetch_deb_audio(package, local, pattern)
+        _fetch_deb_audio(package, local, pattern, exclude, min_s)
     return local
 
 
+def _source_info(folder: Path, package: str | None) -> dict[str, Any]:
+    """Package and version a music folder came from: as recorded when it was unpacked, else apt's candidate now."""
+    rec = folder / SOURCE_FILE
+    if rec.exists():
+        src = json.loads(rec.read_text())
+        return {"package": src["package"], "version": src["version"], "version_from": "unpacked .deb"}
+    if package is None:
+        return {"package": None, "version": None, "version_from": "user folder"}
+    res = subprocess.run(["apt-cache", "policy", package], capture_output=True, text=True)
+    cand = next((ln.split(":", 1)[1].strip() for ln in res.stdout.splitlines() if ln.strip().startswith("Candidate:")), None)
+    return {"package": package, "version": cand, "version_from": "apt candidate when measured (fetched earlier, not recorded)"}
+
+
 def audio_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".ogg", ".mp3", ".flac", ".wav"))
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".ogg", ".opus", ".mp3", ".flac", ".wav"))
 
 
 def _mono(path: Path, sr: int, max_s: float | None = None) -> np.ndarray:
@@ -161,11 +222,18 @@ def _cp_upper(positives: int, trials: int, conf: float = 0.95) -> float:
     return 1.0 if positives >= trials else float(beta.ppf(conf, positives + 1, trials - positives))
 
 
-def fp_music_dirs(args: argparse.Namespace) -> list[Path]:
-    """Real music the false-positive test runs on: the catalogue plus the other free soundtracks."""
-    dirs = [music_dir(args.music)]
+def fp_music_dirs(args: argparse.Namespace) -> list[tuple[Path, str | None]]:
+    """Real music the false-positive test runs on, with the Debian package of each folder.
+
+    The catalogue, the other composers' soundtracks and the extra FP_PACKAGES.
+    """
+    from bench_prep import PACKAGE
+
+    dirs: list[tuple[Path, str | None]] = [(music_dir(args.music), None if args.music else PACKAGE)]
     for name, package, pattern in OTHER_PACKAGES:
-        dirs.append(_deb_dir(name, package, pattern))
+        dirs.append((_deb_dir(name, package, pattern), package))
+    for name, package, pattern, exclude in FP_PACKAGES:
+        dirs.append((_deb_dir(name, package, pattern, exclude, FP_MIN_S), package))
     return dirs
 
 
@@ -249,11 +317,13 @@ def section_watermark(args: argparse.Namespace) -> dict[str, Any]:
                 for j in range(3):
                     wrong_key_scores.append(wm.detect(y, sr, f"{key}-wrong-{j}").score)
     # False positives: every non-overlapping excerpt of unwatermarked real music (the catalogue and
-    # three other soundtracks), each tried with several random keys.
+    # the other free soundtracks), each tried with several random keys.
     fp_scores: list[list[float]] = []  # per excerpt: one score per key
     full_scores: list[float] = []
-    fp_sources: dict[str, dict[str, float]] = {}
-    for folder in fp_music_dirs(args):
+    fp_sources: dict[str, dict[str, Any]] = {}
+    top: list[dict[str, Any]] = []  # the ten excerpts whose best key scored highest
+    for folder, package in fp_music_dirs(args):
+        print(f"false positives: {folder.name}", flush=True)
         n_exc, minutes = 0, 0.0
         for f in audio_files(folder):
             x16 = _mono(f, wm.RATE)
@@ -265,13 +335,21 @@ def section_watermark(args: argparse.Namespace) -> dict[str, Any]:
                 exc = x16[start : start + n]
                 if float(np.sqrt(np.mean(exc**2))) < 1e-3:
                     continue
-                fp_scores.append([wm.detect(exc, wm.RATE, f"fp-{rng.integers(1 << 62)}").score for _ in range(args.fp_keys)])
+                keys = [f"fp-{rng.integers(1 << 62)}" for _ in range(args.fp_keys)]
+                row = [wm.detect(exc, wm.RATE, k).score for k in keys]
+                fp_scores.append(row)
+                best = int(np.argmax(row))
+                # The highest-scoring excerpts are kept by name, so that a false positive can be listened to.
+                top.append({"source": folder.name, "file": f.name, "start_s": round(start / wm.RATE, 2),
+                            "key": keys[best], "score": round(float(row[best]), 3)})
+                top = sorted(top, key=lambda r: -r["score"])[:10]
                 n_exc += 1
-        fp_sources[folder.name] = {"files": len(audio_files(folder)), "minutes": round(minutes, 1), "excerpts": n_exc}
+        fp_sources[folder.name] = {**_source_info(folder, package), "files": len(audio_files(folder)),
+                                   "minutes": round(minutes, 1), "excerpts": n_exc}
     thr = wm.THRESHOLD
 
     def rate(v: list[float]) -> float:
-        return round(float(np.mean(np.asarray(v) >= thr)), 4) if v else float("nan")
+        return round(float(np.mean(np.asarray(v) >= thr)), 6) if v else float("nan")
 
     def fp_row(scores: list[float], units: int, unit: str) -> dict[str, Any]:
         pos = int(np.sum(np.asarray(scores) >= thr))
@@ -302,6 +380,8 @@ def section_watermark(args: argparse.Namespace) -> dict[str, Any]:
         "score_min": {a: round(float(np.min(v)), 2) for a, v in hits.items() if v},
         "score_median": {a: round(float(np.median(v)), 2) for a, v in hits.items() if v},
         "false_positive_music": fp_sources,
+        "false_positive_minutes": round(sum(v["minutes"] for v in fp_sources.values()), 1),
+        "highest_unmarked_excerpts": top,
         "false_positives": {
             "unmarked_excerpts": fp_row(flat, len(fp_scores), f"{clip_s} s excerpt"),
             "unmarked_full_tracks": fp_row(full_scores, len(full_scores) // args.fp_keys, "track"),
@@ -1003,16 +1083,30 @@ def _render_watermark(p: dict[str, Any]) -> list[str]:
     for a, r in p["detection_rate"].items():
         out.append(f"| {a} | {100 * r:.2f}% | {p['score_min'][a]} | {p['score_median'][a]} |")
     src = p["false_positive_music"]
-    out += ["", "False positives on unwatermarked real music: " + "; ".join(
-        f"{name} ({v['files']} files, {v['minutes']} min, {v['excerpts']} excerpts)" for name, v in src.items())
+
+    def origin(v: dict[str, Any]) -> str:
+        if not v.get("package"):
+            return ""
+        note = "" if v.get("version_from") == "unpacked .deb" else " (apt candidate when measured)"
+        return f"Debian `{v['package']}` {v['version']}{note}, "
+
+    total = sum(v["minutes"] for v in src.values())
+    out += ["", f"False positives on unwatermarked real music ({round(total, 1)} min in all): " + "; ".join(
+        f"{name} ({origin(v)}{v['files']} files, {v['minutes']} min, {v['excerpts']} excerpts)" for name, v in src.items())
         + ". Each excerpt and track is tried with several random keys. Upper bounds are one-sided 95% Clopper-Pearson: "
         "per unit counts a unit as positive when any of its keys fires (units are disjoint audio, so independent); "
         "per trial treats every key as its own trial (keys are independent patterns, the audio is shared).", "",
         "| false-positive test | units | trials | positives | rate | 95% bound per unit | 95% bound per trial | max score |",
         "|---|---|---|---|---|---|---|---|"]
     for name, r in p["false_positives"].items():
-        out.append(f"| {name} | {r['independent_units']} x {r['unit']} | {r['trials']} | {r['positives']} | {100 * r['rate']:.3f}% | "
+        out.append(f"| {name} | {r['independent_units']} x {r['unit']} | {r['trials']} | {r['positives']} | {100 * r['rate']:.4f}% | "
                    f"{100 * r['upper95_per_unit']:.3f}% | {100 * r['upper95_per_trial']:.4f}% | {r['max_score']} |")
+    if "highest_unmarked_excerpts" in p:
+        out += ["", f"Highest-scoring unmarked excerpts (best of their keys; a score >= {p['threshold']} is a false positive):", "",
+                "| source | file | start s | score | key |", "|---|---|---|---|---|"]
+        for r in p["highest_unmarked_excerpts"]:
+            flag = " (positive)" if r["score"] >= p["threshold"] else ""
+            out.append(f"| {r['source']} | `{r['file']}` | {r['start_s']} | {r['score']}{flag} | `{r['key']}` |")
     a = p["audibility"]
     out += ["", f"Audibility: SNR median {a['snr_db']['median']} dB (min {a['snr_db']['min']}), segmental SNR median "
             f"{a['segmental_snr_db']['median']} dB (min {a['segmental_snr_db']['min']}), log-spectral distance median "

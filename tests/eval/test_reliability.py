@@ -1,0 +1,77 @@
+"""eval/reliability.py helpers: unpacking a Debian package's music and the Clopper-Pearson bound."""
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[2]
+SR = 8000
+
+
+@pytest.fixture(scope="module")
+def rel():
+    spec = importlib.util.spec_from_file_location("reliability", ROOT / "eval" / "reliability.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["reliability"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tone(path: Path, seconds: float) -> None:
+    t = np.arange(int(seconds * SR)) / SR
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), (0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), SR, format="OGG", subtype="VORBIS")
+
+
+def _build_deb(tmp_path: Path, files: dict[str, float]) -> Path:
+    """A real .deb (dpkg-deb --build) holding OGG tones of the given lengths under usr/share/games/demo."""
+    pkg = tmp_path / "pkg"
+    (pkg / "DEBIAN").mkdir(parents=True)
+    (pkg / "DEBIAN" / "control").write_text(
+        "Package: demo-music\nVersion: 1:2.3-4\nArchitecture: all\nMaintainer: nobody <nobody@example.org>\n"
+        "Description: demo\n")
+    for rel_path, seconds in files.items():
+        _tone(pkg / "usr/share/games/demo" / rel_path, seconds)
+    deb = tmp_path / "demo-music.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(pkg), str(deb)], check=True, capture_output=True)
+    return deb
+
+
+needs_dpkg = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed")
+
+
+@needs_dpkg
+def test_unpack_keeps_long_matching_files_and_records_the_version(rel, tmp_path):
+    deb = _build_deb(tmp_path, {"music/long.ogg": 31.0, "music/short.ogg": 5.0, "music/long_enhanced.ogg": 31.0,
+                                "sounds/effect.ogg": 31.0})
+    dest = tmp_path / "data" / "demo"
+    src = rel._unpack_deb_audio(deb, dest, "music/*.ogg", exclude="*_enhanced.ogg", min_s=30.0)
+    assert [p.name for p in rel.audio_files(dest)] == ["long.ogg"]
+    assert src["files"] == ["long.ogg"] and src["left_out_short"] == 1
+    assert src["package"] == "demo-music" and src["version"] == "1:2.3-4"
+    assert json.loads((dest / rel.SOURCE_FILE).read_text()) == src
+    assert rel._source_info(dest, "demo-music") == {"package": "demo-music", "version": "1:2.3-4",
+                                                    "version_from": "unpacked .deb"}
+
+
+@needs_dpkg
+def test_unpack_refuses_two_files_of_one_name_and_leaves_no_folder(rel, tmp_path):
+    deb = _build_deb(tmp_path, {"a/track.ogg": 1.0, "b/track.ogg": 1.0})
+    dest = tmp_path / "data" / "demo"
+    with pytest.raises(RuntimeError, match="two files named track.ogg"):
+        rel._unpack_deb_audio(deb, dest, "*.ogg")
+    assert not dest.exists()
+
+
+def test_clopper_pearson_with_no_positives_is_the_closed_form(rel):
+    for n in (1, 2518, 2995, 5000):
+        assert rel._cp_upper(0, n) == pytest.approx(1 - 0.05 ** (1 / n), rel=1e-9)
+    assert rel._cp_upper(0, 2995) <= 0.001 < rel._cp_upper(0, 2994)
+    assert rel._cp_upper(3, 3) == 1.0

@@ -10,9 +10,10 @@ Soundtracks (Debian archive, free licences):
 Tracks of at least 40 s are sorted by name; every fifth is held out as a candidate and the rest
 form each soundtrack's reference. One more candidate is a 30 s excerpt of a Wesnoth *reference*
 track at -6 dB with a little noise added, to show the memorisation check (it is not counted in
-the attribution score). Embedding: ``mfcc`` (weights-free; the learned embeddings' published
-weights cannot be downloaded on this machine). Tracks are scaled to -23 LUFS before embedding
-(the audit's default), so mastering level does not decide attribution.
+the attribution score). Embedding: ``mfcc`` by default (weights-free); ``--embedding musicnn-mtt``
+runs the same audit on the learned musicnn embedding (``stylecraft fetch musicnn``; VGGish and
+CLAP weights cannot be downloaded on this machine). Tracks are scaled to -23 LUFS before
+embedding (the audit's default), so mastering level does not decide attribution.
 
 Three attributions are counted per held-out track: the closest reference by per-track FAD to the
 whole soundtrack (``closest``), the window classifier alone (``classifier_closest``), and the
@@ -24,10 +25,12 @@ method's parameters were not tuned on the held-out tracks.
 Usage::
 
     python eval/audit_demo.py   # eval/results/audit_demo.{json,md}, audit_demo_report.png
+    python eval/audit_demo.py --embedding musicnn-mtt   # eval/results/audit_demo-musicnn-mtt.*
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -48,7 +51,8 @@ RESULTS = ROOT / "eval" / "results"
 WORK = ROOT / "eval" / ".cache" / "audit_demo"
 SOURCES = {
     "wesnoth": [Path(os.environ.get("WESNOTH_MUSIC", "/work/main/eval/data/wesnoth")), ROOT / "eval" / "data" / "wesnoth"],
-    "drascula": [ROOT / "eval" / "data" / "drascula" / "usr" / "share" / "scummvm" / "drascula" / "audio"],
+    "drascula": [ROOT / "eval" / "data" / "drascula" / "usr" / "share" / "scummvm" / "drascula" / "audio",
+                 ROOT / "eval" / "data" / "drascula-music"],
 }
 MIN_S = 40.0
 
@@ -73,15 +77,20 @@ def link_all(files: list[Path], folder: Path) -> None:
 
 
 def main() -> dict[str, Any]:
-    if WORK.exists():
-        shutil.rmtree(WORK)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--embedding", default="mfcc", help="embedding of the audit (default: mfcc, weights-free)")
+    embedding = ap.parse_args().embedding
+    stem = "audit_demo" if embedding == "mfcc" else f"audit_demo-{embedding}"
+    work = WORK if embedding == "mfcc" else WORK.with_name(stem)
+    if work.exists():
+        shutil.rmtree(work)
     refs: dict[str, Path] = {}
     truth: dict[str, str] = {}
-    cands = WORK / "candidates"
+    cands = work / "candidates"
     for name in SOURCES:
         ref_files, held = split(tracks(name))
-        link_all(ref_files, WORK / "references" / name)
-        refs[name] = WORK / "references" / name
+        link_all(ref_files, work / "references" / name)
+        refs[name] = work / "references" / name
         for f in held:
             dst = cands / f"{name}__{f.name}"
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +105,7 @@ def main() -> dict[str, Any]:
     with atomic_path(copy) as tmp:
         sf.write(tmp, excerpt, sr)
 
-    record = run_audit(refs, [cands], AuditSettings(embedding="mfcc", n_boot=100, workers=2), cache_dir=WORK / "cache")
+    record = run_audit(refs, [cands], AuditSettings(embedding=embedding, n_boot=100, workers=2), cache_dir=work / "cache")
     held_rows = [c for c in record["candidates"] if c["path"] in truth]
     correct = [c for c in held_rows if c["closest"] == truth[c["path"]]]
     clf_correct = [c for c in held_rows if c["classifier_closest"] == truth[c["path"]]]
@@ -118,10 +127,10 @@ def main() -> dict[str, Any]:
     }
     out = {"summary": summary, "truth": {Path(k).name: v for k, v in truth.items()}, "audit": audit_json(record)}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(RESULTS / "audit_demo.json", out)
+    atomic_write_json(RESULTS / f"{stem}.json", out)
 
-    report = write_report(record, WORK / "report.html")
-    shot = RESULTS / "audit_demo_report.png"
+    report = write_report(record, work / "report.html")
+    shot = RESULTS / f"{stem}_report.png"
     chromium = shutil.which("chromium")
     if chromium:
         with tempfile.TemporaryDirectory() as profile, atomic_path(shot) as tmp:
@@ -134,7 +143,7 @@ def main() -> dict[str, Any]:
         "# Style audit on two real soundtracks",
         "",
         f"References: {', '.join(f'{n} ({k} tracks)' for n, k in summary['reference_tracks'].items())}; "
-        f"embedding mfcc on audio scaled to -23 LUFS; every fifth track (≥ 40 s, by name) held out.",
+        f"embedding {embedding} on audio scaled to -23 LUFS; every fifth track (≥ 40 s, by name) held out.",
         "",
         f"**Held-out tracks attributed to their own soundtrack: {len(att_correct)} of {len(held_rows)}** "
         "(window classifier + nearest-track FAD, calibrated by grouped CV on the reference tracks); "
@@ -165,10 +174,10 @@ def main() -> dict[str, Any]:
         f"{Path(fp['reference']).name if fp['reference'] else '-'} at offset {fp['offset_s']:.2f} s, "
         f"{fp['aligned']} of {fp['n_hashes']} hashes aligned. Held-out tracks flagged as copies: {len(false_copies)}.",
         "",
-        "Report screenshot (headless Chromium): `audit_demo_report.png`.",
+        f"Report screenshot (headless Chromium): `{stem}_report.png`.",
         "",
     ]
-    atomic_write_text(RESULTS / "audit_demo.md", "\n".join(lines))
+    atomic_write_text(RESULTS / f"{stem}.md", "\n".join(lines))
     print("\n".join(lines))
     return out
 

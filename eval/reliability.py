@@ -615,6 +615,31 @@ def catalogue_features(split: str) -> dict[str, Any]:
             "emb": cached["emb"], "corr": cached["corr"]}
 
 
+LEARNED_EMBEDDING = "musicnn-mtt"  # learned window features compared with the MFCC default
+
+
+def with_learned_features(cat: dict[str, Any], embedding: str) -> dict[str, Any] | None:
+    """``cat`` with the window features of :func:`stylecraft.data.outliers.window_embeddings` for a
+    learned ``embedding`` (cached beside the catalogue), or None when its weights are not here."""
+    from stylecraft.artifacts import atomic_path
+    from stylecraft.data import outliers as od
+    from stylecraft.errors import ModelNotFoundError
+
+    cache = cat["run"].parent / f"features-{embedding}-v{FEATURES_VERSION}.npz"
+    if cache.exists() and list(np.load(cache)["tids"]) == cat["tids"]:
+        learned = np.load(cache)["learned"]
+    else:
+        try:
+            learned = od.learned_window_features(cat["run"], cat["windows"], 16000, embedding, progress=True)
+        except ModelNotFoundError as exc:
+            print(f"outliers: {embedding} comparison skipped: {exc}", file=sys.stderr)
+            return None
+        with atomic_path(cache) as p, open(p, "wb") as f:
+            np.savez(f, learned=learned, tids=np.array(cat["tids"]))
+    # The same texture and damage columns as the MFCC rows: only the features that are whitened change.
+    return {**cat, "emb": np.concatenate([learned, cat["emb"][:, -od.EXTRA_DIMS :]], axis=1)}
+
+
 def _duplicates(cat: dict[str, Any], min_corr: float) -> dict[str, str]:
     """What :func:`stylecraft.data.outliers.find_duplicates` returns, from the cached correlations."""
     ids, out = cat["tids"], {}
@@ -756,6 +781,12 @@ def section_outliers(args: argparse.Namespace) -> dict[str, Any]:
     for thr in GRID["track_z"]:  # the track threshold alone, others as chosen, on the held-out catalogue
         t = evaluate_detector(test, OutlierParams(**{**asdict(chosen), "track_z": thr}))["track_level"]
         sweep.append({"track_z": thr, "recall": t["recall"], "false_positive_rate": t["false_positive_rate"]})
+    learned: dict[str, Any] = {"embedding": LEARNED_EMBEDDING}
+    l_tune, l_test = with_learned_features(tune, LEARNED_EMBEDDING), with_learned_features(test, LEARNED_EMBEDDING)
+    if l_tune is not None and l_test is not None:
+        l_chosen, _ = tune_params(l_tune)
+        learned.update({"chosen_params": asdict(l_chosen), "held_out_with_chosen": _summary(evaluate_detector(l_test, l_chosen)),
+                        "tune_with_chosen": _summary(evaluate_detector(l_tune, l_chosen))})
     cats = {}
     for cat in (tune, test):
         truth = cat["gt"]["truth"]
@@ -775,6 +806,7 @@ def section_outliers(args: argparse.Namespace) -> dict[str, Any]:
         "tune_with_chosen": _summary(evaluate_detector(tune, chosen)),
         "grid_points": len(grid),
         "held_out_track_threshold_sweep": sweep,
+        "learned_embedding": learned,
         "settings": {"window_s": 10.0, "hop_s": 5.0, "sample_rate": 16000, "features_version": FEATURES_VERSION},
         "picture": "reliability_outliers.png",
         "seconds": round(time.time() - t0, 1),
@@ -1013,6 +1045,13 @@ def _targets(s: dict[str, Any]) -> list[str]:
             out.append(f"- Outlier recall >= 90% at <= 10% false positives, held-out catalogue, {label}: {verdict(ok)} "
                        f"(recall {100 * t['recall']:.1f}% of {t['positives']}, FPR {100 * t['false_positive_rate']:.1f}% of "
                        f"{t['negatives']}).")
+        le = o.get("learned_embedding") or {}
+        if "held_out_with_chosen" in le:
+            t = le["held_out_with_chosen"]["track_level"]
+            ok = t["recall"] >= 0.9 and t["false_positive_rate"] <= 0.1
+            out.append(f"- Same, with {le['embedding']} window features, thresholds chosen on the other half: {verdict(ok)} "
+                       f"(recall {100 * t['recall']:.1f}% of {t['positives']}, FPR {100 * t['false_positive_rate']:.1f}% of "
+                       f"{t['negatives']}).")
     return out
 
 
@@ -1141,6 +1180,19 @@ def _render_outliers(p: dict[str, Any]) -> list[str]:
             + "; ".join(f"{s['track_z']}: recall {100 * s['recall']:.0f}%, FPR {100 * s['false_positive_rate']:.1f}%"
                         for s in p["held_out_track_threshold_sweep"]) + ".", "",
             f"![outlier report on the held-out catalogue]({p['picture']})", ""]
+    le = p.get("learned_embedding") or {}
+    if "held_out_with_chosen" in le:
+        out += [f"With a learned embedding (`outliers.embedding={le['embedding']}`: musicnn's MagnaTagATune tagger, "
+                "200-D penultimate features averaged over each window's 3 s patches, in place of the MFCC features; "
+                "texture and damage checks unchanged), thresholds chosen on `tune` by the same rule: "
+                f"{le['chosen_params']}.", "",
+                "| evaluation | track recall | track FPR | recall by kind | missed | clean tracks flagged | window recall "
+                "(bursts) | window FPR |", "|---|---|---|---|---|---|---|---|",
+                _outlier_line(f"held-out `test`, {le['embedding']}, chosen thresholds", le["held_out_with_chosen"]),
+                _outlier_line(f"`tune`, {le['embedding']} (where chosen)", le["tune_with_chosen"]), ""]
+    elif le:
+        out += [f"The learned-embedding comparison ({le['embedding']}) was skipped: its weights are not on this machine "
+                "(`stylecraft fetch musicnn`).", ""]
     return out
 
 

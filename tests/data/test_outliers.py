@@ -18,7 +18,10 @@ from stylecraft.data.outliers import (
     detect_outliers,
     find_duplicates,
     fingerprint,
+    learned_window_features,
+    track_pcm,
     track_scores,
+    window_embeddings,
 )
 from stylecraft.pipeline import run_stage
 
@@ -169,3 +172,26 @@ def test_fingerprint_in_chunks_is_exact(monkeypatch):
     whole = fingerprint(x, 16000)
     monkeypatch.setattr(outliers, "FP_CHUNK", 17)
     assert np.allclose(fingerprint(x, 16000), whole, atol=1e-4)  # float rounding of the FFT sizes only
+
+
+def test_learned_window_features_average_the_rows_inside_each_window(injected, tmp_path, monkeypatch):
+    from stylecraft.data import outliers
+    from stylecraft.data.manifest import Window, load_rows
+    from stylecraft.evaluate.embeddings import get_embedding
+
+    run = tmp_path / "run"
+    _run(injected, run, "outliers.embedding=musicnn-mtt-tiny")  # the stage runs with a learned embedding
+    windows = load_rows(run / "windows.jsonl", Window)
+    feats = learned_window_features(run, windows, 16000, "musicnn-mtt-tiny", progress=False)
+    assert feats.shape == (len(windows), 200) and np.isfinite(feats).all()
+    # Row k of a track covers [k, k + 1) x 2.992 s; a 4 s window at 2 s holds exactly row 1.
+    emb = get_embedding("musicnn-mtt-tiny")
+    w = next(w for w in windows if abs(w.start_s - 2.0) < 1e-6)
+    rows = emb.embed(np.asarray(track_pcm(run, w.track_id), dtype=np.float32) / 32767.0, 16000)
+    np.testing.assert_allclose(feats[windows.index(w)], rows[1], atol=1e-5)
+    # Embedding a track a few rows at a time gives the same rows as embedding it whole.
+    monkeypatch.setattr(outliers, "CHUNK_S", 4.0)
+    np.testing.assert_allclose(learned_window_features(run, windows, 16000, "musicnn-mtt-tiny", progress=False), feats,
+                               atol=1e-4)
+    full = window_embeddings(run, windows[:3], 16000, progress=False, embedding="musicnn-mtt-tiny")
+    assert full.shape == (3, 200 + EXTRA_DIMS)

@@ -178,7 +178,8 @@ def learned_window_features(run_dir: str | Path, windows: list[Window], sample_r
     """Mean of a learned embedding's rows over each window: ``[windows, D]``.
 
     An embedding whose rows cover fixed spans (``row_seconds``, e.g. musicnn's 3 s patches) is run
-    once per track, a few minutes at a time, and each window averages the rows that lie inside it
+    once per track, a few minutes at a time (with a row of context on each side, so the rows equal
+    those of one pass over the whole track), and each window averages the rows that lie inside it
     (or the row nearest its centre when none does), so overlapping windows cost nothing extra.
     Other embeddings are run on each window's audio.
 
@@ -203,11 +204,19 @@ def learned_window_features(run_dir: str | Path, windows: list[Window], sample_r
                 rows_out[i] = emb.embed(seg, sample_rate).mean(axis=0)
             continue
         rows = []
-        chunk = int(round(max(1, int(CHUNK_S // row_s)) * row_s * sample_rate))  # whole rows per chunk
-        for s0 in range(0, pcm.shape[0], chunk):
-            seg = np.asarray(pcm[s0 : s0 + chunk], dtype=np.float32) / 32767.0
-            if seg.shape[0] >= row_s * sample_rate:
-                rows.append(emb.embed(seg, sample_rate))
+        per_chunk = max(1, int(CHUNK_S // row_s))  # whole rows per chunk
+        n_rows = int(pcm.shape[0] // (row_s * sample_rate))
+
+        def at(r: int) -> int:
+            return int(round(r * row_s * sample_rate))
+
+        for r0 in range(0, n_rows, per_chunk):
+            r1 = min(n_rows, r0 + per_chunk)
+            # One row of audio on each side, where there is some, so that the rows kept see the same
+            # samples (spectrogram frames, resampler taps) as in one pass over the whole track.
+            lead = 1 if r0 > 0 else 0
+            seg = np.asarray(pcm[at(r0 - lead) : at(min(n_rows + 1, r1 + 1))], dtype=np.float32) / 32767.0
+            rows.append(emb.embed(seg, sample_rate)[lead : lead + r1 - r0])
         if not rows:  # a track shorter than one row: embed it padded with silence
             seg = np.zeros(int(np.ceil(row_s * sample_rate)), dtype=np.float32)
             seg[: pcm.shape[0]] = np.asarray(pcm, dtype=np.float32) / 32767.0

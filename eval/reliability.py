@@ -785,7 +785,8 @@ def section_outliers(args: argparse.Namespace) -> dict[str, Any]:
     l_tune, l_test = with_learned_features(tune, LEARNED_EMBEDDING), with_learned_features(test, LEARNED_EMBEDDING)
     if l_tune is not None and l_test is not None:
         l_chosen, _ = tune_params(l_tune)
-        learned.update({"chosen_params": asdict(l_chosen), "held_out_with_chosen": _summary(evaluate_detector(l_test, l_chosen)),
+        learned.update({"chosen_params": {**asdict(l_chosen), "embedding": LEARNED_EMBEDDING},
+                        "held_out_with_chosen": _summary(evaluate_detector(l_test, l_chosen)),
                         "tune_with_chosen": _summary(evaluate_detector(l_tune, l_chosen))})
     cats = {}
     for cat in (tune, test):

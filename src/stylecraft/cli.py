@@ -399,6 +399,9 @@ def export(
 
     if fmt not in FORMATS:
         raise StylecraftError(f"unknown export format '{fmt}': use one of {', '.join(FORMATS)}")
+    if t5_name is not None and fmt != "audiocraft":
+        # The transformers format carries the text encoder's own config; a name would be ignored.
+        raise StylecraftError(f"--t5-name applies to --format audiocraft only (got --format {fmt})")
     manifest = export_model(load_model(model, text_encoder=text_encoder), out, fmt=fmt, t5_name=t5_name)
     if fmt == "audiocraft" and not manifest.get("audiocraft_loads_without_changes", True):
         typer.echo(f"note: text encoder '{manifest['t5_name']}' is not one audiocraft knows; its weights are in {out}/text_encoder")

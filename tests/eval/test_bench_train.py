@@ -1,25 +1,17 @@
 """eval/bench_train.py on the tiny preset: both loops do the same work, every figure is written."""
 
 import copy
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[2]
+from eval_scripts import load_eval_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_train", ROOT / "eval" / "bench_train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_train"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_eval_script("bench_train")
 
 
 def test_main_writes_every_field_and_the_loops_agree(bench, tmp_path):

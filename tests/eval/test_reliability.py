@@ -1,27 +1,21 @@
 """eval/reliability.py helpers: unpacking a Debian package's music and the Clopper-Pearson bound."""
 
-import importlib.util
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from eval_scripts import load_eval_script
 
-ROOT = Path(__file__).resolve().parents[2]
 SR = 8000
 
 
 @pytest.fixture(scope="module")
 def rel():
-    spec = importlib.util.spec_from_file_location("reliability", ROOT / "eval" / "reliability.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["reliability"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_eval_script("reliability")
 
 
 def _tone(path: Path, seconds: float) -> None:

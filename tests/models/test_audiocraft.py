@@ -199,6 +199,11 @@ def test_cli_export_and_errors(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: unknown export format") and err.count("\n") == 1
     assert not (tmp_path / "x").exists()
+    assert _main(monkeypatch, "export", "tiny", "--format", "transformers", "--t5-name", "t5-base",
+                 "--out", str(tmp_path / "y")) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --t5-name applies to --format audiocraft only") and err.count("\n") == 1
+    assert not (tmp_path / "y").exists()
 
 
 def test_export_replaces_an_earlier_export_but_never_a_folder_of_other_files(tmp_path, monkeypatch, capsys):

@@ -39,7 +39,7 @@ def test_demos_are_written_logged_and_leave_training_unchanged(fresh_run, tmp_pa
     shutil.copytree(fresh_run, plain, symlinks=True)
     demo = ("train.demo.every=1", "train.demo.duration_s=0.5", "train.demo.guidance_scales=[1.0,3.0]",
             "train.demo.seeds=[7]", "train.demo.prompts=[calm piano]")
-    train(fresh_run, mini_cfg(fresh_run, *BASE, *demo))
+    train(fresh_run, mini_cfg(fresh_run, *BASE, *demo, "train.log_every=2"))
     folder = fresh_run / "train" / "demos" / "step-0000002"
     manifest = json.loads((folder / "manifest.json").read_text())
     names = sorted(r["file"] for r in manifest["files"])
@@ -52,13 +52,15 @@ def test_demos_are_written_logged_and_leave_training_unchanged(fresh_run, tmp_pa
 
     events = _events(fresh_run / "train" / "tensorboard")
     assert (2, "loss", "simple_value") in events and (2, "val_loss", "simple_value") in events
+    assert (1, "loss", "simple_value") not in events  # train.log_every=2 holds for TensorBoard as for metrics.jsonl
     assert (1, "demo/calm-piano-g3-s7", "audio") in events
 
     # Sampling demos draws no numbers from the training stream: dropout and the loss are unchanged.
     train(plain, mini_cfg(plain, *BASE, "train.tensorboard=false"))
     a = read_jsonl(fresh_run / "train" / "metrics.jsonl")
     b = read_jsonl(plain / "train" / "metrics.jsonl")
-    assert [r["loss"] for r in a] == [r["loss"] for r in b]
+    assert [r["step"] for r in a] == [2] and [r["step"] for r in b] == [1, 2]  # log_every=2 against 1
+    assert a[0]["loss"] == b[1]["loss"]
     assert not (plain / "train" / "tensorboard").exists()
 
 

@@ -331,7 +331,7 @@ class MusicnnEmbedding:
             "sample_rate": SAMPLE_RATE,
             "resampler": f"soxr HQ {importlib.metadata.version('soxr')}",
             "mel": {"n_fft": N_FFT, "hop": HOP, "n_mels": N_MELS, "librosa": importlib.metadata.version("librosa"),
-                    "log": "log10(10000 * float16(mel) + 1) in float16"},
+                    "log": "log10(10000 * float16(mel) + 1) in float32"},
             "patch_frames": PATCH_FRAMES,
             "layer": "penultimate",
         }

@@ -541,9 +541,10 @@ def _train(
                 if es_metric and early_stop.should_stop(state["early_stopping"], int(es.patience)):
                     state["early_stopping"]["stopped_at"] = step
                     stopped = True
-                if accelerator.is_main_process and (step % t.log_every == 0 or "val_loss" in row or "fad" in row):
-                    append_jsonl(train_dir / "metrics.jsonl", row)
-                trackers.scalars(row, step)
+                if step % t.log_every == 0 or "val_loss" in row or "fad" in row:  # TensorBoard follows the same rule
+                    if accelerator.is_main_process:
+                        append_jsonl(train_dir / "metrics.jsonl", row)
+                    trackers.scalars(row, step)
                 prog.advance(task)
                 if t.keep_best and new_best:
                     state["best_checkpoint"] = f"step-{step:07d}"

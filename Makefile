@@ -33,6 +33,8 @@ parity: venv
 	$(PY) -m pytest -q -m reference tests/parity
 	$(PY) eval/parity/spleeter_parity.py --models 2stems 4stems 5stems
 	$(PY) eval/parity/audiocraft_parity.py
+	$(VENV)/bin/stylecraft fetch musicnn
+	$(PY) eval/parity/musicnn_parity.py --wheel checkpoints/hub/musicnn/musicnn-0.1.0-py3-none-any.whl
 
 lint: venv
 	$(VENV)/bin/ruff check src tests eval

@@ -183,7 +183,7 @@ def test_learned_window_features_average_the_rows_inside_each_window(injected, t
     _run(injected, run, "outliers.embedding=musicnn-mtt-tiny")  # the stage runs with a learned embedding
     windows = load_rows(run / "windows.jsonl", Window)
     feats = learned_window_features(run, windows, 16000, "musicnn-mtt-tiny", progress=False)
-    assert feats.shape == (len(windows), 200) and np.isfinite(feats).all()
+    assert feats.shape == (len(windows), 32) and np.isfinite(feats).all()
     # Row k of a track covers [k, k + 1) x 2.992 s; a 4 s window at 2 s holds exactly row 1.
     emb = get_embedding("musicnn-mtt-tiny")
     w = next(w for w in windows if abs(w.start_s - 2.0) < 1e-6)
@@ -194,4 +194,4 @@ def test_learned_window_features_average_the_rows_inside_each_window(injected, t
     np.testing.assert_allclose(learned_window_features(run, windows, 16000, "musicnn-mtt-tiny", progress=False), feats,
                                atol=1e-4)
     full = window_embeddings(run, windows[:3], 16000, progress=False, embedding="musicnn-mtt-tiny")
-    assert full.shape == (3, 200 + EXTRA_DIMS)
+    assert full.shape == (3, 32 + EXTRA_DIMS)

@@ -68,10 +68,12 @@ def test_tiny_preset_embeds_and_tags():
     sr = 22050
     x = np.random.default_rng(0).standard_normal((int(6.5 * sr), 2)).astype(np.float32) * 0.1
     rows = emb.embed(x, sr)
-    assert rows.shape == (2, 200) and rows.dtype == np.float32 and np.isfinite(rows).all()
+    assert rows.shape == (2, 32) and rows.dtype == np.float32 and np.isfinite(rows).all()  # tiny: 32-D rows
     tags = emb.tags(x, sr)  # type: ignore[attr-defined]
     assert tags.shape == (2, 50) and ((tags > 0) & (tags < 1)).all()
-    assert emb.settings()["weights"] == "random:0" and emb.labels[1] == "classical"  # type: ignore[attr-defined]
+    assert emb.settings()["weights"] == "random:tiny:0" and emb.labels[1] == "classical"  # type: ignore[attr-defined]
+    full = MusicnnEmbedding.preset("msd", size="full")
+    assert full.embed(x, sr).shape == (2, 200)  # the published sizes
     # Batching changes nothing but rounding: the network treats every patch independently.
     inputs = emb.front_end(x, sr)
     one = np.concatenate([emb.embed_inputs(inputs[i : i + 1]) for i in range(2)])

@@ -119,6 +119,9 @@ class MusicnnConfig:
         return self.frontend_dim + 3 * self.midend_filters
 
 
+TINY = MusicnnConfig(timbral_filters=16, temporal_filters=8, midend_filters=16, backend_units=32)
+"""Sizes of the randomly initialised test preset (the published models use :class:`MusicnnConfig`'s defaults)."""
+
 TIMBRAL_BANDS = (int(0.4 * N_MELS), int(0.7 * N_MELS))  # 38 and 67 mel bands
 TEMPORAL_FRAMES = (128, 64, 32)
 
@@ -261,10 +264,17 @@ class MusicnnEmbedding:
         self.labels = MODELS[variant][1] if variant in MODELS else tuple(f"tag{i}" for i in range(net.cfg.num_tags))
 
     @classmethod
-    def preset(cls, variant: str = "msd", seed: int = 0, **kwargs: Any) -> MusicnnEmbedding:
-        """The same network randomly initialised (deterministic in ``seed``): tests only."""
+    def preset(cls, variant: str = "msd", seed: int = 0, size: str = "tiny", **kwargs: Any) -> MusicnnEmbedding:
+        """The network randomly initialised (deterministic in ``seed``): tests and quick demos only.
+
+        Args:
+            size: ``"tiny"`` (the same layers with few filters: 32-D rows, fast) or ``"full"``
+                (the published sizes: 200-D rows).
+        """
+        if size not in ("tiny", "full"):
+            raise CheckpointError(f"unknown musicnn preset size {size!r}: use tiny or full")
         gen = torch.Generator().manual_seed(seed)
-        net = MusicnnNet()
+        net = MusicnnNet(TINY if size == "tiny" else MusicnnConfig())
         with torch.no_grad():
             for name, p in net.named_parameters():
                 p.copy_(torch.randn(p.shape, generator=gen) * (0.1 if name.endswith("bias") else 1.0 / np.sqrt(p[0].numel())))
@@ -273,7 +283,7 @@ class MusicnnEmbedding:
                     b.copy_(torch.randn(b.shape, generator=gen) * 0.1)
                 elif name.endswith("running_var"):
                     b.copy_(torch.rand(b.shape, generator=gen) + 0.5)
-        return cls(net, variant, f"random:{seed}", name=f"musicnn-{variant}-tiny", **kwargs)
+        return cls(net, variant, f"random:{size}:{seed}", name=f"musicnn-{variant}-tiny", **kwargs)
 
     @classmethod
     def from_wheel(cls, wheel: str | Path, variant: str = "msd", cache_dir: str | Path | None = None,

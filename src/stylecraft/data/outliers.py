@@ -1,8 +1,10 @@
 """Outlier detector: windows and tracks that do not belong in the catalogue, flagged before training.
 
 Every window is described by the weights-free MFCC embedding (:class:`MfccEmbedding`): the mean of
-its 0.96 s blocks (80 values) and the spread of the first 20 over the blocks, plus spectral
-texture and damage measures (:func:`window_embeddings`). The embeddings are standardised per dimension (median and MAD)
+its 0.96 s blocks (80 values) and the spread of the first 20 over the blocks, or, with
+``embedding`` set to a learned one (e.g. ``musicnn-mtt``), the mean of that embedding's rows inside
+the window (:func:`learned_window_features`); plus spectral texture and damage measures
+(:func:`window_embeddings`). The embeddings are standardised per dimension (median and MAD)
 and a Gaussian with a Ledoit-Wolf shrunk covariance is fitted robustly (the farthest ``TRIM`` of
 windows are left out of each refit, so a handful of intruders cannot pull the model towards
 themselves); distances are Mahalanobis distances under it. Then:

@@ -134,16 +134,18 @@ def test_user_errors_are_one_line(tmp_path):
         ("fetch", "not-a-model"),
         ("fetch", "musicgen-small"),  # HF_HUB_OFFLINE=1 below: the download cannot happen
     ]
+    errs = []
     for args in cases:
         proc = _cli(*args)
         assert proc.returncode == 1, (args, proc.stderr)
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, proc.stderr)
-    assert "run `stylecraft tokenize` first" in _cli(*cases[0]).stderr
-    assert "is a file" in _cli(*cases[2]).stderr
-    assert "no audio files" in _cli(*cases[3]).stderr
-    assert "train.max_stepz" in _cli(*cases[4]).stderr
-    assert "cannot download 'musicgen-small'" in _cli(*cases[-1]).stderr
+        errs.append(proc.stderr)
+    assert "run `stylecraft tokenize` first" in errs[0]
+    assert "is a file" in errs[2]
+    assert "no audio files" in errs[3]
+    assert "train.max_stepz" in errs[4]
+    assert "cannot download 'musicgen-small'" in errs[-1]
 
 
 def test_ingest_cli_rejects_bad_file_and_keeps_rest(tmp_path):

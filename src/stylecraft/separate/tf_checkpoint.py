@@ -178,6 +178,11 @@ def _index_of(prefix: str) -> Path:
     return Path(f"{prefix}.index")
 
 
+def _prefix_of(index: Path) -> str:
+    """The prefix of an index file: its path without ``.index`` (``"<folder>/"`` for a bare ``.index``)."""
+    return str(index)[: -len(".index")]
+
+
 def find_checkpoint_prefix(path: Path) -> str:
     """Resolve a checkpoint prefix from a directory (its ``checkpoint`` file) or a prefix/index path.
 
@@ -188,10 +193,8 @@ def find_checkpoint_prefix(path: Path) -> str:
         CheckpointError: when no TensorFlow checkpoint is there, naming what was found.
     """
     path = Path(path)
-    if path.name == ".index" and path.is_file():
-        return f"{path.parent}/"
-    if path.suffix == ".index" and path.is_file():
-        return str(path.with_suffix(""))
+    if path.name.endswith(".index") and path.is_file():
+        return _prefix_of(path)
     if _index_of(str(path)).is_file():
         return str(path)
     if not path.exists():
@@ -202,16 +205,16 @@ def find_checkpoint_prefix(path: Path) -> str:
             for line in state.read_text(errors="replace").splitlines():
                 if line.startswith("model_checkpoint_path:"):
                     name = line.split(":", 1)[1].strip().strip('"')
-                    base = "" if name.endswith("/") else Path(name).name
                     prefix = name if Path(name).is_absolute() else f"{path}/{name}"
-                    # Checkpoints moved after training keep an absolute path of the old place.
+                    # Checkpoints moved after training keep an absolute path of the old place: look for
+                    # the last part of the prefix here ("" when it ends in "/").
                     if not _index_of(prefix).is_file():
-                        prefix = f"{path}/{base}"
+                        prefix = f"{path}/{name.rsplit('/', 1)[-1]}"
                     if _index_of(prefix).is_file():
                         return prefix
         indexes = sorted(path.glob("*.index"), key=lambda p: (len(p.name), p.name))
         if len(indexes) == 1:
-            return f"{path}/" if indexes[0].name == ".index" else str(indexes[0].with_suffix(""))
+            return _prefix_of(indexes[0])
         if indexes:
             raise CheckpointError(
                 f"{path} holds {len(indexes)} checkpoints and no 'checkpoint' file naming the latest; "

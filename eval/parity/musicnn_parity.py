@@ -78,8 +78,7 @@ def compare(variant: str, wheel: Path, files: list[Path], tmp: Path) -> dict[str
     for i, f in enumerate(files):
         x, sr = sf.read(f, dtype="float32")
         mine_p = log_mel_patches(x, sr)
-        pen, logit = emb._run(mine_p)
-        prob = 1.0 / (1.0 + np.exp(-logit))
+        pen, prob = emb.outputs(mine_p)
         r_p, r_pen, r_tag = ref[f"patches{i}"], ref[f"penultimate{i}"], ref[f"taggram{i}"]
         finite = np.isfinite(r_pen).all(axis=1) & np.isfinite(r_tag).all(axis=1)
         # The front end is compared where the reference did not overflow (inf there, a float32 value here).
@@ -96,13 +95,12 @@ def compare(variant: str, wheel: Path, files: list[Path], tmp: Path) -> dict[str
     np.save(tmp / f"patches-{variant}.npy", patches)
     ENV.run_worker("network", {"patches": str(tmp / f"patches-{variant}.npy"), "model": folder, "out": str(tmp / f"net-{variant}.npz")})
     net_ref = np.load(tmp / f"net-{variant}.npz")
-    pen, logit = emb._run(patches)
-    prob = 1.0 / (1.0 + np.exp(-logit))
+    pen, prob = emb.outputs(patches)
     network = {"patches": int(patches.shape[0]), "penultimate_max_abs_diff": _maxdiff(pen, net_ref["penultimate"]),
                "tags_max_abs_diff": _maxdiff(prob, net_ref["taggram"])}
     with torch.no_grad():  # negative control: the first timbral convolution scaled by 1.01
         emb.net.timbral[0].weight.mul_(1.01)
-    pen_bad = emb._run(patches)[0]
+    pen_bad = emb.outputs(patches)[0]
     network["negative_control_penultimate_max_abs_diff"] = _maxdiff(pen_bad, net_ref["penultimate"])
     worst = {k: max(r[k] for r in rows) for k in ("input_max_abs_diff", "penultimate_max_abs_diff", "tags_max_abs_diff")}
     ok = (max(worst.values()) <= TOL and network["penultimate_max_abs_diff"] <= TOL and network["tags_max_abs_diff"] <= TOL

@@ -97,6 +97,9 @@ def test_wheel_without_checkpoint_or_not_a_zip_is_refused(tmp_path):
         MusicnnEmbedding.from_wheel(bad, "msd")
     with pytest.raises(ModelNotFoundError):
         MusicnnEmbedding.from_wheel(tmp_path / "absent.whl", "msd")
+    with pytest.raises(CheckpointError, match="unknown musicnn model 'msd2'"):
+        MusicnnEmbedding.preset("msd2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [bad.name]  # nothing extracted is left behind
 
 
 def test_checkpoint_saved_under_a_folder_prefix_is_found(tmp_path):

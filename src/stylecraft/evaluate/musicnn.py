@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -255,13 +257,15 @@ class MusicnnEmbedding:
 
     def __init__(self, net: MusicnnNet, variant: str, weights_id: str, name: str | None = None,
                  device: str | None = None, batch_size: int = 64) -> None:
+        if variant not in MODELS:
+            raise CheckpointError(f"unknown musicnn model {variant!r} (known: {', '.join(MODELS)})")
         self.variant = variant
         self.name = name or f"musicnn-{variant}"
         self.weights_id = weights_id
         self.batch_size = batch_size
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.net = net.eval().to(self.device)
-        self.labels = MODELS[variant][1] if variant in MODELS else tuple(f"tag{i}" for i in range(net.cfg.num_tags))
+        self.labels = MODELS[variant][1]
 
     @classmethod
     def preset(cls, variant: str = "msd", seed: int = 0, size: str = "tiny", **kwargs: Any) -> MusicnnEmbedding:
@@ -306,9 +310,10 @@ class MusicnnEmbedding:
         digest = sha256_file(wheel)
         cache = Path(cache_dir or wheel.parent) / f"{MODELS[variant][0]}-{digest[:16]}.safetensors"
         if not cache.is_file():
-            folder = cache.parent / f"{MODELS[variant][0]}-{digest[:16]}"
-            _extract_checkpoint(wheel, MODELS[variant][0], folder)
-            state = state_from_tf_checkpoint(f"{folder}/")
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=cache.parent) as folder:  # the checkpoint is only read once
+                _extract_checkpoint(wheel, MODELS[variant][0], Path(folder))
+                state = state_from_tf_checkpoint(f"{folder}/")
             with atomic_path(cache) as tmp:
                 save_file(state, str(tmp), metadata={"source": WHEEL, "wheel_sha256": digest})
         net = MusicnnNet()
@@ -351,18 +356,19 @@ class MusicnnEmbedding:
         return log_mel_patches(audio, sample_rate)
 
     @torch.inference_mode()
-    def _run(self, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pens, logits = [], []
+    def outputs(self, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Penultimate features ``[n, 200]`` and tag probabilities ``[n, 50]`` of patches ``[n, 187, 96]``."""
+        pens, probs = [], []
         x_all = torch.from_numpy(np.ascontiguousarray(patches, dtype=np.float32))
         for s in range(0, x_all.shape[0], self.batch_size):
             pen, logit = self.net(x_all[s : s + self.batch_size].to(self.device))
             pens.append(pen.float().cpu())
-            logits.append(logit.float().cpu())
-        return torch.cat(pens).numpy(), torch.cat(logits).numpy()
+            probs.append(torch.sigmoid(logit.float()).cpu())
+        return torch.cat(pens).numpy(), torch.cat(probs).numpy()
 
     def embed_inputs(self, inputs: np.ndarray) -> np.ndarray:
         """Penultimate features ``[n, 200]`` of patches ``[n, 187, 96]``."""
-        return self._run(inputs)[0]
+        return self.outputs(inputs)[0]
 
     def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         """Embed one clip: float32 ``[patches, 200]``.
@@ -374,22 +380,19 @@ class MusicnnEmbedding:
 
     def tags(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         """Tag probabilities ``[patches, 50]`` (sigmoid of the logits), in :attr:`labels` order."""
-        logits = self._run(self.front_end(audio, sample_rate))[1]
-        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+        return self.outputs(self.front_end(audio, sample_rate))[1]
 
 
 def _extract_checkpoint(wheel: Path, model: str, folder: Path) -> None:
-    """Copy one checkpoint's ``.index`` and ``.data-*`` members out of the wheel into ``folder``."""
+    """Copy one checkpoint's ``.index`` and ``.data-*`` members out of the wheel into the existing ``folder``."""
     try:
         with zipfile.ZipFile(wheel) as zf:
             members = [n for n in zf.namelist() if n.startswith(f"musicnn/{model}/.")
                        and (n.endswith("/.index") or "/.data-" in n)]
             if not any(n.endswith(".index") for n in members):
                 raise CheckpointError(f"{wheel} holds no musicnn/{model} checkpoint")
-            folder.mkdir(parents=True, exist_ok=True)
             for n in members:
-                with atomic_path(folder / Path(n).name) as tmp, zf.open(n) as src, open(tmp, "wb") as dst:
-                    while chunk := src.read(1 << 20):
-                        dst.write(chunk)
+                with zf.open(n) as src, open(folder / Path(n).name, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
     except zipfile.BadZipFile as exc:
         raise CheckpointError(f"{wheel} is not a wheel (zip): {exc}") from None

@@ -148,21 +148,17 @@ def window_embeddings(run_dir: str | Path, windows: list[Window], sample_rate: i
     """
     from stylecraft.evaluate.embeddings import MfccEmbedding
 
-    by_track: dict[str, list[int]] = {}
-    for i, w in enumerate(windows):
-        by_track.setdefault(w.track_id, []).append(i)
     learned = None if embedding == "mfcc" else learned_window_features(run_dir, windows, sample_rate, embedding, progress)
     emb = MfccEmbedding()
     width = emb.dim + SLOW_DIMS if learned is None else learned.shape[1]
     out = np.zeros((len(windows), width + EXTRA_DIMS), dtype=np.float64)
     if learned is not None:
         out[:, :width] = learned
+    by_track = _windows_by_track(windows)
     for tid in progress_iter(list(by_track), "outliers", enabled=progress):
         pcm = track_pcm(Path(run_dir), tid)  # memory-mapped: only the windows are read
         for i in by_track[tid]:
-            w = windows[i]
-            start = int(round(w.start_s * sample_rate))
-            seg = pcm[start : start + int(round(w.duration_s * sample_rate))].astype(np.float32) / 32767.0
+            seg = _window_audio(pcm, windows[i], sample_rate)
             if learned is None:
                 blocks = emb.embed(seg, sample_rate)  # [blocks, 80]
                 out[i, : emb.dim] = blocks.mean(axis=0)
@@ -170,6 +166,20 @@ def window_embeddings(run_dir: str | Path, windows: list[Window], sample_rate: i
             out[i, -EXTRA_DIMS : -DAMAGE_DIMS] = texture(seg, sample_rate)
             out[i, -DAMAGE_DIMS:] = damage(seg, sample_rate)
     return out
+
+
+def _windows_by_track(windows: list[Window]) -> dict[str, list[int]]:
+    """Indices of the windows of each track, in first-seen track order."""
+    by_track: dict[str, list[int]] = {}
+    for i, w in enumerate(windows):
+        by_track.setdefault(w.track_id, []).append(i)
+    return by_track
+
+
+def _window_audio(pcm: np.ndarray, w: Window, sample_rate: int) -> np.ndarray:
+    """One window of a track's int16 samples, as float32 in [-1, 1]."""
+    start = int(round(w.start_s * sample_rate))
+    return pcm[start : start + int(round(w.duration_s * sample_rate))].astype(np.float32) / 32767.0
 
 
 CHUNK_S = 300.0  # audio embedded at a time by learned_window_features: bounds memory on long tracks
@@ -192,18 +202,13 @@ def learned_window_features(run_dir: str | Path, windows: list[Window], sample_r
 
     emb = get_embedding(embedding)
     row_s = getattr(emb, "row_seconds", None)
-    by_track: dict[str, list[int]] = {}
-    for i, w in enumerate(windows):
-        by_track.setdefault(w.track_id, []).append(i)
+    by_track = _windows_by_track(windows)
     rows_out: list[np.ndarray | None] = [None] * len(windows)
     for tid in progress_iter(list(by_track), f"outliers ({embedding})", enabled=progress):
         pcm = track_pcm(Path(run_dir), tid)
         if row_s is None:
             for i in by_track[tid]:
-                w = windows[i]
-                start = int(round(w.start_s * sample_rate))
-                seg = pcm[start : start + int(round(w.duration_s * sample_rate))].astype(np.float32) / 32767.0
-                rows_out[i] = emb.embed(seg, sample_rate).mean(axis=0)
+                rows_out[i] = emb.embed(_window_audio(pcm, windows[i], sample_rate), sample_rate).mean(axis=0)
             continue
         rows = []
         per_chunk = max(1, int(CHUNK_S // row_s))  # whole rows per chunk

@@ -626,8 +626,9 @@ def with_learned_features(cat: dict[str, Any], embedding: str) -> dict[str, Any]
     from stylecraft.errors import ModelNotFoundError
 
     cache = cat["run"].parent / f"features-{embedding}-v{FEATURES_VERSION}.npz"
-    if cache.exists() and list(np.load(cache)["tids"]) == cat["tids"]:
-        learned = np.load(cache)["learned"]
+    cached = np.load(cache) if cache.exists() else None
+    if cached is not None and list(cached["tids"]) == cat["tids"]:
+        learned = cached["learned"]
     else:
         try:
             learned = od.learned_window_features(cat["run"], cat["windows"], 16000, embedding, progress=True)
@@ -1039,18 +1040,15 @@ def _targets(s: dict[str, Any]) -> list[str]:
                    f"{100 * fp['upper95_per_trial']:.4f}% per trial).")
     if "outliers" in s:
         o = s["outliers"]
-        for label, key in (("thresholds chosen on the other half", "held_out_with_chosen"),
-                           ("library defaults", "held_out_with_defaults")):
-            t = o[key]["track_level"]
+        le = o.get("learned_embedding") or {}
+        rows = [("thresholds chosen on the other half", o["held_out_with_chosen"]),
+                ("library defaults", o["held_out_with_defaults"])]
+        if "held_out_with_chosen" in le:
+            rows.append((f"{le['embedding']} window features, thresholds chosen on the other half", le["held_out_with_chosen"]))
+        for label, ev in rows:
+            t = ev["track_level"]
             ok = t["recall"] >= 0.9 and t["false_positive_rate"] <= 0.1
             out.append(f"- Outlier recall >= 90% at <= 10% false positives, held-out catalogue, {label}: {verdict(ok)} "
-                       f"(recall {100 * t['recall']:.1f}% of {t['positives']}, FPR {100 * t['false_positive_rate']:.1f}% of "
-                       f"{t['negatives']}).")
-        le = o.get("learned_embedding") or {}
-        if "held_out_with_chosen" in le:
-            t = le["held_out_with_chosen"]["track_level"]
-            ok = t["recall"] >= 0.9 and t["false_positive_rate"] <= 0.1
-            out.append(f"- Same, with {le['embedding']} window features, thresholds chosen on the other half: {verdict(ok)} "
                        f"(recall {100 * t['recall']:.1f}% of {t['positives']}, FPR {100 * t['false_positive_rate']:.1f}% of "
                        f"{t['negatives']}).")
     return out
@@ -1155,6 +1153,10 @@ def _render_watermark(p: dict[str, Any]) -> list[str]:
     return out
 
 
+OUTLIER_TABLE_HEAD = ("| evaluation | track recall | track FPR | recall by kind | missed | clean tracks flagged | window recall "
+                      "(bursts) | window FPR |", "|---|---|---|---|---|---|---|---|")
+
+
 def _outlier_line(name: str, ev: dict[str, Any]) -> str:
     t, w = ev["track_level"], ev["window_level"]
     w_recall = "n/a" if w["recall"] is None else f"{100 * w['recall']:.1f}%"
@@ -1172,8 +1174,7 @@ def _render_outliers(p: dict[str, Any]) -> list[str]:
                    f"injected: {v['injections']}.")
     out += ["", f"Chosen on `tune` ({p['grid_points']} grid points): {p['chosen_params']}. Library defaults: "
             f"{p['default_params']}.", "",
-            "| evaluation | track recall | track FPR | recall by kind | missed | clean tracks flagged | window recall "
-            "(bursts) | window FPR |", "|---|---|---|---|---|---|---|---|",
+            *OUTLIER_TABLE_HEAD,
             _outlier_line("held-out `test`, chosen thresholds", p["held_out_with_chosen"]),
             _outlier_line("held-out `test`, library defaults", p["held_out_with_defaults"]),
             _outlier_line("`tune` (where chosen; not a measurement)", p["tune_with_chosen"]), "",
@@ -1187,8 +1188,7 @@ def _render_outliers(p: dict[str, Any]) -> list[str]:
                 "200-D penultimate features averaged over each window's 3 s patches, in place of the MFCC features; "
                 "texture and damage checks unchanged), thresholds chosen on `tune` by the same rule: "
                 f"{le['chosen_params']}.", "",
-                "| evaluation | track recall | track FPR | recall by kind | missed | clean tracks flagged | window recall "
-                "(bursts) | window FPR |", "|---|---|---|---|---|---|---|---|",
+                *OUTLIER_TABLE_HEAD,
                 _outlier_line(f"held-out `test`, {le['embedding']}, chosen thresholds", le["held_out_with_chosen"]),
                 _outlier_line(f"`tune`, {le['embedding']} (where chosen)", le["tune_with_chosen"]), ""]
     elif le:

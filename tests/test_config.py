@@ -175,6 +175,7 @@ def test_missing_catalogue_fails_when_ingest_is_a_stage() -> None:
         ("train.mixed_precision=fp8", "train.mixed_precision"),
         ("train.lr=0", "train.lr must be > 0"),
         ("generate.temperature=0", "generate.temperature must be > 0"),
+        ("outliers.embedding=musicnn", "unknown outliers.embedding 'musicnn' (known: clap, "),
     ],
 )
 def test_bad_values_fail(override: str, fragment: str) -> None:
@@ -187,6 +188,7 @@ def test_boundary_values_are_accepted() -> None:
     )
     assert cfg.ingest.valid_fraction == 0.0 and cfg.train.max_steps == 1
     assert list(cfg.augment.stretch_rates) == [0.5, 2.0]
+    assert load_recipe(None, [CAT, "outliers.embedding=musicnn-mtt"]).outliers.embedding == "musicnn-mtt"
 
 
 def test_several_bad_values_are_reported_at_once() -> None:

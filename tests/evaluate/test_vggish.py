@@ -167,6 +167,7 @@ def test_batched_set_embedding_equals_per_file_and_keeps_order(tmp_path):
 
 def test_pooling_before_relu_is_exact():
     emb = VGGishEmbedding.preset("tiny", seed=1)
+    emb.net.cpu_kernels = False  # torch's own modules, with ReLU and pool swapped
     x = torch.randn(4, 1, 96, 64)
     with torch.inference_mode():
         got = emb.net(x)
@@ -177,19 +178,25 @@ def test_pooling_before_relu_is_exact():
     assert torch.equal(got, ref)
 
 
-@pytest.mark.skipif(not torch._nnpack_available(), reason="this torch build has no NNPACK on this CPU")
-def test_nnpack_convolutions_agree_with_the_direct_ones():
-    emb = VGGishEmbedding.preset("tiny", seed=2)
-    wide = VGGishNet(VGGishConfig(channels=(4, 8, 128, 128), hidden=32, dim=128)).eval()
+def test_cpu_kernels_agree_with_torch_modules_and_are_recorded():
+    wide = VGGishNet(VGGishConfig(channels=(8, 64, 128, 128), hidden=32, dim=128)).eval()
     x = torch.randn(5, 1, 96, 64)
     with torch.inference_mode():
-        wide.winograd_min_channels = None
         direct = wide(x)
-        wide.winograd_min_channels = 128  # stage 3's second conv and stage 4 go through NNPACK
+        wide.cpu_kernels = True
         fast = wide(x)
     assert not torch.equal(direct, fast)  # another algorithm ran ...
     torch.testing.assert_close(fast, direct, rtol=1e-5, atol=1e-5 * float(direct.abs().max()))  # ... to float rounding
-    assert emb.settings()["cpu_convolution"].startswith("nnpack from 128")
+    with torch.enable_grad():
+        assert torch.equal(wide(x), direct)  # training goes through torch's modules
+    with torch.no_grad():
+        wide.features[0].weight.mul_(2.0)  # cached Winograd filters follow weight updates
+        wide.features[3].weight.mul_(0.5)
+        wide.cpu_kernels = False
+        direct2 = wide(x)
+        wide.cpu_kernels = True
+        torch.testing.assert_close(wide(x), direct2, rtol=1e-5, atol=1e-5 * float(direct2.abs().max()))
+    assert VGGishEmbedding.preset("tiny", device="cpu").settings()["cpu_convolution"].startswith("stylecraft cpu_conv")
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

@@ -29,6 +29,7 @@ from torch import nn
 
 from stylecraft.artifacts import sha256_file
 from stylecraft.errors import AudioDecodeError, CheckpointError, ModelNotFoundError
+from stylecraft.evaluate.cpu_conv import conv3x3_single_channel, winograd_conv3x3, winograd_weights
 from stylecraft.evaluate.embeddings import _to_mono_float
 from stylecraft.evaluate.resample import resample_kaiser_best
 
@@ -143,9 +144,9 @@ def _max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
 class VGGishNet(nn.Module):
     """VGGish CNN with torchvggish's module layout (so its state dict loads unchanged)."""
 
-    winograd_min_channels: int | None = None
-    """Convolutions with at least this many input channels run through NNPACK on CPU in
-    inference (``None``: never). Set by :class:`VGGishEmbedding` where NNPACK is available."""
+    cpu_kernels: bool = False
+    """Run CPU inference through :mod:`stylecraft.evaluate.cpu_conv` (fused first layer, Winograd
+    convolutions with bias, ReLU and pooling fused); set by :class:`VGGishEmbedding` on CPU."""
 
     def __init__(self, config: VGGishConfig) -> None:
         super().__init__()
@@ -168,6 +169,7 @@ class VGGishNet(nn.Module):
             nn.Linear(config.hidden, config.dim),
             nn.ReLU(True),
         )
+        self._winograd: dict[int, tuple[tuple[int, int], torch.Tensor]] = {}
 
     def forward(self, x: torch.Tensor, use_activation: bool = False) -> torch.Tensor:
         """Embed examples.
@@ -179,23 +181,30 @@ class VGGishNet(nn.Module):
         Returns:
             ``[B, dim]``.
         """
+        if (
+            self.cpu_kernels
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and not torch.is_grad_enabled()
+            and x.shape[-2] % 32 == 0  # three pools, then 4x4 Winograd tiles
+            and x.shape[-1] % 32 == 0
+        ):
+            x = self._features_cpu(x[:, 0]).flatten(1)  # already channels-last: TF's flatten order
+        else:
+            x = self._features(x)
+            # torchvggish flattens in TF's NHWC order; keep it so the published weights apply.
+            x = x.permute(0, 2, 3, 1).contiguous().flatten(1)
+        layers = list(self.embeddings.children())
+        for layer in layers[:-1]:
+            x = layer(x)
+        return layers[-1](x) if use_activation else x
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv stages with torch's own modules: ``[B, 1, H, W]`` -> ``[B, C, H/16, W/16]``."""
         mods = list(self.features.children())
         i = 0
         while i < len(mods):
-            conv = mods[i]
-            if (
-                isinstance(conv, nn.Conv2d)
-                and self.winograd_min_channels is not None
-                and conv.in_channels >= self.winograd_min_channels
-                and x.device.type == "cpu"
-                and not torch.is_grad_enabled()
-            ):
-                # NNPACK's Winograd/FFT convolution needs fewer multiplications than oneDNN's
-                # direct kernels; it wins on the wide, small maps of the later stages (about
-                # 1.4x there) and loses on the first ones, hence the channel threshold.
-                x = torch._nnpack_spatial_convolution(x.contiguous(), conv.weight.contiguous(), conv.bias, [1, 1])
-                i += 1
-            elif isinstance(mods[i], nn.ReLU) and i + 1 < len(mods) and isinstance(mods[i + 1], nn.MaxPool2d):
+            if isinstance(mods[i], nn.ReLU) and i + 1 < len(mods) and isinstance(mods[i + 1], nn.MaxPool2d):
                 # max and ReLU commute exactly (both monotone), so pooling first runs the ReLU
                 # on a quarter of the values and saves one pass over the largest maps.
                 x = torch.relu_(_max_pool_2x2(x) if not torch.is_grad_enabled() else mods[i + 1](x))
@@ -203,13 +212,29 @@ class VGGishNet(nn.Module):
             else:
                 x = mods[i](x)
                 i += 1
-        # x: [B, C, 6, 4]
-        # torchvggish flattens in TF's NHWC order; keep it so the published weights apply.
-        x = x.permute(0, 2, 3, 1).contiguous().flatten(1)
-        layers = list(self.embeddings.children())
-        for layer in layers[:-1]:
-            x = layer(x)
-        return layers[-1](x) if use_activation else x
+        return x
+
+    def _features_cpu(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv stages with :mod:`~stylecraft.evaluate.cpu_conv`: ``[B, H, W]`` -> ``[B, H/16, W/16, C]``."""
+        mods = list(self.features.children())
+        convs = [(i, m) for i, m in enumerate(mods) if isinstance(m, nn.Conv2d)]
+        for i, conv in convs:
+            pool = i + 2 < len(mods) and isinstance(mods[i + 2], nn.MaxPool2d)
+            if conv.in_channels == 1:
+                assert pool, "VGGish's first conv is always pooled"
+                x = conv3x3_single_channel(x, conv.weight, conv.bias)
+            else:
+                x = winograd_conv3x3(x, self._winograd_weights(i, conv.weight), conv.bias, pool=pool)
+        return x
+
+    def _winograd_weights(self, index: int, weight: torch.Tensor) -> torch.Tensor:
+        """Transformed filters of conv ``index``, recomputed when the weights change."""
+        key = (weight.data_ptr(), weight._version)
+        cached = self._winograd.get(index)
+        if cached is None or cached[0] != key:
+            cached = (key, winograd_weights(weight))
+            self._winograd[index] = cached
+        return cached[1]
 
 
 # --- embedding -----------------------------------------------------------------------------
@@ -219,18 +244,6 @@ def _resample_to_16k(mono: np.ndarray, sample_rate: int) -> np.ndarray:
     if sample_rate == SAMPLE_RATE:
         return mono
     return resample_kaiser_best(mono, sample_rate, SAMPLE_RATE)
-
-
-WINOGRAD_MIN_CHANNELS = 128
-"""Input width from which NNPACK convolutions beat oneDNN's here (VGGish stages 3 and 4)."""
-
-
-def _nnpack() -> bool:
-    """Whether this torch build has NNPACK on this CPU (the call also initialises it)."""
-    try:
-        return bool(torch._nnpack_available())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 _NUMPY_SAFE_GLOBALS: list[Any] = [
@@ -279,10 +292,10 @@ class VGGishEmbedding:
         self.use_activation = use_activation
         self.batch_size = batch_size
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        # channels_last lets oneDNN pick its faster NHWC convolution kernels on CPU (about 1.4x
-        # here); the numbers agree with the default layout to float32 rounding.
+        # channels_last lets cuDNN and oneDNN pick their NHWC kernels when torch's own modules run
+        # (GPU, training, odd input shapes); CPU inference uses cpu_conv (see VGGishNet.cpu_kernels).
         self.net = net.eval().to(self.device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.net.winograd_min_channels = WINOGRAD_MIN_CHANNELS if self.device.type == "cpu" and _nnpack() else None
+        self.net.cpu_kernels = self.device.type == "cpu"
         self.pca = pca
 
     @classmethod
@@ -317,10 +330,11 @@ class VGGishEmbedding:
         for f in (weights, pca):
             if f is not None and not Path(f).is_file():
                 raise ModelNotFoundError(f"VGGish weights file {f} not found; run `stylecraft fetch vggish`")
-        net = VGGishNet(VGGishConfig.full())
+        with torch.device("meta"):  # no random init of 72M parameters that the file replaces
+            net = VGGishNet(VGGishConfig.full())
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
-            net.load_state_dict(state)
+            net.load_state_dict(state, assign=True)
         except (RuntimeError, OSError, KeyError, ValueError) as exc:
             raise CheckpointError(f"{weights} is not a torchvggish state dict: {str(exc).splitlines()[0]}") from exc
         pca_arrays = None
@@ -368,11 +382,9 @@ class VGGishEmbedding:
             "example": {"frames": EXAMPLE_FRAMES, "hop_frames": EXAMPLE_FRAMES, "partial": "dropped"},
             "use_pca": self.use_pca,
             "use_activation": self.use_activation,
-            "cpu_convolution": (
-                f"nnpack from {self.net.winograd_min_channels} input channels, else onednn"
-                if self.net.winograd_min_channels is not None
-                else "onednn"
-            ),
+            "cpu_convolution": "stylecraft cpu_conv (first layer fused with its pool; winograd F(4x4,3x3))"
+            if self.net.cpu_kernels
+            else "torch",
             "torch": torch.__version__,
         }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stylecraft.evaluate.cpu_conv import conv3x3_single_channel, winograd_conv3x3, winograd_weights
+from stylecraft.evaluate.cpu_conv import conv3x3_single_channel, pad_maps, winograd_conv3x3, winograd_weights
 
 
 def _reference(x_nhwc: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: bool) -> torch.Tensor:
@@ -24,8 +24,10 @@ def test_winograd_matches_direct_convolution(batch, size, c_in, c_out, pool, chu
     x = torch.randn(batch, *size, c_in, generator=gen)
     weight = torch.randn(c_out, c_in, 3, 3, generator=gen) / (3 * c_in**0.5)
     bias = torch.randn(c_out, generator=gen) * 0.1
-    got = winograd_conv3x3(x, winograd_weights(weight), bias, pool=pool, chunk_tiles=chunk_tiles)
+    got = winograd_conv3x3(pad_maps(x), winograd_weights(weight), bias, pool=pool, chunk_tiles=chunk_tiles)
     ref = _reference(x, weight, bias, pool)
+    padded = winograd_conv3x3(pad_maps(x), winograd_weights(weight), bias, pool=pool, pad_output=True, chunk_tiles=chunk_tiles)
+    assert torch.equal(padded, pad_maps(got))  # the same values, inside a zero border
     assert got.shape == ref.shape and got.dtype == torch.float32
     assert (got >= 0).all()  # ReLU applied
     err = (got.double() - ref).abs().max().item()
@@ -41,15 +43,16 @@ def test_single_channel_kernel_matches_direct_convolution():
     ref = _reference(x[..., None], weight, bias, pool=True)
     assert got.shape == (7, 6, 5, 6)
     torch.testing.assert_close(got.double(), ref, rtol=1e-6, atol=1e-6)
+    assert torch.equal(conv3x3_single_channel(x, weight, bias, pad_output=True), pad_maps(got))
     no_bias = conv3x3_single_channel(x, weight, None)
     torch.testing.assert_close(no_bias.double(), _reference(x[..., None], weight, torch.zeros(6), True), rtol=1e-6, atol=1e-6)
 
 
 def test_shapes_the_kernels_cannot_tile_are_refused():
     with pytest.raises(ValueError, match="maps"):
-        winograd_conv3x3(torch.zeros(1, 6, 8, 2), winograd_weights(torch.zeros(3, 2, 3, 3)), None, pool=False)
+        winograd_conv3x3(torch.zeros(1, 8, 10, 2), winograd_weights(torch.zeros(3, 2, 3, 3)), None, pool=False)
     with pytest.raises(ValueError, match="filters"):
-        winograd_conv3x3(torch.zeros(1, 8, 8, 2), winograd_weights(torch.zeros(3, 4, 3, 3)), None, pool=False)
+        winograd_conv3x3(torch.zeros(1, 10, 10, 2), winograd_weights(torch.zeros(3, 4, 3, 3)), None, pool=False)
     with pytest.raises(ValueError, match="3x3"):
         winograd_weights(torch.zeros(3, 2, 5, 5))
     with pytest.raises(ValueError, match="maps"):

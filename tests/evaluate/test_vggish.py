@@ -209,3 +209,31 @@ def test_strided_max_pool_equals_max_pool2d(channels_last):
     assert got.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     odd = torch.randn(2, 3, 7, 6)
     assert torch.equal(_max_pool_2x2(odd), torch.nn.functional.max_pool2d(odd, 2, 2))
+
+
+def test_sets_embedded_in_one_stream_equal_sets_embedded_alone(tmp_path, monkeypatch):
+    """embed_sets: the same rows per set as embed_set, every source checked before decoding,
+    and torch's thread count restored after the network ran in its own threads."""
+    from stylecraft.errors import StylecraftError
+    from stylecraft.evaluate import fad
+
+    a = write_set(tmp_path / "a", "tones", 3, 2.5, 22050, seed=4)
+    b = write_set(tmp_path / "b", "noise", 2, 3.5, 16000, seed=5)
+    npy = tmp_path / "pre.npy"
+    np.save(npy, np.random.default_rng(0).standard_normal((4, 128)).astype(np.float32))
+    emb = VGGishEmbedding.preset("tiny", seed=0, batch_size=4, device="cpu")
+    alone = [fad.embed_set(s, emb, progress=False) for s in (a, npy, b)]
+    threads = torch.get_num_threads()
+    together = fad.embed_sets([a, npy, b], emb, progress=False, workers=2)
+    assert torch.get_num_threads() == threads
+    assert [s.kind for s in together] == ["audio", "npy", "audio"]
+    for one, many in zip(alone, together, strict=True):
+        assert one.files == many.files and one.sizes == many.sizes
+        np.testing.assert_allclose(many.embeddings, one.embeddings, rtol=0, atol=1e-6)
+
+    def no_decoding(path):
+        raise AssertionError(f"{path} decoded before every source was checked")
+
+    monkeypatch.setattr(fad, "load_audio_for_embedding", no_decoding)
+    with pytest.raises(StylecraftError, match="missing does not exist"):
+        fad.embed_sets([a, tmp_path / "missing"], emb, progress=False)

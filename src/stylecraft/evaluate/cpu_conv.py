@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["conv3x3_single_channel", "winograd_conv3x3", "winograd_weights"]
+__all__ = ["conv3x3_single_channel", "pad_maps", "winograd_conv3x3", "winograd_weights"]
 
 _BT = torch.tensor(
     [
@@ -64,6 +64,31 @@ SINGLE_CHANNEL_CHUNK = 4
 """Examples per step of :func:`conv3x3_single_channel` (4-64 measured; the smallest was fastest)."""
 
 
+def pad_maps(x: torch.Tensor) -> torch.Tensor:
+    """Channels-last maps ``[B, H, W, C]`` with a zero border of one: ``[B, H+2, W+2, C]``."""
+    return torch.nn.functional.pad(x, (0, 0, 1, 1, 1, 1))
+
+
+def _empty_padded(b: int, h: int, w: int, c: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(padded [b, h+2, w+2, c] with a zero border, its interior view [b, h, w, c])``.
+
+    Layers write their output straight into the next layer's padded input, so no layer copies
+    its input into a zero-filled buffer of its own.
+    """
+    padded = torch.empty(b, h + 2, w + 2, c, dtype=like.dtype, device=like.device)
+    for border in (padded[:, 0], padded[:, -1], padded[:, :, 0], padded[:, :, -1]):
+        border.zero_()
+    return padded, padded[:, 1:-1, 1:-1]
+
+
+def _output(b: int, h: int, w: int, c: int, like: torch.Tensor, padded: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(returned tensor, the view the kernel writes)``: padded as above, or a plain ``[b, h, w, c]``."""
+    if padded:
+        return _empty_padded(b, h, w, c, like)
+    out = torch.empty(b, h, w, c, dtype=like.dtype, device=like.device)
+    return out, out
+
+
 def winograd_weights(weight: torch.Tensor) -> torch.Tensor:
     """Transformed filters ``[36, C_in, C_out]`` (computed in float64, stored in float32).
 
@@ -78,28 +103,36 @@ def winograd_weights(weight: torch.Tensor) -> torch.Tensor:
 
 
 def winograd_conv3x3(
-    x: torch.Tensor, transformed: torch.Tensor, bias: torch.Tensor | None, pool: bool, chunk_tiles: int = CHUNK_TILES
+    padded: torch.Tensor,
+    transformed: torch.Tensor,
+    bias: torch.Tensor | None,
+    pool: bool,
+    pad_output: bool = False,
+    chunk_tiles: int = CHUNK_TILES,
 ) -> torch.Tensor:
     """``relu(conv3x3(x) + bias)``, max-pooled 2x2 if ``pool``, by Winograd F(4x4, 3x3).
 
     Args:
-        x: Channels-last maps ``[B, H, W, C_in]`` (float32), ``H`` and ``W`` multiples of 4.
+        padded: Channels-last maps ``x`` with their zero border, ``[B, H+2, W+2, C_in]``
+            (float32; see :func:`pad_maps`), ``H`` and ``W`` multiples of 4.
         transformed: :func:`winograd_weights` of the filters.
         bias: ``[C_out]`` or None.
         pool: Also take the 2x2, stride-2 max pool.
+        pad_output: Return the result with a zero border, ready to be the next layer's input.
         chunk_tiles: Output tiles per batched product.
 
     Returns:
-        ``[B, H, W, C_out]``, or ``[B, H/2, W/2, C_out]`` with ``pool``.
+        ``[B, H', W', C_out]`` with ``H', W'`` = ``H, W`` or, with ``pool``, ``H/2, W/2``; plus
+        2 on each side with ``pad_output``.
     """
-    b, h, w, c = x.shape
+    b, h, w, c = padded.shape
+    h, w = h - 2, w - 2
     c_out = transformed.shape[2]
-    if h % TILE or w % TILE or transformed.shape[:2] != (36, c):
-        raise ValueError(f"winograd_conv3x3: maps {tuple(x.shape)} with filters {tuple(transformed.shape)}")
+    if h <= 0 or w <= 0 or h % TILE or w % TILE or transformed.shape[:2] != (36, c):
+        raise ValueError(f"winograd_conv3x3: padded maps {tuple(padded.shape)} with filters {tuple(transformed.shape)}")
     th, tw = h // TILE, w // TILE
     scale = 2 if pool else 1
-    out = torch.empty(b, h // scale, w // scale, c_out, dtype=x.dtype, device=x.device)
-    padded = torch.nn.functional.pad(x, (0, 0, 1, 1, 1, 1))  # [B, H+2, W+2, C]
+    result, out = _output(b, h // scale, w // scale, c_out, padded, pad_output)
     s_b, s_h, s_w, s_c = padded.stride()
     per_chunk = max(1, chunk_tiles // (th * tw))
     for start in range(0, b, per_chunk):
@@ -120,32 +153,39 @@ def winograd_conv3x3(
         if bias is not None:
             dest.add_(bias)
         dest.relu_()
-    return out
+    return result
 
 
-def conv3x3_single_channel(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, chunk: int = SINGLE_CHANNEL_CHUNK) -> torch.Tensor:
+def conv3x3_single_channel(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    pad_output: bool = False,
+    chunk: int = SINGLE_CHANNEL_CHUNK,
+) -> torch.Tensor:
     """``maxpool2x2(relu(conv3x3(x) + bias))`` for one input channel, channels-last out.
 
     Args:
         x: ``[B, H, W]`` (float32), ``H`` and ``W`` even.
         weight: ``[C_out, 1, 3, 3]``.
         bias: ``[C_out]`` or None.
+        pad_output: Return the result with a zero border (see :func:`winograd_conv3x3`).
         chunk: Examples per step.
 
     Returns:
-        ``[B, H/2, W/2, C_out]``.
+        ``[B, H/2, W/2, C_out]``, or ``[B, H/2+2, W/2+2, C_out]`` with ``pad_output``.
     """
     b, h, w = x.shape
     c_out = weight.shape[0]
     if h % 2 or w % 2 or tuple(weight.shape[1:]) != (1, 3, 3):
         raise ValueError(f"conv3x3_single_channel: maps {tuple(x.shape)} with filters {tuple(weight.shape)}")
     taps = weight.detach().reshape(c_out, 9).t().contiguous()  # [9, C_out]
-    out = torch.empty(b, h // 2, w // 2, c_out, dtype=x.dtype, device=x.device)
+    result, out = _output(b, h // 2, w // 2, c_out, x, pad_output)
     padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
     s_b, s_h, s_w = padded.stride()
     for start in range(0, b, chunk):
         n = min(chunk, b - start)
-        dest = out[start : start + n].view(-1, c_out)
+        dest = torch.empty(n * (h // 2) * (w // 2), c_out, dtype=x.dtype, device=x.device)
         for phase, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
             # the 3x3 neighbourhoods of the outputs at rows 2i+dy, columns 2j+dx: [n*H/2*W/2, 9]
             cols = padded.as_strided(
@@ -159,5 +199,5 @@ def conv3x3_single_channel(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
                 torch.maximum(dest, cols @ taps, out=dest)
         if bias is not None:
             dest.add_(bias)
-        dest.relu_()
-    return out
+        out[start : start + n] = dest.relu_().view(n, h // 2, w // 2, c_out)
+    return result

@@ -9,6 +9,7 @@ A *set* is either a folder of audio files (embedded here with an :class:`Embeddi
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Iterator
@@ -211,6 +212,29 @@ def _front_end_file(
     return False, inputs, cache_path
 
 
+def _network_threads(embedding: BatchedEmbedding, workers: int) -> int:
+    """Batches the network runs at once: ``workers`` on CPU, else 1 (see _embed_files_batched)."""
+    device = getattr(embedding, "device", None)
+    on_cpu = device is not None and getattr(device, "type", str(device)) == "cpu"
+    return workers if on_cpu and workers > 1 else 1
+
+
+@contextlib.contextmanager
+def _single_threaded_torch(enabled: bool) -> Iterator[None]:
+    """Torch's intra-op threads set to 1 for the block (and restored), when ``enabled``."""
+    if not enabled:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _embed_files_batched(
     files: list[Path], embedding: BatchedEmbedding, cache_dir: Path | None, workers: int
 ) -> Iterator[np.ndarray | AudioDecodeError]:
@@ -218,72 +242,104 @@ def _embed_files_batched(
 
     Front ends run up to ``2 * workers`` files ahead of the network, which bounds memory to a
     few files' inputs; the network always sees full batches of ``embedding.batch_size`` inputs
-    (except the last), whatever the file lengths.
+    (except the last), whatever the file lengths. On CPU with ``workers > 1``, ``workers``
+    batches run at once, each in its own thread with one torch thread (torch's thread count is
+    set to 1 for the call and restored after): whole batches side by side keep the cores busier
+    than splitting every operation between threads (about 1.2x on VGGish with 2 cores, and
+    less CPU time spent waiting). Elsewhere the network runs here with torch's own threads.
 
     Yields:
         Per file, in order: its float32 embedding ``[n, D]``, or the AudioDecodeError that
         made it a skip.
     """
+    net_threads = _network_threads(embedding, workers)
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    net_pool = ThreadPoolExecutor(max_workers=net_threads) if net_threads > 1 else None
     ahead = max(2, 2 * workers)
     futures: collections.deque[Future[tuple[bool, np.ndarray, Path | None]]] = collections.deque()
     next_submit = 0
-    # Files whose inputs wait for the network: [index, inputs, rows done, output parts, cache path].
+    # Files whose inputs wait for the network:
+    # [index, inputs, rows sent to the network, output parts by row offset, cache path, rows done].
     waiting: collections.deque[list[Any]] = collections.deque()
+    # Network batches in flight, oldest first: (future, [(file entry, row offset, rows)]).
+    running: collections.deque[tuple[Future[np.ndarray], list[tuple[list[Any], int, int]]]] = collections.deque()
     queued_rows = 0
     finished: dict[int, np.ndarray | AudioDecodeError] = {}
     next_yield = 0
 
-    def run_batch(limit: int) -> None:
-        """Run the network on the first ``limit`` queued rows (across files)."""
+    def start_batch(limit: int) -> None:
+        """Send the first ``limit`` queued rows (across files) to the network."""
         nonlocal queued_rows
         parts: list[np.ndarray] = []
-        owners: list[tuple[list[Any], int]] = []
+        owners: list[tuple[list[Any], int, int]] = []
         need = limit
         for item in waiting:
             if need == 0:
                 break
             inputs, taken = item[1], item[2]
             take = min(need, inputs.shape[0] - taken)
+            if take == 0:
+                continue
             parts.append(inputs[taken : taken + take])
-            owners.append((item, take))
+            owners.append((item, taken, take))
             item[2] += take
             need -= take
-        out = embedding.embed_inputs(parts[0] if len(parts) == 1 else np.concatenate(parts))  # [limit, D]
+        batch = parts[0] if len(parts) == 1 else np.concatenate(parts)  # [limit, ...]
         queued_rows -= limit
+        if net_pool is not None:
+            running.append((net_pool.submit(embedding.embed_inputs, batch), owners))
+        else:
+            done: Future[np.ndarray] = Future()
+            done.set_result(embedding.embed_inputs(batch))
+            running.append((done, owners))
+        while len(running) > net_threads:
+            finish_batch()
+
+    def finish_batch() -> None:
+        """Wait for the oldest network batch and complete the files it ends."""
+        fut, owners = running.popleft()
+        out = fut.result()
         start = 0
-        for item, take in owners:
-            item[3].append(out[start : start + take])
+        for item, offset, take in owners:
+            item[3][offset] = out[start : start + take]
+            item[5] += take
             start += take
-        while waiting and waiting[0][2] == waiting[0][1].shape[0]:
-            idx, _, _, outs, cache_path = waiting.popleft()
-            emb = np.asarray(np.concatenate(outs), dtype=np.float32)
+        while waiting and waiting[0][5] == waiting[0][1].shape[0]:
+            idx, _, _, outs, cache_path, _ = waiting.popleft()
+            emb = np.asarray(np.concatenate([outs[k] for k in sorted(outs)]), dtype=np.float32)
             if cache_path is not None:
                 atomic_save_npy(cache_path, emb)
             finished[idx] = emb
 
     try:
-        for idx in range(len(files)):
-            while next_submit < len(files) and next_submit < idx + ahead:
-                futures.append(pool.submit(_front_end_file, files[next_submit], embedding, cache_dir))
-                next_submit += 1
-            try:
-                hit, arr, cache_path = futures.popleft().result()
-            except AudioDecodeError as exc:
-                finished[idx] = exc
-            else:
-                if hit:
-                    finished[idx] = arr
+        with _single_threaded_torch(net_pool is not None):
+            for idx in range(len(files)):
+                while next_submit < len(files) and next_submit < idx + ahead:
+                    futures.append(pool.submit(_front_end_file, files[next_submit], embedding, cache_dir))
+                    next_submit += 1
+                try:
+                    hit, arr, cache_path = futures.popleft().result()
+                except AudioDecodeError as exc:
+                    finished[idx] = exc
                 else:
-                    waiting.append([idx, arr, 0, [], cache_path])
-                    queued_rows += arr.shape[0]
-            while queued_rows >= embedding.batch_size:
-                run_batch(embedding.batch_size)
-            while next_yield in finished:  # in file order
-                yield finished.pop(next_yield)
-                next_yield += 1
-        while queued_rows > 0:
-            run_batch(min(queued_rows, embedding.batch_size))
+                    if hit:
+                        finished[idx] = arr
+                    else:
+                        waiting.append([idx, arr, 0, {}, cache_path, 0])
+                        queued_rows += arr.shape[0]
+                while queued_rows >= embedding.batch_size:
+                    start_batch(embedding.batch_size)
+                while running and running[0][0].done():
+                    finish_batch()
+                while next_yield in finished:  # in file order
+                    yield finished.pop(next_yield)
+                    next_yield += 1
+            # the rest, shared evenly between the network threads so none idles at the end
+            share = -(-queued_rows // net_threads)
+            while queued_rows > 0:
+                start_batch(min(queued_rows, share, embedding.batch_size))
+            while running:
+                finish_batch()
         while next_yield < len(files):
             yield finished.pop(next_yield)
             next_yield += 1
@@ -291,6 +347,10 @@ def _embed_files_batched(
         for fut in futures:
             fut.cancel()
         pool.shutdown()
+        if net_pool is not None:
+            for batch, _ in running:
+                batch.cancel()
+            net_pool.shutdown()
 
 
 def _load_npy_set(path: Path) -> EmbeddedSet:

@@ -218,13 +218,14 @@ class VGGishNet(nn.Module):
         """The conv stages with :mod:`~stylecraft.evaluate.cpu_conv`: ``[B, H, W]`` -> ``[B, H/16, W/16, C]``."""
         mods = list(self.features.children())
         convs = [(i, m) for i, m in enumerate(mods) if isinstance(m, nn.Conv2d)]
-        for i, conv in convs:
+        for k, (i, conv) in enumerate(convs):
             pool = i + 2 < len(mods) and isinstance(mods[i + 2], nn.MaxPool2d)
+            pad_output = k + 1 < len(convs)  # written straight into the next conv's padded input
             if conv.in_channels == 1:
                 assert pool, "VGGish's first conv is always pooled"
-                x = conv3x3_single_channel(x, conv.weight, conv.bias)
+                x = conv3x3_single_channel(x, conv.weight, conv.bias, pad_output=pad_output)
             else:
-                x = winograd_conv3x3(x, self._winograd_weights(i, conv.weight), conv.bias, pool=pool)
+                x = winograd_conv3x3(x, self._winograd_weights(i, conv.weight), conv.bias, pool=pool, pad_output=pad_output)
         return x
 
     def _winograd_weights(self, index: int, weight: torch.Tensor) -> torch.Tensor:

@@ -161,7 +161,8 @@ def main() -> dict[str, Any]:
         "# FAD benchmark: stylecraft vs frechet-audio-distance 0.3.4 (VGGish, CPU)",
         "",
         f"Same two folders of Wesnoth soundtrack OGGs ({len(SET_A)} + {len(SET_B)} tracks, {audio_s / 60:.1f} min of 44.1 kHz stereo),",
-        f"same VGGish weights, {args.threads} torch threads each, same run, {result['machine']}.",
+        f"same VGGish weights, same run, {result['machine']}. frechet-audio-distance: {args.threads} torch threads.",
+        f"stylecraft: `workers={args.threads}`, i.e. front ends in {args.threads} threads and, on CPU, network batches in {args.threads} threads of one torch thread each.",
         "Times from loading the model to the FAD value; no embedding caches. Reps alternate which tool runs first;",
         f"load is the 1-minute load average before/after each tool's run. CPU convolutions: {result['cpu_convolution']}.",
         "CPU s: CPU time of all of the tool's threads over the same span (less sensitive than wall time to other",
@@ -176,7 +177,7 @@ def main() -> dict[str, Any]:
                      f"{r['frechet_audio_distance_s']:.1f} | {ld['frechet-audio-distance_before']:.1f}/{ld['frechet-audio-distance_after']:.1f} | "
                      f"{r['speedup']:.2f}x | {r['stylecraft_cpu_s']:.1f} / {r['frechet_audio_distance_cpu_s']:.1f} | {r['cpu_speedup']:.2f}x | {r['fad_stylecraft']:.9g} | {r['fad_frechet_audio_distance']:.9g} | {r['fad_rel_diff']:.1e} |")
     total = sum(stages.values())
-    lines += ["", "Where stylecraft's time goes (serial, same files, same threads): "
+    lines += ["", f"Where stylecraft's time goes (serial, same files; the network in one call with {args.threads} torch threads): "
               + ", ".join(f"{k} {v:.1f} s ({v / total:.0%})" for k, v in stages.items()) + "."]
     lines += ["", "No GPU was available to this run, so there is no GPU throughput figure.", ""]
     atomic_write_text(RESULTS / "bench_fad.md", "\n".join(lines))

@@ -191,7 +191,7 @@ def fad(
     per_track: Annotated[bool, typer.Option("--per-track", help="also score each generated file on its own")] = False,
     ci: Annotated[float | None, typer.Option("--ci", help="bootstrap confidence level, e.g. 0.95")] = None,
     n_boot: Annotated[int, typer.Option("--n-boot", help="bootstrap replicates")] = 200,
-    workers: Annotated[int, typer.Option("--workers", help="files embedded at once (threads); models use CUDA when present")] = 1,
+    workers: Annotated[int, typer.Option("--workers", help="files decoded at once (threads); on CPU, batched models (vggish, musicnn) also run this many batches at once, one torch thread each; models use CUDA when present")] = 1,
     seed: Annotated[int, typer.Option(help="seed of FAD-inf draws and bootstrap resampling")] = 0,
 ) -> None:
     """Fréchet Audio Distance between two sets (float64 statistics)."""

@@ -131,8 +131,7 @@ def _max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
 
     The same values bit for bit (a maximum is exact), in the input's memory format. ATen's CPU
     max pool also computes indices and walks the map window by window; three elementwise maxima
-    of strided views run about 3-5x faster on the NCHW maps NNPACK returns and slightly faster
-    on channels-last ones.
+    of strided views run about 3-5x faster on NCHW maps and slightly faster on channels-last ones.
     """
     if x.shape[-2] % 2 or x.shape[-1] % 2:
         return torch.nn.functional.max_pool2d(x, 2, 2)

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -124,19 +125,20 @@ def test_user_errors_are_one_line(tmp_path):
     cases = [
         ("train", str(tmp_path / "r.yaml"), f"run_dir={tmp_path / 'untokenized'}"),
         ("segment", "--run-dir", str(tmp_path / "never-ingested")),
-        ("ingest", str(tmp_path / "file.wav"), "--run-dir", str(tmp_path / "r")),
-        ("ingest", str(tmp_path / "empty"), "--run-dir", str(tmp_path / "r")),
+        ("ingest", str(tmp_path / "file.wav"), "--run-dir", str(tmp_path / "r1")),
+        ("ingest", str(tmp_path / "empty"), "--run-dir", str(tmp_path / "r2")),
         ("run", str(ROOT / "recipes" / "quickstart.yaml"), "train.max_stepz=3"),
         ("run", str(tmp_path / "missing.yaml")),
-        ("ingest", str(tmp_path / "nothing-here"), "--run-dir", str(tmp_path / "r")),
+        ("ingest", str(tmp_path / "nothing-here"), "--run-dir", str(tmp_path / "r3")),
         ("fad", str(tmp_path / "none"), str(tmp_path / "none2")),
         ("generate", "--model", "tiny", "--duration", "-1", "--out", str(tmp_path / "g")),
         ("fetch", "not-a-model"),
         ("fetch", "musicgen-small"),  # HF_HUB_OFFLINE=1 below: the download cannot happen
     ]
     errs = []
-    for args in cases:
-        proc = _cli(*args)
+    with ThreadPoolExecutor(max_workers=4) as pool:  # separate processes; start-up dominates, so overlap them
+        procs = list(pool.map(lambda args: _cli(*args), cases))
+    for args, proc in zip(cases, procs, strict=True):
         assert proc.returncode == 1, (args, proc.stderr)
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, proc.stderr)

@@ -15,6 +15,7 @@ import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from stylecraft.audio import AUDIO_EXTENSIONS
 from stylecraft.errors import ConfigError
 
 STAGES = ("demo", "ingest", "separate", "segment", "augment", "tokenize", "train", "generate", "evaluate")
@@ -34,7 +35,7 @@ class DemoConfig:
 
 @dataclass
 class IngestConfig:
-    extensions: list[str] = field(default_factory=lambda: [".flac", ".wav", ".ogg", ".mp3", ".aiff", ".aif"])
+    extensions: list[str] = field(default_factory=lambda: list(AUDIO_EXTENSIONS))
     valid_fraction: float = 0.2  # share of TRACKS held out for validation
     min_duration_s: float = 1.0
     split_seed: int = 0

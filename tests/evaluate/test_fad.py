@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 from fad_synth import write_set
 
 from stylecraft.errors import AudioDecodeError, StylecraftError
@@ -22,11 +23,11 @@ from stylecraft.evaluate.fad import (
 
 
 def test_list_audio_files_is_recursive_sorted_and_case_insensitive(tmp_path: Path) -> None:
-    for rel in ["b.WAV", "a/z.flac", "a/y.Mp3", "c.ogg", "d.aif", "e.aiff", "notes.txt", "._b.wav"]:
+    for rel in ["b.WAV", "a/z.flac", "a/y.Mp3", "c.ogg", "d.aif", "e.aiff", "f.opus", "notes.txt", "._b.wav"]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"")
     names = [p.relative_to(tmp_path).as_posix() for p in list_audio_files(tmp_path)]
-    assert names == ["a/y.Mp3", "a/z.flac", "b.WAV", "c.ogg", "d.aif", "e.aiff"]
+    assert names == ["a/y.Mp3", "a/z.flac", "b.WAV", "c.ogg", "d.aif", "e.aiff", "f.opus"]
     with pytest.raises(StylecraftError, match="not a folder"):
         list_audio_files(tmp_path / "missing")
 
@@ -34,6 +35,9 @@ def test_list_audio_files_is_recursive_sorted_and_case_insensitive(tmp_path: Pat
 def test_load_audio_returns_2d_float32_and_names_bad_file(noise_folder: Path, tmp_path: Path) -> None:
     audio, sr = load_audio_for_embedding(noise_folder / "clip_01.wav")
     assert audio.dtype == np.float32 and audio.ndim == 2 and audio.shape[1] == 2 and sr == 22050
+    sf.write(tmp_path / "clip.opus", audio[: sr // 2], 48000, format="OGG", subtype="OPUS")  # Ogg Opus decodes too
+    opus, opus_sr = load_audio_for_embedding(tmp_path / "clip.opus")
+    assert opus.shape == (24000, 2) and opus_sr == 48000
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF not really a wave file")
     with pytest.raises(AudioDecodeError, match="broken.wav") as info:

@@ -13,6 +13,7 @@ import numpy as np
 import soundfile as sf
 
 from stylecraft.artifacts import sha256_file
+from stylecraft.audio import AUDIO_EXTENSIONS
 from stylecraft.audio import io as audio_io
 from stylecraft.audio.loudness import LoudnessMeter, integrated_loudness
 from stylecraft.data.manifest import Reject, Track, save_rows
@@ -163,7 +164,7 @@ def ingest(
         raise StageInputError(f"catalogue folder '{catalogue}' does not exist")
     if not catalogue.is_dir():
         raise StageInputError(f"catalogue '{catalogue}' is a file: pass the folder that holds the artist's audio")
-    exts = extensions or [".flac", ".wav", ".ogg", ".mp3", ".aiff", ".aif"]
+    exts = extensions or list(AUDIO_EXTENSIONS)
     files, rejects = scan(catalogue, exts)
     results: dict[int, dict[str, Any]] = {}
     n_workers = resolve_workers(workers, len(files))

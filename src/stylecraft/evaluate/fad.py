@@ -21,6 +21,7 @@ import numpy as np
 import soundfile as sf
 
 from stylecraft.artifacts import atomic_save_npy, sha256_file, sha256_json
+from stylecraft.audio import AUDIO_EXTENSIONS
 from stylecraft.errors import AudioDecodeError, StylecraftError
 from stylecraft.evaluate.embeddings import BatchedEmbedding, Embedding, get_embedding
 from stylecraft.evaluate.frechet import frechet_distance, gaussian_stats
@@ -38,7 +39,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS: tuple[str, ...] = (".flac", ".wav", ".ogg", ".mp3", ".aiff", ".aif")
 """Extensions (matched case-insensitively) that :func:`list_audio_files` picks up."""
 
 

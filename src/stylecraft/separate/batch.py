@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from stylecraft.artifacts import read_jsonl_tolerant, sha256_file, write_jsonl
+from stylecraft.audio import AUDIO_EXTENSIONS
 from stylecraft.errors import AudioDecodeError, StageInputError
 from stylecraft.progress import make_progress
 from stylecraft.separate import describe_separator
@@ -21,7 +22,6 @@ from stylecraft.separate.streaming import separate_file
 
 __all__ = ["AUDIO_EXTENSIONS", "BatchResult", "collect_inputs", "separate_paths"]
 
-AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg", ".mp3", ".aiff", ".aif", ".opus")
 
 
 @dataclass

@@ -38,7 +38,7 @@ def _kaiser_best_table() -> tuple[np.ndarray, int]:
     spec = importlib.util.find_spec("resampy")
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError("resampy is not installed; it provides the kaiser_best filter table")
-    with np.load(Path(next(iter(spec.submodule_search_locations))) / "data" / "kaiser_best.npz") as data:
+    with np.load(Path(next(iter(spec.submodule_search_locations))) / "data" / "kaiser_best.npz", allow_pickle=False) as data:
         return np.asarray(data["half_window"]), int(data["precision"])
 
 

@@ -59,6 +59,12 @@ def check_under(path: str | os.PathLike[str], root: str | os.PathLike[str], what
     return Path(path)
 
 
+def cache_root() -> Path:
+    """stylecraft's cache folder for derived files it can rebuild: ``$STYLECRAFT_CACHE``, else
+    ``~/.cache/stylecraft``."""
+    return Path(os.environ.get("STYLECRAFT_CACHE", Path.home() / ".cache" / "stylecraft"))
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Return the hex sha256 of a file's bytes, read in 1 MiB chunks."""
     h = hashlib.sha256()

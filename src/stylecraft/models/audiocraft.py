@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from stylecraft.artifacts import cache_root
 from stylecraft.errors import CheckpointError, ModelNotFoundError, StylecraftError
 from stylecraft.models import audiocraft_cfg as acfg
 from stylecraft.models import audiocraft_keys as keys
@@ -265,7 +266,7 @@ def _pretrained_encodec(name: str) -> Any:
 
 
 def _cache_root() -> Path:
-    return Path(os.environ.get("STYLECRAFT_CACHE", Path.home() / ".cache" / "stylecraft")) / "audiocraft"
+    return cache_root() / "audiocraft"
 
 
 def _sha256_memo(path: Path) -> str:

@@ -18,6 +18,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from stylecraft.artifacts import cache_root
 from stylecraft.errors import CheckpointError, ModelNotFoundError
 from stylecraft.models import presets, registry
 
@@ -151,7 +152,6 @@ def _hf_cache_folder(repo_id: str) -> Path | None:
 def _preset_cache_dir(name: str) -> Path:
     """Cache folder of a built preset, keyed by the code and library versions that define it."""
     import hashlib
-    import os
 
     import transformers
 
@@ -161,8 +161,7 @@ def _preset_cache_dir(name: str) -> Path:
     for mod in (presets, demo):
         h.update(Path(str(mod.__file__)).read_bytes())
     h.update(f"{torch.__version__}|{transformers.__version__}".encode())
-    root = Path(os.environ.get("STYLECRAFT_CACHE", Path.home() / ".cache" / "stylecraft"))
-    return root / "presets" / f"{name}-{h.hexdigest()[:16]}"
+    return cache_root() / "presets" / f"{name}-{h.hexdigest()[:16]}"
 
 
 def cached_bundle(cache: Path, name: str, source: str) -> ModelBundle | None:

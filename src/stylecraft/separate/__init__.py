@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from stylecraft.artifacts import sha256_file
+from stylecraft.artifacts import cache_root, sha256_file
 from stylecraft.errors import CheckpointError, ConfigError, ModelNotFoundError
 
 __all__ = ["describe_separator", "download", "fetch_spleeter", "load_separator", "spleeter_weights_dir"]
@@ -32,7 +32,7 @@ _TINY_FILTERS = (4, 4, 8, 8, 8, 8)
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("STYLECRAFT_CACHE", Path.home() / ".cache" / "stylecraft")) / "spleeter"
+    return cache_root() / "spleeter"
 
 
 def spleeter_weights_dir(base: str) -> Path:

@@ -122,8 +122,8 @@ def winograd_conv3x3(
         chunk_tiles: Output tiles per batched product.
 
     Returns:
-        ``[B, H', W', C_out]`` with ``H', W'`` = ``H, W`` or, with ``pool``, ``H/2, W/2``; plus
-        2 on each side with ``pad_output``.
+        ``[B, H', W', C_out]`` with ``H', W'`` = ``H, W`` or, with ``pool``, ``H/2, W/2``; with
+        ``pad_output``, inside a zero border of one (``[B, H'+2, W'+2, C_out]``).
     """
     b, h, w, c = padded.shape
     h, w = h - 2, w - 2

@@ -601,7 +601,8 @@ def compute_fad(
         per_track: Also compute each generated file's own FAD against the reference.
         ci: Confidence level of a bootstrap interval (e.g. 0.95), or ``None`` for none.
         n_boot: Bootstrap replicates.
-        workers: Files embedded at once (threads).
+        workers: Files embedded at once (threads); see :func:`embed_set` (on CPU, batched
+            embeddings also run this many network batches at once).
         seed: Seed of FAD∞ draws and bootstrap resampling.
         inf_min_n: Smallest sample size of FAD∞.
         inf_steps: Number of FAD∞ sample sizes.

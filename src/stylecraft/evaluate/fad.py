@@ -39,8 +39,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-"""Extensions (matched case-insensitively) that :func:`list_audio_files` picks up."""
-
 
 @dataclasses.dataclass
 class EmbeddedSet:
@@ -259,10 +257,11 @@ def _embed_files_batched(
     futures: collections.deque[Future[tuple[bool, np.ndarray, Path | None]]] = collections.deque()
     next_submit = 0
     # Files whose inputs wait for the network:
-    # [index, inputs, rows sent to the network, output parts by row offset, cache path, rows done].
+    # [index, inputs, rows sent to the network, output parts in row order, cache path, rows done].
     waiting: collections.deque[list[Any]] = collections.deque()
-    # Network batches in flight, oldest first: (future, [(file entry, row offset, rows)]).
-    running: collections.deque[tuple[Future[np.ndarray], list[tuple[list[Any], int, int]]]] = collections.deque()
+    # Network batches in flight, oldest first (finished in that order, so every file's output
+    # parts arrive in row order): (future, [(file entry, rows)]).
+    running: collections.deque[tuple[Future[np.ndarray], list[tuple[list[Any], int]]]] = collections.deque()
     queued_rows = 0
     finished: dict[int, np.ndarray | AudioDecodeError] = {}
     next_yield = 0
@@ -271,7 +270,7 @@ def _embed_files_batched(
         """Send the first ``limit`` queued rows (across files) to the network."""
         nonlocal queued_rows
         parts: list[np.ndarray] = []
-        owners: list[tuple[list[Any], int, int]] = []
+        owners: list[tuple[list[Any], int]] = []
         need = limit
         for item in waiting:
             if need == 0:
@@ -281,7 +280,7 @@ def _embed_files_batched(
             if take == 0:
                 continue
             parts.append(inputs[taken : taken + take])
-            owners.append((item, taken, take))
+            owners.append((item, take))
             item[2] += take
             need -= take
         batch = parts[0] if len(parts) == 1 else np.concatenate(parts)  # [limit, ...]
@@ -300,13 +299,13 @@ def _embed_files_batched(
         fut, owners = running.popleft()
         out = fut.result()
         start = 0
-        for item, offset, take in owners:
-            item[3][offset] = out[start : start + take]
+        for item, take in owners:
+            item[3].append(out[start : start + take])
             item[5] += take
             start += take
         while waiting and waiting[0][5] == waiting[0][1].shape[0]:
             idx, _, _, outs, cache_path, _ = waiting.popleft()
-            emb = np.asarray(np.concatenate([outs[k] for k in sorted(outs)]), dtype=np.float32)
+            emb = np.asarray(np.concatenate(outs), dtype=np.float32)
             if cache_path is not None:
                 atomic_save_npy(cache_path, emb)
             finished[idx] = emb
@@ -325,7 +324,7 @@ def _embed_files_batched(
                     if hit:
                         finished[idx] = arr
                     else:
-                        waiting.append([idx, arr, 0, {}, cache_path, 0])
+                        waiting.append([idx, arr, 0, [], cache_path, 0])
                         queued_rows += arr.shape[0]
                 while queued_rows >= embedding.batch_size:
                     start_batch(embedding.batch_size)
@@ -426,8 +425,8 @@ def embed_sets(
     Every source is checked before any audio is decoded. The files of all audio folders then
     go through one pipeline, so the next set's decoding overlaps the network's work on the
     previous one and the batches of a :class:`~stylecraft.evaluate.embeddings.BatchedEmbedding`
-    run across sets (one partial batch at the end instead of one per set). Values are the
-    same as embedding each set on its own.
+    run across sets (one partial batch at the end instead of one per set). Values are those of
+    embedding each set on its own, up to float rounding where batches are composed differently.
 
     Args:
         sources: Folders of audio or ``.npy`` files, as for :func:`embed_set`.

@@ -33,7 +33,7 @@ def _kaiser_best_table() -> tuple[np.ndarray, int]:
     """resampy's precomputed ``kaiser_best`` filter: ``(half window, table entries per zero crossing)``.
 
     Read from resampy's own data file, found without importing resampy: its package imports
-    numba, which takes longer (about 0.6 s) than resampling a whole album here.
+    numba, which takes about 0.6 s, longer than resampling ten minutes of audio here.
     """
     spec = importlib.util.find_spec("resampy")
     if spec is None or not spec.submodule_search_locations:

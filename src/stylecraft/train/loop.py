@@ -103,29 +103,42 @@ def _apply_lora(model: torch.nn.Module, lora: Any) -> torch.nn.Module:
 
 
 class TextConditioner:
-    """Frozen T5 encoder states per caption, cached (captions repeat across windows)."""
+    """Frozen T5 encoder states per caption, cached (captions repeat across windows).
+
+    Each caption is encoded alone, unpadded, so its cached states depend on the caption only (not
+    on the batch it first appeared in), and each batch is padded to its own longest caption.
+    """
 
     def __init__(self, bundle: ModelBundle, device: torch.device) -> None:
         self.encoder = cast(Any, bundle.model.text_encoder)
         self.encoder.to(device)
         self.encoder.eval()
         self.device = device
-        self.cache: dict[str, torch.Tensor] = {}
+        self.cache: dict[str, torch.Tensor] = {}  # caption -> [L_caption, D]
 
     @torch.no_grad()
     def __call__(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         # model.train() flips every submodule; the frozen encoder must never apply dropout, or the
         # cached states would depend on the RNG and a resumed run would differ.
         self.encoder.eval()
-        ids = batch["input_ids"].to(self.device)
-        mask = batch["attention_mask"].to(self.device)
-        missing = [i for i, c in enumerate(batch["captions"]) if c not in self.cache]
-        if missing:
-            out = self.encoder(input_ids=ids[missing], attention_mask=mask[missing]).last_hidden_state
-            for j, i in enumerate(missing):
-                self.cache[batch["captions"][i]] = out[j].float()
-        states = torch.stack([self.cache[c] for c in batch["captions"]])  # [B, L, D]
-        return states, mask
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        for i, caption in enumerate(batch["captions"]):
+            if caption not in self.cache:
+                one = ids[i][mask[i].bool()][None].to(self.device)  # [1, L_caption], whatever the padding side
+                out = self.encoder(input_ids=one, attention_mask=torch.ones_like(one)).last_hidden_state
+                self.cache[caption] = out[0].float()
+        return pad_states([self.cache[c] for c in batch["captions"]])
+
+
+def pad_states(states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-caption states ``[L_i, D]`` -> zero-padded ``[B, max L_i, D]`` and attention mask ``[B, max L_i]``."""
+    longest = max(s.shape[0] for s in states)
+    out = states[0].new_zeros((len(states), longest, states[0].shape[1]))
+    mask = torch.zeros((len(states), longest), dtype=torch.long, device=states[0].device)
+    for i, s in enumerate(states):
+        out[i, : s.shape[0]] = s
+        mask[i, : s.shape[0]] = 1
+    return out, mask
 
 
 # Settings a run may change and still resume (train longer, save or evaluate at other intervals).

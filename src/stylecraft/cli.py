@@ -408,6 +408,33 @@ def export(
     typer.echo(str(out))
 
 
+codec_app = typer.Typer(no_args_is_help=True, help="Train an EnCodec codec, or hear what a codec keeps.")
+app.add_typer(codec_app, name="codec")
+
+
+@codec_app.command("train")
+def codec_train(
+    recipe: Annotated[Path, typer.Argument(help="recipe YAML with a codec: section (e.g. recipes/codec-mini.yaml)")],
+    overrides: Overrides = None,
+    run_dir: RunDir = None,
+) -> None:
+    """Train the recipe's codec on the run's segmented audio; started again, it resumes."""
+    _stage("codec", recipe, run_dir, overrides)
+
+
+@codec_app.command("roundtrip")
+def codec_roundtrip(
+    inputs: Annotated[list[Path], typer.Argument(help="audio files")],
+    model: Annotated[str, typer.Option("--model", help="codec folder, or any model with a codec (stylecraft-mini, a run …)")],
+    out: Annotated[Path, typer.Option("--out", help="output folder: DIR/<input stem>.flac")],
+) -> None:
+    """Encode and decode files through a codec and write what it keeps."""
+    from stylecraft.codec.roundtrip import roundtrip_files
+
+    for row in roundtrip_files([str(p) for p in inputs], model, out):
+        typer.echo(row["output"])
+
+
 @app.command()
 def models() -> None:
     """List presets and registry models, and whether each is on this machine."""

@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from stylecraft.audio import AUDIO_EXTENSIONS
 from stylecraft.errors import ConfigError
 
-STAGES = ("demo", "ingest", "separate", "segment", "augment", "tokenize", "train", "generate", "evaluate")
+STAGES = ("demo", "ingest", "separate", "segment", "codec", "augment", "tokenize", "train", "generate", "evaluate")
 
 ATTENTION_CHOICES = ("auto", "sdpa", "eager", "flash_attention_2")  # train.attention (stylecraft.train.speed)
 
@@ -96,7 +96,50 @@ class AugmentConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "tiny"  # preset name, hub id or local folder
+    # preset name, registry name, hub id, local folder or run folder; "new:<architecture>" builds a
+    # randomly initialised model (base-model pretraining) around the codec named by `codec`
+    name: str = "tiny"
+    codec: str = ""  # with new:...: an EnCodec folder; empty: this run's codec stage output (codec/model)
+    seed: int = 0  # initialisation seed of a new:... model
+
+
+@dataclass
+class CodecLossConfig:
+    mel: float = 1.0  # multi-scale log-mel L1
+    stft: float = 1.0  # multi-resolution STFT (spectral convergence + log magnitude)
+    l1: float = 0.1  # waveform L1
+    commitment: float = 1.0
+    adversarial: float = 1.0  # with codec.discriminator
+    feature_matching: float = 1.0  # with codec.discriminator
+
+
+@dataclass
+class CodecConfig:
+    """Codec training (stylecraft.codec.train): an EncodecModel on the run's segmented audio."""
+
+    architecture: str = "mini"  # tiny | mini | musicgen-32khz (stylecraft.codec.architectures)
+    config: dict[str, Any] = field(default_factory=dict)  # EncodecConfig fields over the architecture's
+    crop_s: float = 1.0  # seconds per training crop
+    batch_size: int = 8
+    lr: float = 3e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
+    warmup_steps: int = 200  # linear warm-up, then a constant rate (training longer just continues)
+    max_steps: int = 20000
+    max_grad_norm: float = 10.0
+    loss: CodecLossConfig = field(default_factory=CodecLossConfig)
+    ema_decay: float = 0.99  # codebook EMA
+    dead_fraction: float = 0.1  # codes used less than this share of an even share are replaced
+    vq_warmup_steps: int = 500  # steps without quantization first; then codebooks by k-means on the latents
+    kmeans_frames: int = 40000  # latent frames the codebooks are initialised from
+    gain_db: list[float] = field(default_factory=lambda: [-10.0, 2.0])  # random gain per crop
+    discriminator: bool = False  # multi-scale STFT discriminator + feature matching (costs ~2x)
+    save_every: int = 500
+    keep_last: int = 2
+    eval_every: int = 500
+    eval_crops: int = 64  # fixed held-out crops (from valid tracks) scored at each evaluation
+    log_every: int = 10
+    seed: int = 0
+    tensorboard: bool = True
 
 
 @dataclass
@@ -242,7 +285,7 @@ class RecipeConfig:
     catalogue: str = MISSING  # folder of the artist's audio
     run_dir: str = ""  # default: runs/<name>
     # Separation needs downloaded weights, so a recipe asks for it by listing the stage.
-    stages: list[str] = field(default_factory=lambda: [s for s in STAGES[1:] if s != "separate"])
+    stages: list[str] = field(default_factory=lambda: [s for s in STAGES[1:] if s not in ("separate", "codec")])
     demo: DemoConfig = field(default_factory=DemoConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     separate: SeparateConfig = field(default_factory=SeparateConfig)
@@ -250,6 +293,7 @@ class RecipeConfig:
     outliers: OutliersConfig = field(default_factory=OutliersConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
@@ -303,6 +347,13 @@ def _collect_errors(
                 errors.append(f"'{name}' must be set: pass {name}=...")
             continue
         sub = schema._get_node(key)  # noqa: SLF001 - OmegaConf's typed node access
+        if isinstance(sub, DictConfig) and OmegaConf.get_type(sub) is dict:
+            # A free mapping (e.g. codec.config): its keys are checked by the code that reads it.
+            if not isinstance(value, dict):
+                errors.append(f"bad value for '{name}': expected a mapping, got {type(value).__name__}")
+            else:
+                clean[key] = value
+            continue
         if isinstance(sub, DictConfig):
             clean[key] = _collect_errors(sub, value, name, errors, optional)
             continue
@@ -415,6 +466,7 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
     for st in cfg.augment.pitch_semitones:
         if abs(st) > 12:
             errors.append(f"augment.pitch_semitones entries must be within ±12, got {st}")
+    errors.extend(_codec_errors(cfg))
     t = cfg.train
     if t.mode not in ("lora", "full"):
         errors.append(f"train.mode must be 'lora' or 'full', got '{t.mode}'")
@@ -486,6 +538,37 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
         errors.append(f"generate.watermark.method must be dsp or audioseal, got '{g.watermark.method}'")
     if g.watermark.enabled and not str(g.watermark.key):
         errors.append("generate.watermark.key must not be empty (or set generate.watermark.enabled=false)")
+    return errors
+
+
+def _codec_errors(cfg: DictConfig) -> list[str]:
+    c = cfg.codec
+    errors = []
+    if "codec" in cfg.stages:
+        from stylecraft.codec.architectures import codec_config
+
+        try:
+            codec_config(c.architecture, dict(c.config))
+        except ConfigError as exc:
+            errors.append(str(exc))
+    for key in ("batch_size", "max_steps", "save_every", "keep_last", "eval_every", "log_every", "eval_crops"):
+        if c[key] < 1:
+            errors.append(f"codec.{key} must be >= 1, got {c[key]}")
+    if c.vq_warmup_steps < 0 or c.kmeans_frames < 1:
+        errors.append("codec.vq_warmup_steps must be >= 0 and codec.kmeans_frames >= 1")
+    if c.crop_s <= 0 or c.lr <= 0:
+        errors.append("codec.crop_s and codec.lr must be > 0")
+    if not 0.0 < c.ema_decay < 1.0 or not 0.0 <= c.dead_fraction < 1.0:
+        errors.append("codec.ema_decay must be in (0, 1) and codec.dead_fraction in [0, 1)")
+    if len(c.gain_db) != 2 or c.gain_db[0] > c.gain_db[1]:
+        errors.append(f"codec.gain_db must be [low, high] with low <= high, got {list(c.gain_db)}")
+    if str(cfg.model.name).startswith("new:"):
+        from stylecraft.models.presets import LM_ARCHITECTURES
+
+        arch = str(cfg.model.name)[4:]
+        if arch not in LM_ARCHITECTURES:
+            errors.append(f"unknown model architecture in model.name '{cfg.model.name}' (known: "
+                          f"{', '.join('new:' + a for a in LM_ARCHITECTURES)})")
     return errors
 
 

@@ -76,18 +76,23 @@ def signature(stage: str, cfg: DictConfig, run: Path) -> str:
         parts["tracks"] = _file_hash(run / "tracks.jsonl")
         if "separate" in cfg.stages:
             parts["stems"] = _file_hash(run / "stems.jsonl")
+    elif stage == "codec":
+        parts["codec"] = section(cfg, "codec")
+        parts["rate"] = cfg.segment.sample_rate
+        parts["tracks"] = _file_hash(run / "tracks.jsonl")
+        parts["windows"] = _file_hash(run / "windows.jsonl")
     elif stage == "augment":
         parts["augment"] = section(cfg, "augment")
         parts["rate"] = cfg.segment.sample_rate
         parts["windows"] = _file_hash(run / "windows.jsonl")
     elif stage == "tokenize":
         parts["tokenize"] = section(cfg, "tokenize")
-        parts["model"] = cfg.model.name
+        parts["model"] = _model_signature(cfg, run)
         parts["windows"] = _file_hash(run / "windows.jsonl")
         parts["variants"] = _file_hash(run / "variants.jsonl")
     elif stage == "train":
         parts["train"] = section(cfg, "train")
-        parts["model"] = cfg.model.name
+        parts["model"] = _model_signature(cfg, run)
         parts["tokens"] = _file_hash(run / "tokens" / "index.jsonl")
     elif stage == "generate":
         parts["generate"] = section(cfg, "generate")
@@ -99,11 +104,21 @@ def signature(stage: str, cfg: DictConfig, run: Path) -> str:
     return sha256_json(parts)
 
 
+def _model_signature(cfg: DictConfig, run: Path) -> Any:
+    """The model a stage starts from: its name, and for a new model its seed and codec's weights."""
+    name = str(cfg.model.name)
+    if not name.startswith("new:"):
+        return name
+    codec = Path(str(cfg.model.codec) or str(run / "codec" / "model"))
+    return {"name": name, "seed": int(cfg.model.seed), "codec": _file_hash(codec / "model.safetensors")}
+
+
 OUTPUTS: dict[str, list[str]] = {
     "demo": [],
     "ingest": ["tracks.jsonl", "rejects.jsonl"],
     "separate": ["stems.jsonl"],
     "segment": ["windows.jsonl", "outliers/report.json"],
+    "codec": ["codec/model/model.safetensors", "codec/model/stylecraft.json"],
     "augment": ["variants.jsonl"],
     "tokenize": ["tokens/index.jsonl"],
     "train": ["model/model.safetensors", "model/stylecraft.json", "train/metrics.jsonl"],
@@ -116,6 +131,7 @@ OUTPUTS: dict[str, list[str]] = {
 STAGE_DIRS: dict[str, list[str]] = {
     "ingest": ["."],
     "segment": [".", "audio", "features", "segment", "outliers"],
+    "codec": ["codec", "codec/audiocraft"],
     "augment": [".", "variants"],
     "tokenize": ["tokens"],
     "generate": ["generated"],
@@ -229,6 +245,12 @@ def stage_segment(cfg: DictConfig, run: Path) -> dict[str, Any]:
     return {"windows": len(windows), "train_windows": sum(w.split == "train" for w in windows), **result}
 
 
+def stage_codec(cfg: DictConfig, run: Path) -> dict[str, Any]:
+    from stylecraft.codec.train import train_codec
+
+    return train_codec(run, cfg)
+
+
 def stage_augment(cfg: DictConfig, run: Path) -> dict[str, Any]:
     from stylecraft.data.augment import augment
 
@@ -238,9 +260,9 @@ def stage_augment(cfg: DictConfig, run: Path) -> dict[str, Any]:
 
 def stage_tokenize(cfg: DictConfig, run: Path) -> dict[str, Any]:
     from stylecraft.data.tokens import tokenize
-    from stylecraft.models.loading import load_model
+    from stylecraft.models.loading import recipe_model
 
-    bundle = load_model(cfg.model.name)
+    bundle = recipe_model(cfg, run)
     index = tokenize(run, bundle, cfg.segment.sample_rate, cfg.tokenize.batch_size)
     return {"items": len(index), "codebooks": bundle.num_codebooks, "frames": index[0]["frames"] if index else 0}
 
@@ -366,6 +388,7 @@ STAGE_FUNCS: dict[str, Callable[[DictConfig, Path], Any]] = {
     "ingest": stage_ingest,
     "separate": stage_separate,
     "segment": stage_segment,
+    "codec": stage_codec,
     "augment": stage_augment,
     "tokenize": stage_tokenize,
     "train": stage_train,

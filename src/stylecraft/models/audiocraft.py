@@ -387,13 +387,18 @@ def audiocraft_packages(model: Any, t5_name: str | None = None, segment_duration
     else:  # equal widths: transformers feeds T5's states straight in; audiocraft's output_proj must be the identity
         proj_state = _identity_proj(int(decoder_cfg.hidden_size))
     lm_state = keys.lm_from_transformers(dec_state, proj_state)
-    audio = model.audio_encoder
+    lm_pkg = {"xp.cfg": OmegaConf.to_yaml(OmegaConf.create(lm_cfg)), "best_state": lm_state, "version": "stylecraft"}
+    return lm_pkg, compression_package(model.audio_encoder)
+
+
+def compression_package(audio: Any) -> dict[str, Any]:
+    """audiocraft's ``compression_state_dict.bin`` dict of a transformers ``EncodecModel``."""
+    from omegaconf import OmegaConf
+
     comp_state = {k: v.detach().cpu().contiguous().clone() for k, v in audio.state_dict().items()}
     comp_state = keys.encodec_from_transformers(comp_state, _transposed_layers(audio))
     comp_cfg = acfg.compression_cfg(audio.config)
-    lm_pkg = {"xp.cfg": OmegaConf.to_yaml(OmegaConf.create(lm_cfg)), "best_state": lm_state, "version": "stylecraft"}
-    comp_pkg = {"xp.cfg": OmegaConf.to_yaml(OmegaConf.create(comp_cfg)), "best_state": comp_state, "version": "stylecraft"}
-    return lm_pkg, comp_pkg
+    return {"xp.cfg": OmegaConf.to_yaml(OmegaConf.create(comp_cfg)), "best_state": comp_state, "version": "stylecraft"}
 
 
 def export_model(bundle: Any, out: str | os.PathLike[str], fmt: str = "audiocraft", t5_name: str | None = None) -> dict[str, Any]:

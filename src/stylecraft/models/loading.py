@@ -23,6 +23,7 @@ from stylecraft.errors import CheckpointError, ModelNotFoundError
 from stylecraft.models import presets, registry
 
 PRESETS = ("tiny", "tiny-melody")
+NEW_PREFIX = "new:"
 SUPPORTED_TYPES = ("musicgen", "musicgen_melody")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
@@ -197,14 +198,24 @@ def load_preset(name: str) -> ModelBundle:
     return bundle
 
 
-def load_model(name_or_path: str, device: str | torch.device = "cpu", text_encoder: str | None = None) -> ModelBundle:
+def load_model(
+    name_or_path: str, device: str | torch.device = "cpu", text_encoder: str | None = None,
+    codec: str | None = None, seed: int = 0,
+) -> ModelBundle:
     """Load a model bundle (model + text tokenizer) in eval mode on ``device``.
+
+    ``new:<architecture>`` builds a randomly initialised model of that size (seeded by ``seed``)
+    around the codec in the folder ``codec``: the start of base-model pretraining.
 
     An audiocraft-format folder (``state_dict.bin`` + ``compression_state_dict.bin``) is converted
     on the first load and cached; ``text_encoder`` names the T5 folder it needs when none is beside it.
     """
     from stylecraft.models.audiocraft import is_audiocraft_folder, load_audiocraft
 
+    if name_or_path.startswith(NEW_PREFIX):
+        bundle = new_model(name_or_path, codec, seed)
+        bundle.model.to(device)  # type: ignore[arg-type]
+        return bundle
     folder = resolve_folder(name_or_path)
     if folder is None:
         bundle = load_preset(name_or_path)
@@ -229,3 +240,57 @@ def save_bundle(bundle: ModelBundle, folder: str | Path) -> None:
     bundle.model.save_pretrained(tmp, safe_serialization=True)
     bundle.tokenizer.save_pretrained(tmp)
     replace_dir(tmp, folder)
+
+
+def new_model(name: str, codec: str | None, seed: int) -> ModelBundle:
+    """``new:<architecture>`` around the codec folder ``codec`` (see :func:`load_model`).
+
+    Raises:
+        ConfigError: an unknown architecture or no codec named.
+    """
+    from stylecraft.errors import ConfigError
+
+    arch = name[len(NEW_PREFIX):]
+    if arch not in presets.LM_ARCHITECTURES:
+        known = ", ".join(NEW_PREFIX + a for a in presets.LM_ARCHITECTURES)
+        raise ConfigError(f"unknown architecture in '{name}' (known: {known})")
+    if not codec:
+        raise ConfigError(f"model '{name}' is built around a trained codec: set model.codec to an EnCodec folder "
+                          "or run the codec stage first")
+    model, tokenizer = presets.build_new(arch, load_codec(codec), seed)
+    return ModelBundle(model=model, tokenizer=tokenizer, name=name, source=f"{name}+codec:{codec}")
+
+
+def load_codec(name_or_path: str) -> Any:
+    """A transformers ``EncodecModel`` in eval mode: an EnCodec folder, or the codec of any model
+    :func:`load_model` loads (preset, registry name, MusicGen folder, run folder).
+
+    Raises:
+        CheckpointError / ModelNotFoundError: nothing loadable there.
+    """
+    import json
+
+    from transformers import EncodecModel
+
+    folder = Path(name_or_path).expanduser()
+    config = folder / "config.json"
+    if config.exists() and json.loads(config.read_text()).get("model_type") == "encodec":
+        if not (folder / "model.safetensors").exists():
+            raise CheckpointError(f"'{folder}' has no model.safetensors (stylecraft loads safetensors only)")
+        try:
+            codec = EncodecModel.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot load codec from '{folder}': {str(exc).splitlines()[0]}") from None
+        return codec.eval()
+    if (folder / "codec" / "model" / "config.json").exists() and not (folder / "model" / "config.json").exists():
+        return load_codec(str(folder / "codec" / "model"))  # a run folder that trained only a codec
+    return load_model(name_or_path).model.audio_encoder.eval()
+
+
+def recipe_model(cfg: Any, run: Path) -> ModelBundle:
+    """The model a recipe names; a ``new:`` model takes ``model.codec`` or the run's own codec."""
+    name = str(cfg.model.name)
+    if name.startswith(NEW_PREFIX):
+        codec = str(cfg.model.codec) or str(run / "codec" / "model")
+        return load_model(name, codec=codec, seed=int(cfg.model.seed))
+    return load_model(name)

@@ -171,3 +171,45 @@ BUILDERS: dict[str, Callable[[], tuple[Any, PreTrainedTokenizerFast]]] = {
     "tiny": build_tiny,
     "tiny-melody": build_tiny_melody,
 }
+
+
+# Architectures of a new, randomly initialised MusicGen around a trained codec ("new:<name>" in
+# model.name): base-model pretraining. The text encoder is a small T5 over the byte tokenizer,
+# trained with the decoder (train.text_encoder=train), since no pretrained T5 is at hand offline.
+LM_ARCHITECTURES: dict[str, dict[str, dict[str, Any]]] = {
+    "tiny": {
+        "text": {"d_model": 64, "d_kv": 16, "d_ff": 128, "num_layers": 2, "num_heads": 4},
+        "decoder": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "ffn_dim": 256,
+                    "dropout": 0.0},
+    },
+    # stylecraft-mini: 12.6M decoder weights; samples faster than realtime on two CPU cores.
+    "mini": {
+        "text": {"d_model": 128, "d_kv": 32, "d_ff": 512, "num_layers": 4, "num_heads": 4},
+        "decoder": {"hidden_size": 256, "num_hidden_layers": 8, "num_attention_heads": 4, "ffn_dim": 1024,
+                    "dropout": 0.1},
+    },
+}
+
+
+def new_config(architecture: str, codec_config: EncodecConfig) -> MusicgenConfig:
+    """A MusicGen config of a named size whose decoder models ``codec_config``'s codebooks."""
+    arch = LM_ARCHITECTURES[architecture]
+    text = T5Config(vocab_size=259, pad_token_id=0, eos_token_id=1, **arch["text"])
+    size = int(codec_config.codebook_size)
+    decoder = MusicgenDecoderConfig(
+        vocab_size=size, max_position_embeddings=2048, num_codebooks=int(codec_config.num_quantizers),
+        audio_channels=1, pad_token_id=size, bos_token_id=size, **arch["decoder"],
+    )
+    decoder.decoder_start_token_id = size
+    return MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=codec_config.to_dict(), decoder=decoder.to_dict())
+
+
+def build_new(architecture: str, codec: Any, seed: int) -> tuple[MusicgenForConditionalGeneration, PreTrainedTokenizerFast]:
+    """A randomly initialised MusicGen of ``architecture`` (seeded) holding the trained ``codec``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MusicgenForConditionalGeneration(new_config(architecture, codec.config))
+    model.audio_encoder.load_state_dict(codec.state_dict())
+    model.generation_config = generation_config(int(codec.config.codebook_size))
+    model.eval()
+    return model, byte_tokenizer()

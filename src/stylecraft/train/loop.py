@@ -8,10 +8,8 @@ a run started again with the same command continues where its last checkpoint le
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -27,25 +25,21 @@ from transformers import get_cosine_schedule_with_warmup
 
 from stylecraft.artifacts import (
     append_jsonl,
-    atomic_write_json,
-    files_sha256,
     read_jsonl_tolerant,
-    sha256_file,
     write_jsonl,
 )
 from stylecraft.data.manifest import run_caption
 from stylecraft.data.tokens import TokenDataset
-from stylecraft.errors import CheckpointError, ConfigError, StageInputError, StylecraftError
-from stylecraft.models.loading import ModelBundle, load_model
+from stylecraft.errors import ConfigError, StageInputError, StylecraftError
+from stylecraft.models.loading import ModelBundle, recipe_model
 from stylecraft.progress import info, make_progress
 from stylecraft.train import early_stop, speed
 from stylecraft.train.batches import Collator
+from stylecraft.train.checkpoints import STATE_FILE, list_checkpoints, load_checkpoint, save_checkpoint
 from stylecraft.train.demos import FadScorer, generate_demos
 from stylecraft.train.ema import EMA, EMA_FILE
 from stylecraft.train.export import ExportContext, export
 from stylecraft.train.launch_check import check_launch
-
-STATE_FILE = "trainer_state.json"
 
 
 class EpochSampler(Sampler[int]):
@@ -158,11 +152,6 @@ def _resume_settings(cfg: Any) -> dict[str, Any]:
     assert isinstance(train, dict)
     kept = {"train." + str(k): v for k, v in train.items() if k not in RESUMABLE_CHANGES}
     return {"model.name": cfg.model.name, **kept}
-
-
-def _checkpoints(ckpt_root: Path) -> list[Path]:
-    done = [p for p in ckpt_root.glob("step-*") if (p / STATE_FILE).exists()]
-    return sorted(done, key=lambda p: int(p.name.split("-")[1]))
 
 
 def loss_on_batch(
@@ -344,7 +333,7 @@ def _train(
         raise StageInputError(
             f"{len(data.train)} training item(s) is fewer than train.batch_size={t.batch_size}: lower it or add audio"
         )
-    bundle = bundle or load_model(cfg.model.name)
+    bundle = bundle or recipe_model(cfg, run)
     if bundle.model_type != "musicgen":
         # Melody models prepend the text (and chroma) states to the decoder input instead of
         # cross-attending to them; this loop builds cross-attention batches only.
@@ -414,7 +403,7 @@ def _train(
         "early_stopping": early_stop.new_state(), "best_fad": None, "best_fad_step": None, "fad": None,
         "best_checkpoint": None, "settings": settings,
     }
-    done = _checkpoints(ckpt_root)
+    done = list_checkpoints(ckpt_root)
     if done:
         last = done[-1]
         saved = json.loads((last / STATE_FILE).read_text())
@@ -424,7 +413,7 @@ def _train(
                 f"checkpoints in '{ckpt_root}' were made with other settings ({', '.join(changed)}): "
                 "use a new run_dir, or delete its train/ to start over"
             )
-        _load_checkpoint(accelerator, last, saved)
+        load_checkpoint(accelerator, last, saved)
         if ema is not None:
             ema.load(last / EMA_FILE)
         state = {**state, **saved}
@@ -453,7 +442,7 @@ def _train(
         checksum = torch.stack([_local(p).detach().double().sum() for p in params]).sum()
         state["param_checksums"] = accelerator.gather(checksum.to(accelerator.device)[None]).tolist()
         protect = [state["best_checkpoint"]] if t.keep_best and state["best_checkpoint"] else []
-        _save_checkpoint(accelerator, ckpt_root, step, state, t.keep_last, extra=ema.save if ema else None,
+        save_checkpoint(accelerator, ckpt_root, step, state, t.keep_last, extra=(lambda d: ema.save(d / EMA_FILE)) if ema else None,
                          protect=protect)
 
     def evaluate_now() -> float:
@@ -576,7 +565,7 @@ def _train(
     if t.keep_best and state["best_checkpoint"] and state["best_checkpoint"] != f"step-{step:07d}":
         best = ckpt_root / state["best_checkpoint"]
         if (best / STATE_FILE).exists():
-            _load_checkpoint(accelerator, best, json.loads((best / STATE_FILE).read_text()))
+            load_checkpoint(accelerator, best, json.loads((best / STATE_FILE).read_text()))
             if ema is not None:
                 ema.load(best / EMA_FILE)
             weights_step = int(state["best_checkpoint"].split("-")[1])
@@ -591,7 +580,7 @@ def _train(
         out_model = accelerator.unwrap_model(model)
         if _sharded(accelerator):
             # The sharded module cannot be saved by one process: rebuild it whole and load the gathered weights.
-            fresh: Any = load_model(cfg.model.name).model
+            fresh: Any = recipe_model(cfg, run).model
             if t.mode == "lora":
                 fresh = _apply_lora(fresh, t.lora)
             fresh.load_state_dict(full)
@@ -621,70 +610,6 @@ def _train(
     accelerator.wait_for_everyone()
     trackers.close()
     return summary
-
-
-def _load_checkpoint(accelerator: Accelerator, folder: Path, saved: dict[str, Any]) -> None:
-    """Resume from a step folder: its files must match their recorded sha256, and every pickled
-    file (optimizer, scheduler and RNG states) is read with ``torch.load(weights_only=True)``
-    (accelerate's default), which refuses any object that would run code.
-
-    Raises:
-        CheckpointError: a file is missing or altered, or holds something other than plain data.
-    """
-    import pickle
-
-    for name, digest in saved.get("files", {}).items():
-        path = folder / name
-        if not path.exists() or sha256_file(path) != digest:
-            raise CheckpointError(
-                f"checkpoint file '{path}' is missing or differs from the sha256 recorded when it was saved: "
-                f"delete '{folder}' to resume from the one before"
-            )
-    try:
-        accelerator.load_state(str(folder))
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"refusing checkpoint '{folder}': {first[:300]}") from None
-
-
-def _save_checkpoint(
-    accelerator: Accelerator, root: Path, step: int, state: dict[str, Any], keep_last: int,
-    extra: Callable[[Path], None] | None = None, protect: list[str] | None = None,
-) -> None:
-    """Write ``step-N`` beside its final name and rename it; keep the last ``keep_last`` and the
-    folders named in ``protect``. ``extra(path)`` writes more state (the EMA file) on the main process."""
-    final = root / f"step-{step:07d}"
-    tmp = root / f".step-{step:07d}.partial"
-    if accelerator.is_main_process:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        root.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
-    # T5 ties its input embedding to the shared table; safetensors stores the tensor once and
-    # accelerate warns about it on every save, although the reload re-ties it.
-    other_log = logging.getLogger("accelerate.utils.other")
-    level = other_log.level
-    other_log.setLevel(logging.ERROR)
-    try:
-        accelerator.save_state(str(tmp), safe_serialization=True)
-    finally:
-        other_log.setLevel(level)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if extra is not None:
-            extra(tmp / EMA_FILE)
-        # The state file is written last, so a step folder without it is never trusted; it lists
-        # the sha256 of every file beside it for `stylecraft verify`.
-        # FSDP's sharded model and optimizer are folders of per-rank files: those are listed too.
-        files = files_sha256(tmp)
-        atomic_write_json(tmp / STATE_FILE, {**state, "files": files})
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        for old in _checkpoints(root)[:-keep_last]:
-            if old.name not in (protect or []):
-                shutil.rmtree(old)
-    accelerator.wait_for_everyone()
 
 
 def plot_losses(metrics: list[dict[str, Any]], path: Path) -> Path:

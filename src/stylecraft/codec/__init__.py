@@ -1,0 +1,1 @@
+"""Training an EnCodec audio codec (transformers' ``EncodecModel``) on a catalogue or a corpus."""

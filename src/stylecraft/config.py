@@ -216,6 +216,7 @@ class TrainConfig:
     mixed_precision: str = "auto"  # auto (bf16 on GPUs that have it) | no | bf16 | fp16 (with a grad scaler)
     gradient_checkpointing: bool = False  # recompute decoder activations in backward (less memory)
     dropout: float | None = None  # decoder dropout override (None: the model's own)
+    text_encoder: str = "frozen"  # frozen | train (with the decoder, for a new model's pretraining; full mode only)
     ema: EmaConfig = field(default_factory=EmaConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     keep_best: bool = False  # keep the best checkpoint besides the last N, and export it
@@ -477,6 +478,10 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
             errors.append(f"train.{key} must be >= 1, got {t[key]}")
     if t.lr <= 0:
         errors.append(f"train.lr must be > 0, got {t.lr}")
+    if t.text_encoder not in ("frozen", "train"):
+        errors.append(f"train.text_encoder must be frozen or train, got '{t.text_encoder}'")
+    elif t.text_encoder == "train" and t.mode != "full":
+        errors.append("train.text_encoder=train needs train.mode=full")
     if t.attention not in ATTENTION_CHOICES:
         errors.append(f"train.attention must be {'|'.join(ATTENTION_CHOICES)}, got '{t.attention}'")
     if not 0.0 <= t.cond_dropout < 1.0:

@@ -220,14 +220,14 @@ def _step(p: Parts, x: torch.Tensor, generator: torch.Generator, max_norm: float
     """One optimizer step of the codec (and of the discriminator, when there is one)."""
     y, q = p.autoencoder(x, update=True, generator=generator, quantize=quantize)
     total, terms = p.loss(y, x)
-    logged: dict[str, Any] = {k: float(v) for k, v in terms.items()}
+    logged: dict[str, Any] = {k: float(v.detach()) for k, v in terms.items()}
     if q is not None:
         total = total + p.weights.commitment * q.commitment
-        logged["commitment"] = float(q.commitment)
+        logged["commitment"] = float(q.commitment.detach())
     if p.discriminator is not None:
         adv, fm = generator_losses(p.discriminator(x), p.discriminator(y))
         total = total + p.weights.adversarial * adv + p.weights.feature_matching * fm
-        logged |= {"adversarial": float(adv), "feature_matching": float(fm)}
+        logged |= {"adversarial": float(adv.detach()), "feature_matching": float(fm.detach())}
     p.accelerator.backward(total)
     logged["grad_norm"] = float(p.accelerator.clip_grad_norm_(p.autoencoder.parameters(), max_norm))
     p.optimizer.step()
@@ -240,7 +240,7 @@ def _step(p: Parts, x: torch.Tensor, generator: torch.Generator, max_norm: float
         p.scheduler_d.step()
         p.optimizer_d.zero_grad(set_to_none=True)
         logged["discriminator"] = float(d_loss)
-    logged["loss"] = float(total)
+    logged["loss"] = float(total.detach())
     if q is not None:
         size = int(p.accelerator.unwrap_model(p.autoencoder).codec.config.codebook_size)
         logged["usage"] = code_usage(q.codes.detach().cpu(), size)

@@ -103,15 +103,26 @@ class TextConditioner:
     on the batch it first appeared in), and each batch is padded to its own longest caption.
     """
 
-    def __init__(self, bundle: ModelBundle, device: torch.device) -> None:
+    def __init__(self, bundle: ModelBundle, device: torch.device, trainable: bool = False) -> None:
         self.encoder = cast(Any, bundle.model.text_encoder)
         self.encoder.to(device)
-        self.encoder.eval()
+        self.trainable = trainable
+        if not trainable:
+            self.encoder.eval()
         self.device = device
         self.cache: dict[str, torch.Tensor] = {}  # caption -> [L_caption, D]
 
-    @torch.no_grad()
     def __call__(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.trainable:
+            # Trained with the decoder (base-model pretraining): encoded per batch, with gradients
+            # (and the encoder's own dropout while the model trains).
+            mask = batch["attention_mask"].to(self.device)
+            states = self.encoder(input_ids=batch["input_ids"].to(self.device), attention_mask=mask).last_hidden_state
+            return states, mask
+        return self._frozen(batch)
+
+    @torch.no_grad()
+    def _frozen(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         # model.train() flips every submodule; the frozen encoder must never apply dropout, or the
         # cached states would depend on the RNG and a resumed run would differ.
         self.encoder.eval()
@@ -341,7 +352,10 @@ def _train(
             f"training a '{bundle.model_type}' model is not supported yet: use musicgen-small/-medium/-large"
         )
     model: Any = bundle.model  # becomes a PeftModel with LoRA, then Accelerate's wrapper
-    model.text_encoder.requires_grad_(False)
+    train_text = t.text_encoder == "train"
+    if train_text and _sharded(accelerator):
+        raise ConfigError("train.text_encoder=train is not supported with FSDP/DeepSpeed: use one process or DDP")
+    model.text_encoder.requires_grad_(train_text)
     model.audio_encoder.requires_grad_(False)
     if t.dropout is not None:
         _set_dropout(model.decoder, float(t.dropout))
@@ -391,7 +405,7 @@ def _train(
     if _sharded(accelerator):
         # Sharding replaces the parameters: clip and checksum the ones the optimizer now holds.
         params = [p for p in model.parameters() if p.requires_grad]
-    cond = TextConditioner(bundle, accelerator.device)
+    cond = TextConditioner(bundle, accelerator.device, trainable=train_text)
     ema = EMA(named, float(t.ema.decay)) if t.ema.enabled else None
     es = t.early_stopping
     es_metric = es.metric if es.enabled else None

@@ -84,7 +84,7 @@ def main() -> None:
     if args.package:
         from package import package_mini
 
-        package_mini(args.work)
+        package_mini(args.work / "run", args.work / "corpus.json")
 
 
 if __name__ == "__main__":

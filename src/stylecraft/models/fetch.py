@@ -25,6 +25,8 @@ def fetch(name: str) -> Path:
     if entry is None:
         known = ", ".join(registry.load_registry())
         raise ModelNotFoundError(f"unknown model '{name}' (known: {known})")
+    if entry.is_shipped:  # nothing to download: check what ships and say where it is
+        return entry.verify_shipped()
     if entry.is_url:
         return _fetch_files(entry)
     try:

@@ -98,6 +98,10 @@ def _from_folder(folder: Path, name: str) -> ModelBundle:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load model from '{folder}': {str(exc).splitlines()[0]}") from None
+    if next(model.parameters()).dtype in (torch.float16, torch.bfloat16):
+        # Half precision is a storage choice (stylecraft-mini ships so): computation follows the
+        # run's own precision settings, from float32 weights.
+        model.float()
     model.eval()
     return ModelBundle(model=model, tokenizer=tokenizer, name=name, source=str(folder))
 
@@ -119,6 +123,8 @@ def resolve_folder(name_or_path: str) -> Path | None:
         return None
     entry = registry.find(name_or_path)
     if entry is not None:
+        if entry.is_shipped:
+            return entry.verify_shipped()
         if (entry.local_dir / "config.json").exists():
             return entry.local_dir
         cached = _hf_cache_folder(entry.repo_id)

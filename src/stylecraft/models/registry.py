@@ -31,6 +31,11 @@ class Entry:
     files: list[str] = field(default_factory=list)
 
     @property
+    def is_shipped(self) -> bool:
+        """Whether the weights ship with stylecraft (``checkpoints/NAME``): loaded by name, never fetched."""
+        return self.source == f"shipped:{self.name}"
+
+    @property
     def is_url(self) -> bool:
         """Whether the weights are plain files under an https URL (not a hub repository)."""
         return self.source.startswith("https://")
@@ -43,7 +48,26 @@ class Entry:
 
     @property
     def local_dir(self) -> Path:
-        return checkpoints_dir() / "hub" / self.name
+        return checkpoints_dir() / self.name if self.is_shipped else checkpoints_dir() / "hub" / self.name
+
+    def verify_shipped(self) -> Path:
+        """The shipped folder, once every file named in ``sha256`` is there with that hash.
+
+        Raises:
+            CheckpointError: a file is missing or altered (one line naming it and the fix).
+        """
+        from stylecraft.artifacts import sha256_file
+
+        folder = self.local_dir
+        for filename, digest in sorted(self.sha256.items()):
+            path = folder / filename
+            if not path.is_file():
+                raise CheckpointError(f"model '{self.name}' is incomplete: '{path}' is missing (restore it from the "
+                                      f"stylecraft repository, e.g. `git checkout -- {path}`)")
+            if sha256_file(path) != digest:
+                raise CheckpointError(f"model '{self.name}' is damaged: '{path}' does not match its sha256 in "
+                                      f"checkpoints/registry.yaml (restore it, e.g. `git checkout -- {path}`)")
+        return folder
 
 
 def load_registry() -> dict[str, Entry]:

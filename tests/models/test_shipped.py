@@ -1,0 +1,64 @@
+"""Models that ship with stylecraft (stylecraft-mini): loaded by name, offline, every file checked."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from stylecraft.artifacts import files_sha256
+from stylecraft.errors import CheckpointError
+from stylecraft.models.loading import load_model
+from stylecraft.models.registry import find
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    """A checkpoints folder whose registry ships `tiny-shipped`: the tiny preset stored in float16."""
+    import os
+
+    from stylecraft.models.registry import checkpoints_dir
+
+    ck = tmp_path / "checkpoints"
+    ck.mkdir()
+    shutil.copy(checkpoints_dir() / "registry.yaml", ck / "registry.yaml")
+    bundle = load_model("tiny")
+    folder = ck / "tiny-shipped"
+    bundle.model.to(torch.float16).save_pretrained(folder, safe_serialization=True)
+    bundle.tokenizer.save_pretrained(folder)
+    hashes = "\n".join(f"    {k}: {v}" for k, v in files_sha256(folder).items())
+    with open(ck / "registry.yaml", "a") as f:
+        f.write(f"tiny-shipped:\n  kind: musicgen\n  source: shipped:tiny-shipped\n  license: test\n  sha256:\n{hashes}\n")
+    monkeypatch.setenv("STYLECRAFT_CHECKPOINTS", str(ck))
+    assert os.environ["STYLECRAFT_CHECKPOINTS"] == str(ck)
+    return folder
+
+
+def test_loads_by_name_in_float32(shipped):
+    bundle = load_model("tiny-shipped")
+    assert bundle.source == str(shipped)
+    assert all(p.dtype == torch.float32 for p in bundle.model.parameters())
+    ref = load_model("tiny").model.state_dict()
+    got = bundle.model.state_dict()
+    w = "decoder.model.decoder.layers.0.fc1.weight"
+    torch.testing.assert_close(got[w], ref[w].half().float())
+
+
+def test_missing_or_altered_file_is_a_one_line_error(shipped):
+    (shipped / "tokenizer.json").unlink()
+    with pytest.raises(CheckpointError, match="incomplete: .*tokenizer.json' is missing"):
+        load_model("tiny-shipped")
+    data = bytearray((shipped / "model.safetensors").read_bytes())
+    data[-1] ^= 1
+    (shipped / "model.safetensors").write_bytes(bytes(data))
+    assert find("tiny-shipped").is_shipped
+    with pytest.raises(CheckpointError, match="damaged"):
+        find("tiny-shipped").verify_shipped()
+
+
+def test_cli_names_the_damaged_file(shipped):
+    (shipped / "config.json").write_text("{}")
+    proc = subprocess.run([sys.executable, "-m", "stylecraft", "fetch", "tiny-shipped"], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and "config.json" in proc.stderr and "damaged" in proc.stderr

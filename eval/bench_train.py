@@ -18,15 +18,19 @@ captions), with the same batch size and the same trainable parameters:
   ``bundle`` arguments. Per-step wall times and losses are the ``step_s`` and ``loss`` fields of its
   ``metrics.jsonl``; the run is stopped by the data source after the timed steps, before any
   checkpoint or export. ``train.cond_dropout=0`` (see below).
-* **plain**: what a transformers user writes: ``attn_implementation="eager"``, T5 run inside
-  ``model(...)`` every step (no caching), transformers' stacked-logits loss,
-  ``torch.optim.AdamW(foreach=False)``, ``loss.item()`` per step; fp32 on CPU and
-  ``torch.autocast(bfloat16)`` on CUDA (what the transformers docs and the Trainer's ``bf16=True``
-  do). LoRA through peft on the same modules.
+* **plain**: what a user writes with transformers, peft and accelerate alone, and nothing of
+  stylecraft's training code: batches laid out by the decoder's own ``build_delay_pattern_mask``
+  (as transformers' MusicGen fine-tuning examples do), a torch ``DataLoader``, accelerate's
+  canonical loop (``prepare``, ``backward``, ``clip_grad_norm_``), ``attn_implementation="eager"``,
+  T5 run inside ``model(...)`` every step (no caching), transformers' stacked-logits loss,
+  ``torch.optim.AdamW(foreach=False)``, transformers' cosine schedule, ``loss.item()`` per step;
+  fp32 on CPU and accelerate's bf16 on CUDA. LoRA through ``peft.get_peft_model`` with the module
+  names (``LORA_TARGETS``) a user lists.
 
 **Same work, checked.** Both loops take their seed, AdamW settings, cosine schedule, clipping and
-LoRA settings from the same recipe, seed where ``train()`` does (so LoRA's init and the dropout
-masks agree), read the items in the order of stylecraft's epoch sampler, keep the frozen T5 in
+LoRA settings from the same recipe's numbers, seed where ``train()`` does (so LoRA's init and the
+dropout masks agree), read the items in one fixed seeded order (``epoch_order``: handed to the plain
+loop as a list, produced by stylecraft's own sampler, and compared), keep the frozen T5 in
 eval mode, and train without condition dropout (whose cost is one multiply of the text states).
 Each pair of runs is then checked (:func:`check_same_work`): the same items in the same order,
 trainable parameters, optimizer steps and learning rates, and per-step losses within ``LOSS_TOL``
@@ -262,61 +266,84 @@ def stylecraft_cfg(run: Path, spec: dict[str, Any], steps: int, cond_dropout: fl
         f"train.batch_size={spec['batch']}", f"train.max_steps={steps}", "train.warmup_steps=2",
         "train.lr=1e-4", f"train.save_every={steps}", f"train.eval_every={steps}", "train.log_every=1",
         f"train.compile={str(spec.get('compile', False)).lower()}", f"train.seed={spec['seed']}",
-        f"train.cond_dropout={cond_dropout}",
+        f"train.cond_dropout={cond_dropout}", f"train.lora.target_modules=[{','.join(LORA_TARGETS)}]",
     ])
 
 
+# Decoder modules both loops adapt with LoRA in the throughput runs (the recipe's default list
+# without the output heads, which peft cannot name by suffix the way a user would list them).
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
+
+
+def epoch_order(n: int, seed: int) -> list[int]:
+    """The benchmark's fixed item order: a seeded permutation (stylecraft's sampler is checked to read
+    the same one; the plain loop is handed it as a list)."""
+    g = torch.Generator().manual_seed(seed * 100_003)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def plain_collate(model: Any, tokenizer: Any, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """A batch the way transformers' MusicGen fine-tuning examples build one: the decoder's own
+    ``build_delay_pattern_mask`` lays out the codes; labels are the next positions, pads ignored."""
+    codes = torch.stack([it["codes"] for it in items])  # [B, K, T]
+    b, k, t = codes.shape
+    pad = int(model.config.decoder.pad_token_id)
+    prompt = torch.cat([torch.full((b, k, 1), pad), codes], dim=-1).reshape(b * k, t + 1)
+    _, pattern = model.decoder.build_delay_pattern_mask(prompt, pad_token_id=pad, max_length=t + k)
+    seq = pattern.reshape(b, k, t + k)
+    labels = seq[..., 1:].transpose(1, 2).clone()
+    labels[labels == pad] = -100
+    text = tokenizer([it["caption"] for it in items], padding=True, truncation=True, max_length=64, return_tensors="pt")
+    return {"input_ids": text["input_ids"], "attention_mask": text["attention_mask"],
+            "decoder_input_ids": seq[..., :-1].reshape(b * k, t + k - 1), "labels": labels}
+
+
 def run_plain(spec: dict[str, Any]) -> dict[str, Any]:
-    """The plain transformers loop (module docstring) for ``spec``; per-step wall times and losses.
+    """The plain loop (module docstring): transformers' model, collation and schedule, peft's LoRA,
+    accelerate's canonical loop; per-step wall times and losses.
 
-    Its optimizer settings, schedule, seed and item order are those of stylecraft's run of the same
-    ``spec`` (taken from the same recipe and sampler), so both loops take the same optimizer steps on
-    the same batches from the same weights.
+    Nothing of stylecraft's training code is used: only the recipe's numbers (seed, AdamW settings,
+    schedule, clipping, LoRA rank), so that both loops take the same steps and can be checked.
     """
+    from accelerate import Accelerator
     from accelerate.utils import set_seed
+    from peft import LoraConfig, get_peft_model
+    from torch.utils.data import DataLoader, Subset
     from transformers import get_cosine_schedule_with_warmup
-
-    from stylecraft.train.batches import Collator
-    from stylecraft.train.loop import EpochSampler, _apply_lora
 
     dev, b, n_steps = spec["device"], spec["batch"], spec["warmup"] + spec["steps"]
     rss_before = _rss_now()
     bundle = build_bundle(spec["arch"], spec["layers"], "eager", dev)
     t = stylecraft_cfg(Path("unused"), spec, max_steps(spec)).train
-    set_seed(t.seed)  # where train() seeds: before LoRA's init and the first dropout mask
-    model: Any = bundle.model.to(dev)
+    accelerator = Accelerator(cpu=dev == "cpu", mixed_precision="bf16" if dev == "cuda" else "no")
+    set_seed(t.seed)  # before LoRA's init and the first dropout mask, as stylecraft seeds
+    model: Any = bundle.model
     model.text_encoder.requires_grad_(False)
     model.audio_encoder.requires_grad_(False)
     if spec["mode"] == "lora":
-        model.decoder.requires_grad_(False)
-        if hasattr(model, "enc_to_dec_proj"):
-            model.enc_to_dec_proj.requires_grad_(False)
-        model = _apply_lora(model, t.lora)  # peft get_peft_model, same modules
+        model = get_peft_model(model, LoraConfig(r=t.lora.r, lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout,
+                                                 target_modules=LORA_TARGETS))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, foreach=False)
     sched = get_cosine_schedule_with_warmup(opt, t.warmup_steps, t.max_steps)
     dec_cfg = bundle.model.config.decoder
     items = TokenItems(n_items(spec), dec_cfg.num_codebooks, spec["frames"], dec_cfg.vocab_size, seed=spec["seed"])
-    order = list(EpochSampler(len(items), t.seed))  # stylecraft's epoch-0 order
-    collate = Collator(bundle.tokenizer, bundle.pad_token_id, int(dec_cfg.decoder_start_token_id))
+    loader = DataLoader(Subset(items, epoch_order(len(items), t.seed)), batch_size=b, shuffle=False, drop_last=True,
+                        collate_fn=functools.partial(plain_collate, bundle.model, bundle.tokenizer))
+    model, opt, loader, sched = accelerator.prepare(model, opt, loader, sched)
     model.train()
     # A frozen encoder in eval mode, as in stylecraft's loop: with its dropout on, the loss would
     # depend on T5's dropout masks and could not be compared.
-    model.text_encoder.eval()
+    bundle.model.text_encoder.eval()
     times, losses, lrs = [], [], []
     _sync(dev)
     start = time.perf_counter()
-    for step in range(n_steps):
-        batch = collate([items[i] for i in order[step * b : (step + 1) * b]])
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev == "cuda"):
-            out = model(
-                input_ids=batch["input_ids"].to(dev),
-                attention_mask=batch["attention_mask"].to(dev),
-                decoder_input_ids=batch["decoder_input_ids"].to(dev),
-                labels=batch["labels"].to(dev),
-            )
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
+    for step, batch in enumerate(loader):
+        if step >= n_steps:
+            break
+        out = model(**batch)
+        accelerator.backward(out.loss)
+        accelerator.clip_grad_norm_(params, t.max_grad_norm)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
@@ -326,8 +353,9 @@ def run_plain(spec: dict[str, Any]) -> dict[str, Any]:
         times.append(now - start)
         start = now
     lora_params = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
-    return {"step_s_all": times, "loss_all": losses, "lr_all": lrs, "items_read": items.reads,
-            "text_len_all": text_lens(bundle.tokenizer, items.reads, b),
+    read = items.reads[: b * n_steps]
+    return {"step_s_all": times, "loss_all": losses, "lr_all": lrs, "items_read": read,
+            "text_len_all": text_lens(bundle.tokenizer, read, b),
             "trainable_params": sum(p.numel() for p in params), "lora_params": lora_params,
             "text_dim": int(bundle.model.config.text_encoder.hidden_size), **_peak_memory(dev, rss_before)}
 

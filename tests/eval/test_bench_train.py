@@ -113,3 +113,13 @@ def test_e2e_mode_trains_two_epochs_and_writes_its_report(bench, tmp_path):
     assert (e["items"], e["steps"], e["epochs"], e["audio_s"]) == (2, 4, 2, 60)
     assert e["summary"]["steps"] == 4 and e["wall_s"] > 0 and e["peak_rss_delta_bytes"] > 0
     assert "4 steps (2 epochs)" in (tmp_path / "bench_train_e2e_cpu.md").read_text()
+
+
+def test_plain_loop_uses_none_of_stylecraft_training_code(bench):
+    """The baseline is built from transformers', peft's and accelerate's pieces: no stylecraft
+    collator, sampler or LoRA helper (it takes only the recipe's numbers)."""
+    import inspect
+
+    source = inspect.getsource(bench.run_plain) + inspect.getsource(bench.plain_collate)
+    assert "stylecraft.train" not in source and "Collator" not in source and "_apply_lora" not in source
+    assert "build_delay_pattern_mask" in source and "get_peft_model" in source and "Accelerator" in source

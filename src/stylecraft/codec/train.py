@@ -371,3 +371,24 @@ def _loop(p: Parts, root: Path, c: Any, sampler: CropSampler, crops: np.ndarray,
             prog.advance(task)
             t0 = time.perf_counter()
     return last_eval
+
+
+def codec_from_checkpoint(step_dir: str | Path, architecture: str, overrides: dict[str, Any] | None = None) -> Any:
+    """The codec of a training checkpoint as a plain ``EncodecModel`` (running latent statistics
+    folded in): a look at a run while it trains.
+
+    Raises:
+        CheckpointError: the folder holds no codec checkpoint.
+    """
+    from safetensors.torch import load_file
+
+    from stylecraft.errors import CheckpointError
+
+    path = Path(step_dir) / "model.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"'{step_dir}' is not a codec checkpoint (no model.safetensors)")
+    state = load_file(str(path))
+    codec = build_codec(architecture, overrides or {}, 0)
+    codec.load_state_dict({k[len("codec."):]: v for k, v in state.items() if k.startswith("codec.")})
+    fold_latent_norm(codec, state["norm.mean"], state["norm.var"])
+    return codec.eval()

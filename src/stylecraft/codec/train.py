@@ -256,18 +256,19 @@ def si_snr(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(p: Parts, crops: np.ndarray, quantize: bool = True, batch: int = 16) -> dict[str, float]:
-    """Reconstruction losses and SI-SNR of the fixed held-out crops (codebooks left unchanged)."""
-    ae = p.accelerator.unwrap_model(p.autoencoder)
-    ae.eval()
+def evaluate(p: Parts, sampler: CropSampler, crops: np.ndarray, c: Any, quantize: bool = True) -> dict[str, float]:
+    """The codec as it would be exported now (latent statistics measured afresh, folded in) on the
+    fixed held-out crops: the running averages lag behind a drifting encoder too much to judge by."""
+    codec = exported_codec(p, sampler, c, batches=10)
+    if quantize:
+        return {k.replace("export_", ""): v for k, v in evaluate_codec(codec, crops, p.loss).items()}
     sums: dict[str, float] = {}
-    for i in range(0, len(crops), batch):
-        x = torch.from_numpy(crops[i : i + batch]).to(p.accelerator.device)
-        y, _ = ae(x, update=False, quantize=quantize)
+    for i in range(0, len(crops), 16):
+        x = torch.from_numpy(crops[i : i + 16]).to(p.accelerator.device)
+        y = codec.decoder(codec.encoder(x[:, None]))[:, 0, : x.shape[-1]]
         _, terms = p.loss(y, x)
         for k, v in {**terms, "si_snr_db": si_snr(y, x).mean()}.items():
             sums[k] = sums.get(k, 0.0) + float(v) * x.shape[0]
-    ae.train()
     return {f"val_{k}": v / len(crops) for k, v in sums.items()}
 
 
@@ -360,7 +361,7 @@ def _loop(p: Parts, root: Path, c: Any, sampler: CropSampler, crops: np.ndarray,
             row |= {"step": step, "lr": p.scheduler.get_last_lr()[0], "step_s": time.perf_counter() - t0}
             row["realtime_x"] = c.batch_size * c.crop_s * acc.num_processes / row["step_s"]
             if step % c.eval_every == 0 or step == c.max_steps:
-                last_eval = evaluate(p, crops, quantize=bool(state["codebooks_initialised"]))
+                last_eval = evaluate(p, sampler, crops, c, quantize=bool(state["codebooks_initialised"]))
                 row |= last_eval
             if acc.is_main_process and (step % c.log_every == 0 or "val_mel" in row):
                 append_jsonl(root / "metrics.jsonl", row)

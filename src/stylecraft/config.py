@@ -125,6 +125,7 @@ class CodecConfig:
     betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
     warmup_steps: int = 200  # linear warm-up, then a constant rate (training longer just continues)
     max_steps: int = 20000
+    decay_steps: int = 0  # the last steps decay the rate linearly to 5% (may be set or changed on resume)
     max_grad_norm: float = 10.0
     loss: CodecLossConfig = field(default_factory=CodecLossConfig)
     ema_decay: float = 0.99  # codebook EMA
@@ -559,6 +560,8 @@ def _codec_errors(cfg: DictConfig) -> list[str]:
     for key in ("batch_size", "max_steps", "save_every", "keep_last", "eval_every", "log_every", "eval_crops"):
         if c[key] < 1:
             errors.append(f"codec.{key} must be >= 1, got {c[key]}")
+    if not 0 <= c.decay_steps <= c.max_steps:
+        errors.append(f"codec.decay_steps must be in [0, codec.max_steps], got {c.decay_steps}")
     if c.vq_warmup_steps < 0 or c.kmeans_frames < 1:
         errors.append("codec.vq_warmup_steps must be >= 0 and codec.kmeans_frames >= 1")
     if c.crop_s <= 0 or c.lr <= 0:

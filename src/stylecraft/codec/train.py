@@ -36,7 +36,7 @@ from stylecraft.progress import info, make_progress
 from stylecraft.train.checkpoints import STATE_FILE, list_checkpoints, load_checkpoint, save_checkpoint
 
 # Settings a run may change and still resume: how long, and how often to log, evaluate and save.
-RESUMABLE = ("max_steps", "save_every", "keep_last", "eval_every", "eval_crops", "log_every", "tensorboard")
+RESUMABLE = ("max_steps", "decay_steps", "save_every", "keep_last", "eval_every", "eval_crops", "log_every", "tensorboard")
 
 
 class LatentNorm(nn.Module):
@@ -133,8 +133,22 @@ class Parts:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _warmup(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, steps)))
+def lr_factor(step: int, warmup: int, max_steps: int, decay_steps: int, floor: float = 0.05) -> float:
+    """Linear warm-up, a constant rate, then a linear decay to ``floor`` over the last ``decay_steps``.
+
+    The factor depends on the step and the current settings only, so training longer (a larger
+    ``max_steps``) or adding a decay phase on resume continues from where the run is.
+    """
+    factor = min(1.0, (step + 1) / max(1, warmup))
+    start = max_steps - decay_steps
+    if decay_steps > 0 and step >= start:
+        factor *= 1.0 - (1.0 - floor) * min(1.0, (step - start + 1) / decay_steps)
+    return factor
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, c: Any) -> torch.optim.lr_scheduler.LambdaLR:
+    args = (int(c.warmup_steps), int(c.max_steps), int(c.decay_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, *args))
 
 
 def _setup(root: Path, c: Any, sample_rate: int) -> Parts:
@@ -154,14 +168,14 @@ def _setup(root: Path, c: Any, sample_rate: int) -> Parts:
     autoencoder = Autoencoder(codec, rvq)
     weights = LossWeights(**dict(c.loss))
     optimizer = torch.optim.AdamW(codec.parameters(), lr=c.lr, betas=tuple(c.betas), weight_decay=0.0)
-    scheduler = _warmup(optimizer, c.warmup_steps)
+    scheduler = _scheduler(optimizer, c)
     parts = [autoencoder, optimizer, scheduler]
     if c.discriminator:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(c.seed + 1)
             disc = MultiScaleSTFTDiscriminator()
         opt_d = torch.optim.AdamW(disc.parameters(), lr=c.lr, betas=tuple(c.betas), weight_decay=0.0)
-        parts += [disc, opt_d, _warmup(opt_d, c.warmup_steps)]
+        parts += [disc, opt_d, _scheduler(opt_d, c)]
     prepared = list(accelerator.prepare(*parts))
     loss = ReconstructionLoss(sample_rate, weights).to(accelerator.device)
     out = Parts(accelerator, prepared[0], prepared[1], prepared[2], loss, weights)

@@ -127,6 +127,8 @@ def generate(
     top_p: Annotated[float, typer.Option("--top-p", help="nucleus sampling (0 disables)")] = 0.0,
     guidance_scale: Annotated[float, typer.Option("--guidance-scale", help="classifier-free guidance (<=1 disables)")] = 3.0,
     best_of: Annotated[int, typer.Option("--best-of", help="candidates per file; the one the model finds most likely is kept")] = 1,
+    beams: Annotated[int, typer.Option("--beams", help="beam search of this width instead of sampling (1: greedy; 0: sample)")] = 0,
+    length_penalty: Annotated[float, typer.Option("--length-penalty", help="beam search: score = log-likelihood / tokens ** this")] = 1.0,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     n: Annotated[int, typer.Option("--n", help="files per prompt")] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="files sampled together")] = 4,
@@ -140,8 +142,8 @@ def generate(
 
     Pieces longer than --window are generated window by window, each continuing the last
     --context seconds. Files already written by the same request and intact are skipped.
-    Beam search is not offered: transformers' MusicGen generate supports only sampling and
-    greedy search (it raises for num_beams > 1); use --best-of to rerank samples instead.
+    --beams N decodes by beam search over the delayed codebooks (guidance inside the beam)
+    instead of sampling; --best-of N reranks N samples instead.
     """
     from stylecraft.generate.longform import LongForm
     from stylecraft.generate.sample import SamplingParams, WatermarkSettings, read_prompts_file
@@ -161,6 +163,7 @@ def generate(
     params = SamplingParams(
         duration_s=duration, temperature=temperature, top_k=top_k, top_p=top_p,
         guidance_scale=guidance_scale, seed=seed, seed_audio_s=seed_audio_s, best_of=best_of,
+        beams=beams, length_penalty=length_penalty,
     )
     params.validate()
     long_form = LongForm(window_s=window, context_s=context)

@@ -5,6 +5,7 @@ User mistakes (``StylecraftError``) print one line on stderr and exit with statu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -425,6 +426,34 @@ def models() -> None:
         except StylecraftError:
             where = f"not downloaded (stylecraft fetch {name})"
         typer.echo(f"{name:24s} {entry.source.removeprefix('hf://'):32s} {entry.license:36s} {where}")
+
+
+@app.command()
+def studio(
+    runs: Annotated[list[Path] | None, typer.Argument(help="run folders to show (their models are offered on Generate)")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", help="another model to offer: preset, registry name or folder (repeatable)")] = None,
+    host: Annotated[str, typer.Option("--host", help="interface to bind (default: this machine only)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="port to listen on")] = 7860,
+    out: Annotated[Path | None, typer.Option("--out", help="folder for takes (default: a stylecraft-studio folder in the temp dir)")] = None,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="largest upload accepted")] = 50.0,
+    max_duration: Annotated[float, typer.Option("--max-duration", help="longest piece one request may ask for (s)")] = 120.0,
+    watermark_key: Annotated[str, typer.Option("--watermark-key", help="watermark key, or env:NAME to read $NAME")] = "stylecraft",
+    embedding: Annotated[str, typer.Option("--embedding", help="embedding of Compare's FAD and audit")] = "mfcc",
+) -> None:
+    """Start the studio: a local web page to generate, listen, compare and inspect runs (needs stylecraft[studio])."""
+    try:
+        from stylecraft.studio.app import launch
+    except ImportError as exc:
+        raise StylecraftError(f"the studio needs its extra: pip install 'stylecraft[studio]' ({exc.name} is missing)") from None
+    from stylecraft.studio.settings import StudioSettings
+
+    settings = StudioSettings(
+        runs=tuple(runs or ()), models=tuple(model or ()), max_upload_mb=max_upload_mb, max_duration_s=max_duration,
+        watermark_key=watermark_key, embedding=embedding,
+    )
+    if out is not None:
+        settings = dataclasses.replace(settings, out_dir=out)
+    launch(settings, host=host, port=port)
 
 
 def main() -> None:

@@ -170,7 +170,7 @@ def _generate_tab(studio: Studio, takes_state: gr.Textbox) -> None:
                 top_k = gr.Number(value=250, precision=0, label="top-k (0: off)")
                 top_p = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="top-p (0: off)")
             with gr.Row():
-                seed = gr.Number(value=0, precision=0, label="seed")
+                seed = gr.Number(value=0, precision=0, label="seed", elem_id="gen-seed")
                 n_takes = gr.Slider(1, MAX_TAKES, value=1, step=1, label="takes per prompt")
             with gr.Row():
                 best_of = gr.Slider(1, 8, value=1, step=1, label="best of N")

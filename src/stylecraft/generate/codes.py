@@ -113,16 +113,32 @@ def codebook_delays(bundle: ModelBundle) -> list[int]:
     return [i // 2 for i in range(k)] if _stereo(bundle) else list(range(k))
 
 
+def interleave(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """Stereo codes as audiocraft lays them out: ``[B, K, T]`` x 2 -> ``[B, 2K, T]`` (L0, R0, L1, R1 …)."""
+    b, k, t = left.shape
+    return torch.stack([left, right], dim=2).reshape(b, 2 * k, t)
+
+
 @torch.no_grad()
 def encode_audio(bundle: ModelBundle, audio: np.ndarray) -> torch.Tensor:
-    """EnCodec codes ``[B, K, T]`` of mono audio ``[B, samples]`` at the model's rate."""
+    """EnCodec codes ``[B, K, T]`` of audio ``[B, samples]`` (mono) or ``[B, 2, samples]`` at the model's rate.
+
+    Stereo models encode each channel with their mono EnCodec and interleave the codes (a mono
+    input is the same on both sides); mono models take mono audio only.
+    """
     enc: Any = bundle.model.audio_encoder
-    x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[:, None, :].to(bundle.model.device)
-    codes = enc.encode(x, bandwidth=bundle.bandwidth).audio_codes[0].long().cpu()  # [1, B, K, T] -> [B, K, T]
-    if _stereo(bundle):  # a mono seed is the same on both sides: interleave its codes as left/right
-        b, k, t = codes.shape
-        return torch.stack([codes, codes], dim=2).reshape(b, 2 * k, t)
-    return codes
+    x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(bundle.model.device)
+    channels = x[:, None, :] if x.ndim == 2 else x  # [B, C, samples]
+    if channels.shape[1] not in (1, 2) or (channels.shape[1] == 2 and not _stereo(bundle)):
+        raise ValueError(f"expected mono audio for a mono model, or 1-2 channels for a stereo one, got {tuple(x.shape)}")
+
+    def one(ch: torch.Tensor) -> torch.Tensor:  # [B, samples] -> [B, K, T]
+        return enc.encode(ch[:, None, :], bandwidth=bundle.bandwidth).audio_codes[0].long().cpu()
+
+    if not _stereo(bundle):
+        return one(channels[:, 0])
+    left = one(channels[:, 0])
+    return interleave(left, left if channels.shape[1] == 1 else one(channels[:, 1]))
 
 
 @torch.no_grad()

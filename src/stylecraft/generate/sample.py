@@ -287,19 +287,22 @@ DECODE_CONTEXT_S = 1.0  # ...each with this much code context on either side
 
 
 def codes_to_audio(
-    bundle: ModelBundle, codes: torch.Tensor, duration_s: float, on_chunk: Callable[[], object] | None = None
+    bundle: ModelBundle, codes: torch.Tensor, duration_s: float, on_chunk: Callable[[], object] | None = None,
+    keep_stereo: bool = False,
 ) -> np.ndarray:
     """Audio ``[B, samples]`` (mono, float32, exactly ``duration_s``) of codes ``[B, K, T]``.
 
-    Stereo models' two channels are mixed down (the watermark, provenance and overview work on
-    mono files).
+    Stereo models' two channels are mixed down, unless ``keep_stereo``: then a stereo model's
+    audio is ``[B, samples, 2]`` (left, right).
     """
     fr = bundle.frame_rate
-    audio = gc.decode_codes(
-        bundle, codes, int(DECODE_CHUNK_S * fr), int(DECODE_CONTEXT_S * fr), on_chunk=on_chunk
-    ).mean(axis=1)  # [B, C, samples] -> [B, samples]
+    decoded = gc.decode_codes(bundle, codes, int(DECODE_CHUNK_S * fr), int(DECODE_CONTEXT_S * fr), on_chunk=on_chunk)
+    if keep_stereo and decoded.shape[1] == 2:
+        audio = decoded.transpose(0, 2, 1)  # [B, 2, samples] -> [B, samples, 2]
+    else:
+        audio = decoded.mean(axis=1)  # [B, C, samples] -> [B, samples]
     n = int(round(duration_s * bundle.sample_rate))
-    fixed = np.zeros((audio.shape[0], n), dtype=np.float32)
+    fixed = np.zeros((audio.shape[0], n, *audio.shape[2:]), dtype=np.float32)
     m = min(n, audio.shape[1])
     fixed[:, :m] = audio[:, :m]
     if not np.isfinite(fixed).all():
@@ -442,7 +445,8 @@ def generate(
                 bundle, [jobs[k][1] for k in ks], chunk_params, lf, seed_riff=riff, melody=melody_audio,
                 on_window=lambda: prog.advance(task),
             )
-            audio = codes_to_audio(bundle, piece.codes, params.duration_s, on_chunk=lambda: prog.advance(decode_task))
+            audio = codes_to_audio(bundle, piece.codes, params.duration_s, on_chunk=lambda: prog.advance(decode_task),
+                                   keep_stereo=True)  # a stereo model writes stereo files
             for row_i, (k, wav) in enumerate(zip(ks, audio, strict=True)):
                 _, prompt, _ = jobs[k]
                 name = names[k]

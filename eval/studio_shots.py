@@ -53,6 +53,15 @@ def _library_generate(out: Path, duration: float, seed: int) -> float:
     return time.perf_counter() - t
 
 
+PLAYERS_READY_JS = """n => [...document.querySelectorAll('body *')].filter(e => e.children.length === 0
+    && e.offsetParent !== null && /^\\d+:\\d\\d$/.test(e.textContent.trim()) && e.textContent.trim() !== '0:00').length >= n"""
+
+
+def _wait_players(page, n: int) -> None:
+    """Wait until ``n`` audio players show a length (their waveform is drawn)."""
+    page.wait_for_function(PLAYERS_READY_JS, arg=n, timeout=120_000)
+
+
 def _page_generate(page, duration: float, seed: int) -> float:
     page.fill("#gen-model input", "tiny")
     page.press("#gen-model input", "Enter")
@@ -117,11 +126,12 @@ def main() -> int:
             page.get_by_role("tab", name="Compare").click()
             page.click("#cmp-button")
             page.wait_for_function("() => document.querySelector('#cmp-verdicts').innerText.includes('closest')", timeout=600_000)
+            _wait_players(page, 2)  # the artist's tracks (the run has two held out)
             page.screenshot(path=str(RESULTS / "studio_compare.png"), full_page=True)
             page.get_by_role("tab", name="Runs").click()
             page.click("#run-button")
             page.wait_for_function("() => document.querySelector('#run-verify').innerText.includes('verify')", timeout=600_000)
-            page.wait_for_timeout(1500)  # the demo players draw their waveforms
+            _wait_players(page, 2)  # the last step's demos
             page.screenshot(path=str(RESULTS / "studio_runs.png"), full_page=True)
             browser.close()
     finally:

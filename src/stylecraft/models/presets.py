@@ -102,6 +102,17 @@ def fit_codebooks(
     model: MusicgenForConditionalGeneration, audio: np.ndarray, seed: int = 0, iters: int = 12, n_q: int | None = None
 ) -> None:
     """Set the first ``n_q`` (default: the decoder's codebooks) residual codebooks by k-means on ``audio`` [B, samples]."""
+    threads = torch.get_num_threads()
+    # One thread: float sums in the encoder and k-means depend on how work is split over threads,
+    # and a preset must have the same weights whoever builds (and caches) it.
+    torch.set_num_threads(1)
+    try:
+        _fit_codebooks(model, audio, seed, iters, n_q)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_codebooks(model: Any, audio: np.ndarray, seed: int, iters: int, n_q: int | None) -> None:
     enc: Any = model.audio_encoder
     x = torch.from_numpy(np.asarray(audio, dtype=np.float32))[:, None, :]  # [B, 1, S]
     emb = enc.encoder(x)  # [B, D, T]

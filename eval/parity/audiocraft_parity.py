@@ -55,12 +55,15 @@ TEXTS = ["warm analog synth arpeggio", "solo piano, slow and quiet"]
 TEXTS_PADDED = ["warm analog synth arpeggio, 120 bpm", "solo piano"]
 
 
-def make_inputs(path: Path, card: int, n_q: int, t5_dim: int, sample_rate: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Codes [B, K, T] (special token included), text states [B, L, D], full mask, audio [B, 1, S]."""
+def make_inputs(path: Path, card: int, n_q: int, t5_dim: int, sample_rate: int, seed: int = 0,
+                channels: int = 1) -> dict[str, np.ndarray]:
+    """Codes [B, K, T] (special token included), text states [B, L, D], full mask, audio [B, C, S]."""
     rng = np.random.default_rng(seed)
     t = np.arange(sample_rate) / sample_rate
     tone = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.2 * np.sin(2 * np.pi * 331 * t * (1 + 0.1 * t))
     audio = np.stack([tone, 0.2 * rng.standard_normal(sample_rate)])[:, None, :].astype(np.float32)
+    if channels == 2:  # left: tone / noise; right: the other one, so the channels differ
+        audio = np.concatenate([audio, audio[::-1]], axis=1)
     inputs = {
         "codes": rng.integers(0, card + 1, size=(2, n_q, 12)).astype(np.int64),
         "hidden": rng.standard_normal((2, 7, t5_dim)).astype(np.float32),
@@ -86,17 +89,28 @@ def stylecraft_outputs(bundle: Any, inputs: dict[str, np.ndarray]) -> dict[str, 
         tok = bundle.tokenizer(texts, return_tensors="pt", padding=True)
         out = model(input_ids=tok.input_ids, attention_mask=tok.attention_mask, decoder_input_ids=codes.reshape(b * k, t))
         text_logits[key] = out.logits.reshape(b, k, t, -1).numpy()
+    from stylecraft.generate import beam
+    from stylecraft.generate import codes as gc
+
     audio_enc = model.audio_encoder
-    audio = torch.from_numpy(inputs["audio"])
-    enc = audio_enc.encode(audio, bandwidth=bundle.bandwidth)
-    latents = audio_enc.encoder(audio)  # [B, D, T]
-    decoded = audio_enc.decode(torch.from_numpy(inputs["decode_codes"])[None], [None]).audio_values
+    audio = torch.from_numpy(inputs["audio"])  # [B, C, S]
+    latents = audio_enc.encoder(audio[:, :1])  # [B, D, T] (left channel for stereo)
+    decode_codes = torch.from_numpy(inputs["decode_codes"])
+    if bundle.channels == 2:  # each channel through the mono codec, codes interleaved (gc.encode_audio)
+        codes_out = gc.encode_audio(bundle, inputs["audio"]).numpy()
+        decoded = gc.decode_codes(bundle, decode_codes)
+    else:
+        codes_out = audio_enc.encode(audio, bandwidth=bundle.bandwidth).audio_codes[0].numpy()
+        decoded = audio_enc.decode(decode_codes[None], [None]).audio_values.numpy()
+    delays = gc.codebook_delays(bundle)
+    pattern = np.stack([beam.delayed_layout(delays, c, 0, bundle.pad_token_id)[0].numpy() for c in codes])
     return {
         "logits": logits.reshape(b, k, t, -1).numpy(),
         **text_logits,
-        "codes": enc.audio_codes[0].numpy(),  # [B, K, T]
+        "codes": codes_out,  # [B, K, T]
         "latents": latents.numpy(),
-        "decoded": decoded.numpy(),
+        "decoded": np.asarray(decoded),
+        "pattern": pattern,  # [B, K, T + max delay + 1]: the delayed sequence sampling and training use
     }
 
 
@@ -110,6 +124,7 @@ def compare(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str
             continue
         out[f"{key}_max_abs_diff"] = float(np.abs(a - r).max())
         out[f"{key}_max_abs"] = float(np.abs(r).max())
+    out["pattern_identical"] = bool(ours["pattern"].shape == ref["pattern"].shape and np.array_equal(ours["pattern"], ref["pattern"]))
     out["codes_mismatches"] = int((ours["codes"] != ref["codes"]).sum()) if ours["codes"].shape == ref["codes"].shape else -1
     out["codes_identical"] = bool(ours["codes"].shape == ref["codes"].shape and np.array_equal(ours["codes"], ref["codes"]))
     out["codes_shape"] = list(ref["codes"].shape)
@@ -182,25 +197,36 @@ def run_import(work: Path, t5_dir: Path) -> dict[str, Any]:
     return result
 
 
-def run_export(work: Path) -> dict[str, Any]:
-    """(b) stylecraft exports its tiny preset, audiocraft loads it with MusicGen.get_pretrained."""
+def stereo_code_ties(bundle: Any, audio: np.ndarray, ours: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
+    """:func:`code_ties` per channel of interleaved stereo codes, merged."""
+    left = code_ties(bundle, audio[:, :1], ours[:, 0::2], ref[:, 0::2])
+    right = code_ties(bundle, audio[:, 1:], ours[:, 1::2], ref[:, 1::2])
+    return {"frames_diverging": left["frames_diverging"] + right["frames_diverging"],
+            "frames": left["frames"] + right["frames"],
+            "max_rel_distance_gap": max(left["max_rel_distance_gap"], right["max_rel_distance_gap"])}
+
+
+def run_export(work: Path, preset: str = "tiny") -> dict[str, Any]:
+    """(b) stylecraft exports a preset (``tiny``, ``tiny-stereo``), audiocraft loads it with MusicGen.get_pretrained."""
     from stylecraft.models.audiocraft import export_model
     from stylecraft.models.loading import load_model
 
-    bundle = load_model("tiny")
-    folder = work / "stylecraft-export"
+    bundle = load_model(preset)
+    folder = work / f"stylecraft-export-{preset}"
     manifest = export_model(bundle, folder, fmt="audiocraft")
     dec = bundle.model.config.decoder
-    inputs = make_inputs(work / "inputs_b.npz", int(dec.vocab_size), int(dec.num_codebooks),
-                         int(bundle.model.config.text_encoder.d_model), bundle.sample_rate, seed=1)
+    inputs = make_inputs(work / f"inputs_{preset}.npz", int(dec.vocab_size), int(dec.num_codebooks),
+                         int(bundle.model.config.text_encoder.d_model), bundle.sample_rate, seed=1,
+                         channels=bundle.channels)
     ref_info = audiocraft_env.run_worker("reference", {"t5_name": manifest["t5_name"], "t5_dir": str(folder / "text_encoder"),
-                                                       "dir": str(folder), "inputs": str(work / "inputs_b.npz"),
-                                                       "out": str(work / "ref_b.npz"), "texts": TEXTS,
+                                                       "dir": str(folder), "inputs": str(work / f"inputs_{preset}.npz"),
+                                                       "out": str(work / f"ref_{preset}.npz"), "texts": TEXTS,
                                                        "texts_padded": TEXTS_PADDED})
-    ref = dict(np.load(work / "ref_b.npz"))
+    ref = dict(np.load(work / f"ref_{preset}.npz"))
     ours = stylecraft_outputs(bundle, inputs)
     result = compare(ours, ref)
-    result["code_ties"] = code_ties(bundle, inputs["audio"], ours["codes"], ref["codes"])
+    ties = stereo_code_ties if bundle.channels == 2 else code_ties
+    result["code_ties"] = ties(bundle, inputs["audio"], ours["codes"], ref["codes"])
     result.update(reference=ref_info, manifest_files=sorted(manifest["files"]),
                   negative_control=negative_control(bundle, inputs, ref))
     return result
@@ -214,7 +240,7 @@ def codes_ok(r: dict[str, Any]) -> bool:
 def passed(r: dict[str, Any]) -> bool:
     return bool(r["logits_max_abs_diff"] <= LOGIT_TOL and r["text_logits_max_abs_diff"] <= LOGIT_TOL and codes_ok(r)
                 and r["latents_max_abs_diff"] <= LOGIT_TOL and r["decoded_max_abs_diff"] <= LOGIT_TOL
-                and r["negative_control"]["detected"])
+                and r["pattern_identical"] and r["negative_control"]["detected"])
 
 
 def run(work: Path) -> dict[str, Any]:
@@ -228,6 +254,7 @@ def run(work: Path) -> dict[str, Any]:
     export_model(load_model("tiny"), t5_export, fmt="audiocraft")
     result_a = run_import(work, t5_export / "text_encoder")
     result_b = run_export(work)
+    result_c = run_export(work, "tiny-stereo")
     import transformers
 
     return {
@@ -239,7 +266,8 @@ def run(work: Path) -> dict[str, Any]:
                      "reference_side": result_a["reference"]["versions"]},
         "import_audiocraft_built": result_a,
         "export_loaded_by_audiocraft": result_b,
-        "passed": passed(result_a) and passed(result_b),
+        "stereo_export_loaded_by_audiocraft": result_c,
+        "passed": passed(result_a) and passed(result_b) and passed(result_c),
     }
 
 
@@ -261,18 +289,19 @@ def write_results(record: dict[str, Any]) -> None:
         f"Tolerance: logits, latents and decoded audio max abs diff <= {record['tolerance_logits_max_abs']:g}; EnCodec codes identical "
         f"or differing only from float32 rounding ties (gap <= {TIE_TOL:g}).",
         "",
-        "| direction | logits (cond. states) | logits (from text) | logits (padded text, not gated) | EnCodec latents | codes identical | decoded audio | negative control (logits) | pass |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| direction | logits (cond. states) | logits (from text) | logits (padded text, not gated) | EnCodec latents | codes identical | decoded audio | delay pattern identical | negative control (logits) | pass |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, key in (("audiocraft builds -> stylecraft imports", "import_audiocraft_built"),
-                       ("stylecraft exports -> `MusicGen.get_pretrained`", "export_loaded_by_audiocraft")):
+                       ("stylecraft exports -> `MusicGen.get_pretrained`", "export_loaded_by_audiocraft"),
+                       ("stylecraft exports tiny-stereo -> `MusicGen.get_pretrained`", "stereo_export_loaded_by_audiocraft")):
         r = record[key]
         lines.append(
             f"| {label} | {r['logits_max_abs_diff']:.2e} | {r['text_logits_max_abs_diff']:.2e} | "
             f"{r['text_logits_padded_max_abs_diff']:.2e} | {r['latents_max_abs_diff']:.2e} | "
             f"{r['codes_identical']} ({r['codes_mismatches']} of {np.prod(r['codes_shape'])} differ; {r['code_ties']['frames_diverging']} "
             f"frames, max gap {r['code_ties']['max_rel_distance_gap']:.1e}) | {r['decoded_max_abs_diff']:.2e} | "
-            f"{r['negative_control']['logits_max_abs_diff']:.2e} | {passed(r)} |"
+            f"{r['pattern_identical']} | {r['negative_control']['logits_max_abs_diff']:.2e} | {passed(r)} |"
         )
     lines += [
         "",
@@ -285,6 +314,13 @@ def write_results(record: dict[str, Any]) -> None:
         "difference and the largest gap between the two picked centres' squared distances relative to "
         f"|x|^2 + |e|^2 (both sides round that expansion in float32); at or below {TIE_TOL:g} the pick is a rounding "
         "tie (later codebooks of that frame follow from the other residual). Larger gaps fail the check.",
+        "",
+        "Stereo: `tiny-stereo` (8 codebooks, left and right interleaved) exported with `interleave_stereo_codebooks.use`; "
+        "audiocraft wraps the mono codec in `InterleaveStereoCompressionModel`. Logits over `[B=2, K=8, T=12, card]`; codes of "
+        "stereo audio `[2, 2, S]` (left and right differ) against stylecraft's per-channel encoding interleaved; decoded stereo "
+        "audio of codes `[2, 8, 25]`; latents of the left channel. Delay pattern: audiocraft's "
+        "`pattern_provider.get_pattern(T).build_pattern_sequence` against the layout stylecraft samples, scores and trains on "
+        "(delays 0,0,1,1,2,2,3,3 for stereo; 0,1,2,3 for mono).",
         "",
         "Padded text batches are not gated: transformers' MusicGen masks padded text positions out of "
         "cross-attention, audiocraft attends to them as zero vectors, so prompts of different token lengths in one "
@@ -308,7 +344,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     write_results(record)
     print(json.dumps({k: record[k] for k in ("passed",)}))
-    for key in ("import_audiocraft_built", "export_loaded_by_audiocraft"):
+    for key in ("import_audiocraft_built", "export_loaded_by_audiocraft", "stereo_export_loaded_by_audiocraft"):
         r = record[key]
         print(key, {k: v for k, v in r.items() if k.endswith("diff") or k == "codes_identical"}, r["negative_control"])
     return 0 if record["passed"] else 1

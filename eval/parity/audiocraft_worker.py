@@ -158,15 +158,21 @@ def task_reference(args: dict[str, Any]) -> dict[str, Any]:
         tokenized = mg.lm.condition_provider.tokenize(attributes)
         text_cond = mg.lm.condition_provider(tokenized)
         text_logits[key] = mg.lm(codes, conditions=[], condition_tensors=text_cond).numpy()
-    audio = torch.from_numpy(data["audio"]).float()  # [B, 1, S]
-    enc_codes, scale = mg.compression_model.encode(audio)  # [B, K, T]
-    latents = mg.compression_model.encoder(audio)  # [B, D, T] before quantisation
-    decoded = mg.compression_model.decode(torch.from_numpy(data["decode_codes"]).long(), scale)  # [B, C, S]
+    audio = torch.from_numpy(data["audio"]).float()  # [B, C, S]: C = 2 for stereo LMs
+    cm = mg.compression_model  # InterleaveStereoCompressionModel around the mono codec for stereo LMs
+    enc_codes, scale = cm.encode(audio)  # [B, K, T] (stereo: left/right interleaved, K = 2 x codec codebooks)
+    mono_codec = cm.model if cm.channels == 2 else cm
+    latents = mono_codec.encoder(audio[:, :1])  # [B, D, T] before quantisation (left channel for stereo)
+    decoded = cm.decode(torch.from_numpy(data["decode_codes"]).long(), scale)  # [B, C, S]
+    # The LM's codebook pattern: the delayed sequence audiocraft trains and samples on, start step included.
+    pattern = mg.lm.pattern_provider.get_pattern(codes.shape[-1])
+    seq, _, _ = pattern.build_pattern_sequence(codes, mg.lm.special_token_id, keep_only_valid_steps=False)
     np.savez(args["out"], logits=logits.numpy(), text_logits=text_logits["texts"],
              text_logits_padded=text_logits["texts_padded"], codes=enc_codes.numpy(), latents=latents.numpy(),
-             decoded=decoded.numpy())
+             decoded=decoded.numpy(), pattern=seq.numpy())
     return {"sample_rate": mg.sample_rate, "frame_rate": mg.frame_rate, "n_q": mg.lm.n_q, "card": mg.lm.card,
             "compression_codebooks": mg.compression_model.num_codebooks, "max_duration": mg.max_duration,
+            "compression_channels": mg.compression_model.channels,
             "versions": versions()}
 
 

@@ -5,6 +5,7 @@ User mistakes (``StylecraftError``) print one line on stderr and exit with statu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -127,6 +128,8 @@ def generate(
     top_p: Annotated[float, typer.Option("--top-p", help="nucleus sampling (0 disables)")] = 0.0,
     guidance_scale: Annotated[float, typer.Option("--guidance-scale", help="classifier-free guidance (<=1 disables)")] = 3.0,
     best_of: Annotated[int, typer.Option("--best-of", help="candidates per file; the one the model finds most likely is kept")] = 1,
+    beams: Annotated[int, typer.Option("--beams", help="beam search of this width instead of sampling (1: greedy; 0: sample)")] = 0,
+    length_penalty: Annotated[float, typer.Option("--length-penalty", help="beam search: score = log-likelihood / tokens ** this")] = 1.0,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     n: Annotated[int, typer.Option("--n", help="files per prompt")] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="files sampled together")] = 4,
@@ -140,8 +143,8 @@ def generate(
 
     Pieces longer than --window are generated window by window, each continuing the last
     --context seconds. Files already written by the same request and intact are skipped.
-    Beam search is not offered: transformers' MusicGen generate supports only sampling and
-    greedy search (it raises for num_beams > 1); use --best-of to rerank samples instead.
+    --beams N decodes by beam search over the delayed codebooks (guidance inside the beam)
+    instead of sampling; --best-of N reranks N samples instead.
     """
     from stylecraft.generate.longform import LongForm
     from stylecraft.generate.sample import SamplingParams, WatermarkSettings, read_prompts_file
@@ -161,6 +164,7 @@ def generate(
     params = SamplingParams(
         duration_s=duration, temperature=temperature, top_k=top_k, top_p=top_p,
         guidance_scale=guidance_scale, seed=seed, seed_audio_s=seed_audio_s, best_of=best_of,
+        beams=beams, length_penalty=length_penalty,
     )
     params.validate()
     long_form = LongForm(window_s=window, context_s=context)
@@ -449,6 +453,34 @@ def models() -> None:
         except StylecraftError:
             where = f"not downloaded (stylecraft fetch {name})"
         typer.echo(f"{name:24s} {entry.source.removeprefix('hf://'):32s} {entry.license:36s} {where}")
+
+
+@app.command()
+def studio(
+    runs: Annotated[list[Path] | None, typer.Argument(help="run folders to show (their models are offered on Generate)")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", help="another model to offer: preset, registry name or folder (repeatable)")] = None,
+    host: Annotated[str, typer.Option("--host", help="interface to bind (default: this machine only)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="port to listen on")] = 7860,
+    out: Annotated[Path | None, typer.Option("--out", help="folder for takes (default: a stylecraft-studio folder in the temp dir)")] = None,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="largest upload accepted")] = 50.0,
+    max_duration: Annotated[float, typer.Option("--max-duration", help="longest piece one request may ask for (s)")] = 120.0,
+    watermark_key: Annotated[str, typer.Option("--watermark-key", help="watermark key, or env:NAME to read $NAME")] = "stylecraft",
+    embedding: Annotated[str, typer.Option("--embedding", help="embedding of Compare's FAD and audit")] = "mfcc",
+) -> None:
+    """Start the studio: a local web page to generate, listen, compare and inspect runs (needs stylecraft[studio])."""
+    try:
+        from stylecraft.studio.app import launch
+    except ImportError as exc:
+        raise StylecraftError(f"the studio needs its extra: pip install 'stylecraft[studio]' ({exc.name} is missing)") from None
+    from stylecraft.studio.settings import StudioSettings
+
+    settings = StudioSettings(
+        runs=tuple(runs or ()), models=tuple(model or ()), max_upload_mb=max_upload_mb, max_duration_s=max_duration,
+        watermark_key=watermark_key, embedding=embedding,
+    )
+    if out is not None:
+        settings = dataclasses.replace(settings, out_dir=out)
+    launch(settings, host=host, port=port)
 
 
 def main() -> None:

@@ -270,6 +270,8 @@ class GenerateConfig:
     seed_audio_s: float = 0.0  # 0: up to half of duration_s
     melody: str = ""  # audio file whose chroma conditions a melody model
     best_of: int = 1  # candidates per output, the most likely under the model kept
+    beams: int = 0  # 0: sample; >= 1: beam search of this width (1: greedy), guidance inside the beam
+    length_penalty: float = 1.0  # beam search: final score = log-likelihood / new tokens ** length_penalty
     watermark: WatermarkConfig = field(default_factory=WatermarkConfig)
 
 
@@ -528,6 +530,10 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
         errors.append(f"generate.temperature must be > 0, got {g.temperature}")
     if g.per_prompt < 1 or g.batch_size < 1 or g.best_of < 1:
         errors.append("generate.per_prompt, generate.batch_size and generate.best_of must be >= 1")
+    if not 0 <= g.beams <= 64 or not -10.0 <= g.length_penalty <= 10.0:
+        errors.append("generate.beams must be in [0, 64] and generate.length_penalty in [-10, 10]")
+    elif g.beams and g.best_of > 1:
+        errors.append("generate.best_of reranks samples and generate.beams searches deterministically: set one of them")
     if g.long_form.window_s <= 0:
         errors.append(f"generate.long_form.window_s must be > 0, got {g.long_form.window_s}")
     elif not 0.0 <= g.long_form.context_s < g.long_form.window_s:

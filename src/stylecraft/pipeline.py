@@ -54,6 +54,17 @@ def _file_hash(path: Path) -> str | None:
     return sha256_file(path) if path.exists() else None
 
 
+def _stereo_model(cfg: DictConfig) -> bool:
+    """Whether the recipe's model is stereo (its catalogue then stays stereo through segment and tokenize)."""
+    from stylecraft.errors import StylecraftError
+    from stylecraft.models.loading import model_channels
+
+    try:
+        return model_channels(str(cfg.model.name)) == 2
+    except StylecraftError:
+        return False  # a model that cannot be found fails in tokenize, with its own message
+
+
 def signature(stage: str, cfg: DictConfig, run: Path) -> str:
     """Hash of everything a stage's result depends on."""
     parts: dict[str, Any] = {"stage": stage, "version": STAGE_VERSION}
@@ -71,6 +82,8 @@ def signature(stage: str, cfg: DictConfig, run: Path) -> str:
         parts["tracks"] = _file_hash(run / "tracks.jsonl")
     elif stage == "segment":
         parts["segment"] = section(cfg, "segment")
+        if _stereo_model(cfg):
+            parts["channels"] = 2
         parts["outliers"] = section(cfg, "outliers")
         parts["artist"] = cfg.artist
         parts["tracks"] = _file_hash(run / "tracks.jsonl")
@@ -218,7 +231,8 @@ def stage_segment(cfg: DictConfig, run: Path) -> dict[str, Any]:
         from stylecraft.separate.stage import stem_sources
 
         sources = stem_sources(run)
-    windows = segment(run, section(cfg, "segment"), artist=cfg.artist, catalogue=catalogue, sources=sources)
+    windows = segment(run, section(cfg, "segment"), artist=cfg.artist, catalogue=catalogue, sources=sources,
+                      channels=2 if _stereo_model(cfg) else 1)
     result: dict[str, Any] = {}
     o = cfg.outliers
     if o.enabled:
@@ -289,6 +303,7 @@ def stage_generate(cfg: DictConfig, run: Path) -> dict[str, Any]:
     params = SamplingParams(
         duration_s=g.duration_s, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
         guidance_scale=g.guidance_scale, seed=g.seed, seed_audio_s=g.seed_audio_s, best_of=g.best_of,
+        beams=g.beams, length_penalty=g.length_penalty,
     )
     mark = WatermarkSettings(enabled=g.watermark.enabled, key=g.watermark.key, strength=g.watermark.strength,
                              method=g.watermark.method, audioseal_path=g.watermark.audioseal_path)

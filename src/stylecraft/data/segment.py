@@ -48,6 +48,34 @@ def load_track_audio(run_dir: Path, track_id: str) -> np.ndarray:
     return np.asarray(pcm, dtype=np.float32) / 32767.0
 
 
+def track_stereo_path(run_dir: Path, track_id: str) -> Path:
+    return run_dir / "audio" / f"{track_id}.stereo.npy"
+
+
+def load_track_stereo(run_dir: Path, track_id: str) -> np.ndarray:
+    """The normalised stereo track (stereo models only), float32 ``[samples, 2]``, same gain and length as the mono one."""
+    path = track_stereo_path(run_dir, track_id)
+    if not path.exists():
+        raise StageInputError(f"'{path}' is missing: segment the run again with the stereo model named in the recipe")
+    pcm = np.load(path, mmap_mode="r", allow_pickle=False)
+    return np.asarray(pcm, dtype=np.float32) / 32767.0
+
+
+def _write_stereo_pcm(source: str, sr: int, gain_db: float, n: int, out: Path) -> str:
+    """Both channels of a track at the segment rate with the mono track's gain, int16 ``[n, 2]``.
+
+    Only stereo models ask for it. A mono file is the same on both sides; wider files keep their
+    first two channels. The whole file is decoded at once (the mono path streams long tracks).
+    """
+    audio, sr_in = audio_io.load(source)
+    two = np.repeat(audio[:, :1], 2, axis=1) if audio.shape[1] == 1 else audio[:, :2]
+    two = audio_io.resample(two, sr_in, sr)
+    fixed = np.zeros((n, 2), dtype=np.float32)
+    m = min(n, two.shape[0])
+    fixed[:m] = two[:m] * np.float32(10 ** (gain_db / 20))
+    return atomic_save_npy(out, np.round(np.clip(fixed, -1.0, 1.0) * 32767.0).astype(np.int16))
+
+
 def window_starts(n_samples: int, window: int, hop: int) -> list[int]:
     """Start samples of full windows that fit in the track."""
     if n_samples < window:
@@ -140,6 +168,10 @@ def _process_track(track: dict[str, Any], params: dict[str, Any], run_dir: str, 
         del mono
         audio_sha = atomic_save_npy(audio_path, pcm)
 
+    stereo_sha = None
+    if params.get("channels") == 2:
+        stereo_sha = _write_stereo_pcm(source, sr, gain_db, int(pcm.shape[0]), track_stereo_path(run, track["id"]))
+
     win = int(round(params["window_s"] * sr))
     hop = int(round(params["hop_s"] * sr))
     kept: list[tuple[int, float]] = []
@@ -157,6 +189,8 @@ def _process_track(track: dict[str, Any], params: dict[str, Any], run_dir: str, 
         n_mfcc=params["n_mfcc"],
     )
     hashes: dict[str, str] = {"audio": audio_sha}
+    if stereo_sha is not None:
+        hashes["stereo"] = stereo_sha
     tempo, key = 0.0, "unknown key"
     if kept:
         # Feature shards are filled batch by batch in place (the same bytes np.save would write).
@@ -219,6 +253,8 @@ def _record_valid(run: Path, track: Track, params_hash: str, source_sha: str) ->
     if rec.get("params_hash") != params_hash or rec.get("source_sha256", track.sha256) != source_sha:
         return None
     files = {"audio": track_audio_path(run, track.id)}
+    if "stereo" in rec["hashes"]:
+        files["stereo"] = track_stereo_path(run, track.id)
     if rec["starts"]:
         files.update({k: run / "features" / f"{track.id}.{k}.npy" for k in FEATURE_NAMES})
     for k, p in files.items():
@@ -233,6 +269,7 @@ def segment(
     artist: str = "artist",
     catalogue: str | Path | None = None,
     sources: dict[str, dict[str, str]] | None = None,
+    channels: int = 1,
 ) -> list[Window]:
     """Write ``windows.jsonl`` and per-track audio and feature shards for every ingested track.
 
@@ -243,6 +280,9 @@ def segment(
         catalogue: the catalogue folder; when given, every track's path must lie inside it.
         sources: track id -> ``{"path", "sha256"}`` of audio to read instead of the catalogue
             file (the separate stage's kept stems); tracks missing from it are left out.
+        channels: 2 when the run's model is stereo: each track is also kept in stereo
+            (``audio/<id>.stereo.npy``, same gain) for tokenize. Windows, features and outlier
+            checks stay on the mono mix either way.
 
     Raises:
         StageInputError: no tracks, or no window survived (tracks too short or silent).
@@ -264,7 +304,9 @@ def segment(
             raise StageInputError("no separated track to segment (see rejects.jsonl)")
     source_sha = {t.id: sources[t.id]["sha256"] if sources is not None else t.sha256 for t in tracks}
     p = dict(params)
-    p["hash"] = sha256_json({k: v for k, v in params.items() if k != "workers"})
+    if channels == 2:  # only stereo runs carry the key, so mono runs keep their records and hashes
+        p["channels"] = 2
+    p["hash"] = sha256_json({k: v for k, v in p.items() if k != "workers"})
 
     records: dict[str, dict[str, Any]] = {}
     todo: list[Track] = []

@@ -19,14 +19,22 @@ from stylecraft.artifacts import atomic_save_npy, atomic_write_json, read_jsonl,
 from stylecraft.audio.io import resample
 from stylecraft.data.augment import load_variant_shard
 from stylecraft.data.manifest import Variant, Window, check_row, load_rows, save_rows
-from stylecraft.data.segment import load_track_audio
+from stylecraft.data.segment import load_track_audio, load_track_stereo
 from stylecraft.errors import StageInputError
 from stylecraft.progress import make_progress
 
 
 @torch.no_grad()
 def encode_batch(bundle: Any, audio: np.ndarray) -> np.ndarray:
-    """EnCodec codes of mono clips ``[B, samples]`` at the model's rate -> int16 ``[B, K, T]``."""
+    """EnCodec codes of clips at the model's rate -> int16 ``[B, K, T]``.
+
+    ``audio`` is mono ``[B, samples]``, or ``[B, 2, samples]`` for a stereo model, whose K = 2 x
+    the codec's codebooks are the left and right codes interleaved (audiocraft's layout).
+    """
+    if audio.ndim == 3:
+        from stylecraft.generate.codes import encode_audio
+
+        return encode_audio(bundle, audio).numpy().astype(np.int16)
     x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[:, None, :]
     x = x.to(bundle.model.device)
     out = bundle.model.audio_encoder.encode(x, bandwidth=bundle.bandwidth)
@@ -47,6 +55,8 @@ def tokenize(run_dir: str | Path, bundle: Any, segment_rate: int, batch_size: in
     windows = load_rows(wpath, Window)
     variants = load_rows(vpath, Variant) if vpath.exists() else []
     model_sig = sha256_json({"source": bundle.source, "config": bundle.model.config.audio_encoder.to_dict()})
+    if getattr(bundle, "channels", 1) == 2:  # stereo codes differ from mono ones of the same codec
+        model_sig = sha256_json([model_sig, "stereo"])
     by_track: dict[str, tuple[list[Window], list[Variant]]] = {}
     for w in windows:
         by_track.setdefault(w.track_id, ([], []))[0].append(w)
@@ -82,9 +92,10 @@ def _track_items(wins: list[Window], vars_: list[Variant]) -> list[dict[str, Any
 def _encode_track(
     run: Path, bundle: Any, tid: str, wins: list[Window], vars_: list[Variant], rate: int, batch_size: int
 ) -> np.ndarray:
-    clips: list[np.ndarray] = []
+    stereo = getattr(bundle, "channels", 1) == 2
+    clips: list[np.ndarray] = []  # [samples] mono, or [samples, 2] for a stereo model
     if wins:
-        track = load_track_audio(run, tid)
+        track = load_track_stereo(run, tid) if stereo else load_track_audio(run, tid)
         for w in wins:
             start = int(round(w.start_s * rate))
             clips.append(track[start : start + int(round(w.duration_s * rate))])
@@ -92,13 +103,16 @@ def _encode_track(
     for v in vars_:
         if v.shard not in shards:
             shards[v.shard] = load_variant_shard(run, v.shard)
-        clips.append(np.asarray(shards[v.shard][v.row], dtype=np.float32) / 32767.0)
+        clip = np.asarray(shards[v.shard][v.row], dtype=np.float32) / 32767.0
+        # Augmented variants are rendered in mono; a stereo model sees them on both sides.
+        clips.append(np.stack([clip, clip], axis=1) if stereo else clip)
     out = []
     for i in range(0, len(clips), batch_size):
-        batch = np.stack(clips[i : i + batch_size])
+        batch = np.stack(clips[i : i + batch_size])  # [B, samples] or [B, samples, 2]
         if rate != bundle.sample_rate:
-            batch = resample(batch.T, rate, bundle.sample_rate).T
-        out.append(encode_batch(bundle, batch))
+            batch = np.stack([resample(c, rate, bundle.sample_rate) for c in batch]) if stereo \
+                else resample(batch.T, rate, bundle.sample_rate).T
+        out.append(encode_batch(bundle, batch.transpose(0, 2, 1) if stereo else batch))
     return np.concatenate(out)
 
 

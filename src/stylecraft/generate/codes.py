@@ -87,7 +87,7 @@ def sample_codes(
             **text,
             **kwargs,
             do_sample=True,
-            max_new_tokens=new_frames + k - 1,  # the delay pattern costs K - 1 steps
+            max_new_tokens=new_frames + max(codebook_delays(bundle)),  # the delay pattern costs its largest delay
             temperature=temperature,
             top_k=top_k or None,
             top_p=top_p or None,
@@ -106,16 +106,39 @@ def _stereo(bundle: ModelBundle) -> bool:
     return int(config.decoder.audio_channels) == 2
 
 
+def codebook_delays(bundle: ModelBundle) -> list[int]:
+    """Delay of each codebook in decoder steps: ``k`` (mono), or ``k // 2`` for stereo models,
+    whose left and right codebooks are interleaved and share a delay (audiocraft's layout)."""
+    k = bundle.num_codebooks
+    return [i // 2 for i in range(k)] if _stereo(bundle) else list(range(k))
+
+
+def interleave(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """Stereo codes as audiocraft lays them out: ``[B, K, T]`` x 2 -> ``[B, 2K, T]`` (L0, R0, L1, R1 …)."""
+    b, k, t = left.shape
+    return torch.stack([left, right], dim=2).reshape(b, 2 * k, t)
+
+
 @torch.no_grad()
 def encode_audio(bundle: ModelBundle, audio: np.ndarray) -> torch.Tensor:
-    """EnCodec codes ``[B, K, T]`` of mono audio ``[B, samples]`` at the model's rate."""
+    """EnCodec codes ``[B, K, T]`` of audio ``[B, samples]`` (mono) or ``[B, 2, samples]`` at the model's rate.
+
+    Stereo models encode each channel with their mono EnCodec and interleave the codes (a mono
+    input is the same on both sides); mono models take mono audio only.
+    """
     enc: Any = bundle.model.audio_encoder
-    x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[:, None, :].to(bundle.model.device)
-    codes = enc.encode(x, bandwidth=bundle.bandwidth).audio_codes[0].long().cpu()  # [1, B, K, T] -> [B, K, T]
-    if _stereo(bundle):  # a mono seed is the same on both sides: interleave its codes as left/right
-        b, k, t = codes.shape
-        return torch.stack([codes, codes], dim=2).reshape(b, 2 * k, t)
-    return codes
+    x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(bundle.model.device)
+    channels = x[:, None, :] if x.ndim == 2 else x  # [B, C, samples]
+    if channels.shape[1] not in (1, 2) or (channels.shape[1] == 2 and not _stereo(bundle)):
+        raise ValueError(f"expected mono audio for a mono model, or 1-2 channels for a stereo one, got {tuple(x.shape)}")
+
+    def one(ch: torch.Tensor) -> torch.Tensor:  # [B, samples] -> [B, K, T]
+        return enc.encode(ch[:, None, :], bandwidth=bundle.bandwidth).audio_codes[0].long().cpu()
+
+    if not _stereo(bundle):
+        return one(channels[:, 0])
+    left = one(channels[:, 0])
+    return interleave(left, left if channels.shape[1] == 1 else one(channels[:, 1]))
 
 
 @torch.no_grad()
@@ -157,17 +180,19 @@ def decode_codes(
 
 
 def delayed_sequence(bundle: ModelBundle, codes: torch.Tensor) -> torch.Tensor:
-    """The decoder's teacher-forcing sequence ``[B*K, T + K]`` for codes ``[B, K, T]``.
+    """The decoder's teacher-forcing sequence ``[B*K, T + D + 1]`` for codes ``[B, K, T]``.
 
-    Position 0 is the start token; codebook k's frame t sits at position ``k + 1 + t``; every
-    other place is the pad token: the delay pattern transformers builds in ``generate``.
+    Position 0 is the start token; codebook k's frame t sits at position ``delay[k] + 1 + t``
+    (:func:`codebook_delays`, D the largest delay); every other place is the pad token: the delay
+    pattern transformers builds in ``generate``.
     """
     b, k, t = codes.shape
+    span = t + max(codebook_delays(bundle))
     pad = bundle.pad_token_id
     start = torch.full((b * k, 1), pad, dtype=torch.long)
     flat = torch.cat([start, codes.reshape(b * k, t)], dim=1)
     decoder: Any = bundle.model.decoder
-    _, pattern = decoder.build_delay_pattern_mask(flat, pad_token_id=pad, max_length=t + k)
+    _, pattern = decoder.build_delay_pattern_mask(flat, pad_token_id=pad, max_length=span + 1)
     return pattern.cpu()
 
 
@@ -190,15 +215,17 @@ def code_log_likelihood(
     """
     model: Any = bundle.model
     b, k, t = codes.shape
-    seq = delayed_sequence(bundle, codes).to(model.device)  # [B*K, T + K]
+    delays = torch.tensor(codebook_delays(bundle))
+    span = t + int(delays.max())
+    seq = delayed_sequence(bundle, codes).to(model.device)  # [B*K, T + D + 1]
     kwargs: dict[str, Any] = {}
     if melody is not None:
         kwargs["input_features"] = melody.to(model.device, model.dtype)
-    logits = model(**text, **kwargs, decoder_input_ids=seq[:, :-1]).logits  # [B*K, >= T+K-1, V]
-    logits = logits[:, -(t + k - 1) :].float().reshape(b, k, t + k - 1, -1)
+    logits = model(**text, **kwargs, decoder_input_ids=seq[:, :-1]).logits  # [B*K, >= T+D, V]
+    logits = logits[:, -span:].float().reshape(b, k, span, -1)
     logp = torch.log_softmax(logits, dim=-1)
-    # Codebook j's frame i is predicted at position j + i (its token sits at j + 1 + i).
-    pos = torch.arange(k)[:, None] + torch.arange(t)[None, :]  # [K, T]
+    # Codebook j's frame i is predicted at position delay[j] + i (its token sits at delay[j] + 1 + i).
+    pos = delays[:, None] + torch.arange(t)[None, :]  # [K, T]
     picked = logp[:, torch.arange(k)[:, None], pos.to(logp.device)]  # [B, K, T, V]
     lp = picked.gather(-1, codes.to(logp.device)[..., None])[..., 0]  # [B, K, T]
     scored = lp[..., prompt_frames:]

@@ -9,8 +9,8 @@ sha256 when run from a recipe, and the watermark (method, public key id, strengt
 the same request skips every file that is present and matches its recorded sha256, and
 ``overview.png`` shows the log-mel spectrograms of the call's files with window boundaries.
 
-Beam search is not offered: transformers' MusicGen ``generate`` accepts only greedy search and
-sampling and raises for ``num_beams > 1``.
+With ``beams >= 1`` each window is decoded by beam search instead of sampling
+(:mod:`stylecraft.generate.beam`: transformers' MusicGen ``generate`` raises for ``num_beams > 1``).
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ class SamplingParams:
     seed: int = 0
     seed_audio_s: float = 0.0  # seconds of the seed riff used as prompt (0: up to half the duration)
     best_of: int = 1  # candidates sampled per output; the most likely under the model is kept
+    beams: int = 0  # 0: sample; >= 1: beam search of this width (1: greedy), guidance inside the beam
+    length_penalty: float = 1.0  # beam search: final score = log-likelihood / new tokens ** this
 
     def validate(self) -> None:
         if self.duration_s <= 0:
@@ -60,6 +62,12 @@ class SamplingParams:
             raise StylecraftError(f"--best-of must be >= 1, got {self.best_of}")
         if self.seed_audio_s < 0:
             raise StylecraftError(f"seed_audio_s must be >= 0, got {self.seed_audio_s}")
+        if self.beams:
+            from stylecraft.generate.beam import validate_beam
+
+            validate_beam(self.beams, self.length_penalty)
+            if self.best_of > 1:
+                raise StylecraftError("--best-of reranks samples; beam search (--beams) is deterministic: use one of them")
 
 
 @dataclass(frozen=True)
@@ -197,10 +205,7 @@ def generate_piece_codes(
     for w in windows:
         prompt = codes[..., w.start_frame :]  # [B, K, prompt_frames]
         chroma = _melody_features(bundle, melody, w, b)
-        out = gc.sample_codes(
-            bundle, text, w.new_frames, prompt=prompt, melody=chroma, temperature=params.temperature,
-            top_k=params.top_k, top_p=params.top_p, guidance_scale=params.guidance_scale,
-        )  # [B, K, prompt + new]
+        out = _window_codes(bundle, text, w, prompt, chroma, params)  # [B, K, prompt + new]
         assert torch.equal(out[..., : w.prompt_frames], prompt), "generate altered its prompt codes"
         if score:
             s, n = gc.code_log_likelihood(bundle, text, out, w.prompt_frames, chroma)
@@ -211,6 +216,26 @@ def generate_piece_codes(
             on_window()
     ll = ll_sum / ll_n if score and ll_n else None
     return PieceCodes(codes=codes, windows=windows, seed_frames=seed_frames, log_likelihood=ll)
+
+
+def _window_codes(
+    bundle: ModelBundle, text: dict[str, torch.Tensor], w: Window, prompt: torch.Tensor,
+    chroma: torch.Tensor | None, params: SamplingParams,
+) -> torch.Tensor:
+    """One window's codes ``[B, K, prompt + new]``: sampled, or beam-searched when ``params.beams``."""
+    if params.beams:
+        from stylecraft.generate.beam import beam_codes
+
+        if chroma is not None:
+            raise StylecraftError("beam search (--beams) does not support melody conditioning yet")
+        return beam_codes(
+            bundle, text, w.new_frames, prompt=prompt, width=params.beams,
+            guidance_scale=params.guidance_scale, length_penalty=params.length_penalty,
+        ).codes
+    return gc.sample_codes(
+        bundle, text, w.new_frames, prompt=prompt, melody=chroma, temperature=params.temperature,
+        top_k=params.top_k, top_p=params.top_p, guidance_scale=params.guidance_scale,
+    )
 
 
 def best_of_codes(
@@ -262,19 +287,22 @@ DECODE_CONTEXT_S = 1.0  # ...each with this much code context on either side
 
 
 def codes_to_audio(
-    bundle: ModelBundle, codes: torch.Tensor, duration_s: float, on_chunk: Callable[[], object] | None = None
+    bundle: ModelBundle, codes: torch.Tensor, duration_s: float, on_chunk: Callable[[], object] | None = None,
+    keep_stereo: bool = False,
 ) -> np.ndarray:
     """Audio ``[B, samples]`` (mono, float32, exactly ``duration_s``) of codes ``[B, K, T]``.
 
-    Stereo models' two channels are mixed down (the watermark, provenance and overview work on
-    mono files).
+    Stereo models' two channels are mixed down, unless ``keep_stereo``: then a stereo model's
+    audio is ``[B, samples, 2]`` (left, right).
     """
     fr = bundle.frame_rate
-    audio = gc.decode_codes(
-        bundle, codes, int(DECODE_CHUNK_S * fr), int(DECODE_CONTEXT_S * fr), on_chunk=on_chunk
-    ).mean(axis=1)  # [B, C, samples] -> [B, samples]
+    decoded = gc.decode_codes(bundle, codes, int(DECODE_CHUNK_S * fr), int(DECODE_CONTEXT_S * fr), on_chunk=on_chunk)
+    if keep_stereo and decoded.shape[1] == 2:
+        audio = decoded.transpose(0, 2, 1)  # [B, 2, samples] -> [B, samples, 2]
+    else:
+        audio = decoded.mean(axis=1)  # [B, C, samples] -> [B, samples]
     n = int(round(duration_s * bundle.sample_rate))
-    fixed = np.zeros((audio.shape[0], n), dtype=np.float32)
+    fixed = np.zeros((audio.shape[0], n, *audio.shape[2:]), dtype=np.float32)
     m = min(n, audio.shape[1])
     fixed[:, :m] = audio[:, :m]
     if not np.isfinite(fixed).all():
@@ -417,7 +445,8 @@ def generate(
                 bundle, [jobs[k][1] for k in ks], chunk_params, lf, seed_riff=riff, melody=melody_audio,
                 on_window=lambda: prog.advance(task),
             )
-            audio = codes_to_audio(bundle, piece.codes, params.duration_s, on_chunk=lambda: prog.advance(decode_task))
+            audio = codes_to_audio(bundle, piece.codes, params.duration_s, on_chunk=lambda: prog.advance(decode_task),
+                                   keep_stereo=True)  # a stereo model writes stereo files
             for row_i, (k, wav) in enumerate(zip(ks, audio, strict=True)):
                 _, prompt, _ = jobs[k]
                 name = names[k]

@@ -22,7 +22,7 @@ from stylecraft.artifacts import cache_root
 from stylecraft.errors import CheckpointError, ModelNotFoundError
 from stylecraft.models import presets, registry
 
-PRESETS = ("tiny", "tiny-melody")
+PRESETS = ("tiny", "tiny-melody", "tiny-stereo")
 NEW_PREFIX = "new:"
 SUPPORTED_TYPES = ("musicgen", "musicgen_melody")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -66,6 +66,11 @@ class ModelBundle:
     @property
     def pad_token_id(self) -> int:
         return int(self._decoder.pad_token_id)
+
+    @property
+    def channels(self) -> int:
+        """Audio channels the model generates: 2 for stereo models (interleaved codebooks), else 1."""
+        return int(getattr(self._decoder, "audio_channels", 1))
 
     @property
     def bandwidth(self) -> float:
@@ -202,6 +207,24 @@ def load_preset(name: str) -> ModelBundle:
     except OSError:
         pass  # a read-only home still gets the (freshly built) preset
     return bundle
+
+
+PRESET_CHANNELS = {"tiny-stereo": 2}
+
+
+def model_channels(name_or_path: str) -> int:
+    """Audio channels a model generates (2: stereo), read from its config without loading weights where possible."""
+    import json
+
+    if name_or_path.startswith(NEW_PREFIX):
+        return 1  # new models are built around a mono codec
+    folder = resolve_folder(name_or_path)
+    if folder is None:
+        return PRESET_CHANNELS.get(name_or_path, 1)
+    config = folder / "config.json"
+    if config.is_file():
+        return int((json.loads(config.read_text()).get("decoder") or {}).get("audio_channels", 1))
+    return load_model(name_or_path).channels  # an audiocraft folder: converted (and cached) once
 
 
 def load_model(

@@ -1,4 +1,4 @@
-"""The ``tiny`` and ``tiny-melody`` presets: MusicGen's real architecture (T5 text encoder, EnCodec, MusicGen decoder)
+"""The ``tiny``, ``tiny-melody`` and ``tiny-stereo`` presets: MusicGen's real architecture (T5 text encoder, EnCodec, MusicGen decoder)
 at toy sizes, deterministic random init, built offline.
 
 A randomly initialised EnCodec has all-zero codebooks (every code would be 0, and training would
@@ -98,14 +98,27 @@ def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> t
 
 
 @torch.no_grad()
-def fit_codebooks(model: MusicgenForConditionalGeneration, audio: np.ndarray, seed: int = 0, iters: int = 12) -> None:
-    """Set every residual codebook of the EnCodec quantizer by k-means on ``audio`` [B, samples]."""
+def fit_codebooks(
+    model: MusicgenForConditionalGeneration, audio: np.ndarray, seed: int = 0, iters: int = 12, n_q: int | None = None
+) -> None:
+    """Set the first ``n_q`` (default: the decoder's codebooks) residual codebooks by k-means on ``audio`` [B, samples]."""
+    threads = torch.get_num_threads()
+    # One thread: float sums in the encoder and k-means depend on how work is split over threads,
+    # and a preset must have the same weights whoever builds (and caches) it.
+    torch.set_num_threads(1)
+    try:
+        _fit_codebooks(model, audio, seed, iters, n_q)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_codebooks(model: Any, audio: np.ndarray, seed: int, iters: int, n_q: int | None) -> None:
     enc: Any = model.audio_encoder
     x = torch.from_numpy(np.asarray(audio, dtype=np.float32))[:, None, :]  # [B, 1, S]
     emb = enc.encoder(x)  # [B, D, T]
     residual = emb.transpose(1, 2).reshape(-1, emb.shape[1])  # [N, D]
     gen = torch.Generator().manual_seed(seed)
-    n_q = int(cast(Any, model.config).decoder.num_codebooks)
+    n_q = n_q or int(cast(Any, model.config).decoder.num_codebooks)
     for layer in enc.quantizer.layers[:n_q]:
         cb = layer.codebook
         centers = kmeans(residual, cb.embed.shape[0], iters, gen)
@@ -167,9 +180,35 @@ def build_tiny_melody() -> tuple[MusicgenMelodyForConditionalGeneration, PreTrai
     return model, byte_tokenizer()
 
 
+def tiny_stereo_config() -> MusicgenConfig:
+    """MusicGen-Stereo at the tiny sizes: the mono EnCodec of ``tiny`` applied to each channel.
+
+    As in facebook/musicgen-stereo-*, the decoder predicts ``2 x 4`` codebooks interleaved left,
+    right, left, right … (audiocraft's ``interleave_stereo_codebooks``), and the two codebooks of
+    one level share a delay.
+    """
+    base: Any = tiny_config()
+    decoder = MusicgenDecoderConfig(**{**base.decoder.to_dict(), "num_codebooks": 2 * TINY_CODEBOOKS, "audio_channels": 2})
+    decoder.decoder_start_token_id = TINY_CODEBOOK_SIZE
+    return MusicgenConfig(text_encoder=base.text_encoder.to_dict(), audio_encoder=base.audio_encoder.to_dict(),
+                          decoder=decoder.to_dict())
+
+
+def build_tiny_stereo() -> tuple[MusicgenForConditionalGeneration, PreTrainedTokenizerFast]:
+    """The tiny-stereo preset: deterministic init, codebooks fitted as for ``tiny``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        model = MusicgenForConditionalGeneration(tiny_stereo_config())
+    model.generation_config = generation_config(TINY_CODEBOOK_SIZE)
+    fit_codebooks(model, calibration_audio(), seed=TINY_SEED, n_q=TINY_CODEBOOKS)
+    model.eval()
+    return model, byte_tokenizer()
+
+
 BUILDERS: dict[str, Callable[[], tuple[Any, PreTrainedTokenizerFast]]] = {
     "tiny": build_tiny,
     "tiny-melody": build_tiny_melody,
+    "tiny-stereo": build_tiny_stereo,
 }
 
 

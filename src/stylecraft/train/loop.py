@@ -381,7 +381,8 @@ def _train(
     )
     n_proc = accelerator.num_processes
     scheduler = get_cosine_schedule_with_warmup(optimizer, t.warmup_steps * n_proc, t.max_steps * n_proc)
-    collate = Collator(bundle.tokenizer, bundle.pad_token_id, int(model.config.decoder.decoder_start_token_id))
+    collate = Collator(bundle.tokenizer, bundle.pad_token_id, int(model.config.decoder.decoder_start_token_id),
+                       stereo=bundle.channels == 2)  # stereo: interleaved L/R codebooks share a delay
     sampler = EpochSampler(len(data.train), t.seed)
     # Own generators: a DataLoader without one draws its base seed from the global RNG each time an
     # iterator starts, and a resumed run starts one more iterator than an uninterrupted run.

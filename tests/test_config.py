@@ -38,7 +38,7 @@ def test_defaults_without_a_recipe() -> None:
     assert resolved == expected
     # A few documented values, independent of the schema object.
     assert cfg.name == "run"
-    assert list(cfg.stages) == [s for s in STAGES[1:] if s != "separate"]  # all but demo and separate
+    assert list(cfg.stages) == [s for s in STAGES[1:] if s not in ("separate", "codec")]  # opt-in stages left out
     assert cfg.segment.sample_rate == 32000  # MusicGen's EnCodec rate
     assert cfg.train.mode in ("lora", "full")
 

@@ -6,7 +6,7 @@ from mini_run import mini_cfg
 
 from stylecraft.artifacts import read_jsonl
 from stylecraft.errors import ConfigError
-from stylecraft.train import loop
+from stylecraft.train import loop, session
 from stylecraft.train.loop import train
 
 
@@ -24,11 +24,11 @@ def test_fp16_needs_a_gpu_and_warns(monkeypatch, tmp_path):
     cfg = mini_cfg(tmp_path, "train.mixed_precision=fp16")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
-        loop._precision(cfg.train)
+        session._precision(cfg.train)
     said = []
-    monkeypatch.setattr(loop, "info", said.append)
+    monkeypatch.setattr(session, "info", said.append)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert loop._precision(cfg.train) == "fp16"
+    assert session._precision(cfg.train) == "fp16"
     assert len(said) == 1 and "\n" not in said[0] and "bf16 is preferred" in said[0]
 
 

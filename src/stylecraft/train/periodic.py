@@ -1,0 +1,125 @@
+"""What the loop does every so many steps: validation, demos (and their FAD), early stopping and
+choosing the best checkpoint."""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate.utils import broadcast
+from torch.utils.data import DataLoader
+
+from stylecraft.data.manifest import run_caption
+from stylecraft.models.loading import ModelBundle
+from stylecraft.progress import info
+from stylecraft.train import early_stop
+from stylecraft.train.conditioning import TextConditioner, loss_on_batch
+from stylecraft.train.demos import FadScorer, generate_demos
+from stylecraft.train.session import Session, sharded
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, cond: TextConditioner, loader: DataLoader, max_batches: int, accelerator: Any) -> float:
+    model.eval()
+    losses = []
+    for i, batch in enumerate(loader):
+        if i >= max_batches:
+            break
+        loss = loss_on_batch(model, cond, batch, 0.0)
+        losses.append(accelerator.gather_for_metrics(loss.detach()[None]).mean())
+    model.train()
+    return float(torch.stack(losses).mean()) if losses else float("nan")
+
+
+class Periodic:
+    """Validation, demos, early stopping and best-checkpoint bookkeeping of one session."""
+
+    def __init__(self, s: Session) -> None:
+        self.s = s
+        t = s.t
+        es = t.early_stopping
+        self.es_metric = es.metric if es.enabled else None
+        self.best_metric = self.es_metric or "val_loss"  # what keep_best ranks checkpoints by
+        self.demo_every = int(t.demo.every)
+        if self.demo_every and sharded(s.accelerator):
+            info("train: warning: demo generations are skipped under FSDP/DeepSpeed (sampling needs the whole model "
+                 "on one process)")
+            self.demo_every = 0
+        self.demo_prompts = list(t.demo.prompts) or [run_caption(s.run, s.cfg.artist)]
+        self.fad_scorer: FadScorer | None = None
+        if self.es_metric == "fad" and s.accelerator.is_main_process:
+            self.fad_scorer = FadScorer(s.run, str(es.embedding), int(s.cfg.segment.sample_rate))
+            self.fad_scorer.reference()  # a missing held-out set fails now, not after the first demo steps
+
+    def validate(self) -> float:
+        s = self.s
+        if s.ema is not None and s.t.ema.use_for_eval:
+            with s.ema.applied():
+                return evaluate(s.model, s.cond, s.valid_loader, s.t.eval_batches, s.accelerator)
+        return evaluate(s.model, s.cond, s.valid_loader, s.t.eval_batches, s.accelerator)
+
+    def demos(self, step: int) -> float | None:
+        """Sample the demos (main process) and return their FAD when early stopping needs it."""
+        s, t = self.s, self.s.t
+        acc = s.accelerator
+        fad = None
+        if acc.is_main_process:
+            unwrapped = acc.unwrap_model(s.model)
+            demo_bundle = ModelBundle(model=unwrapped, tokenizer=s.bundle.tokenizer, name=s.bundle.name,
+                                      source=s.bundle.source)
+            use_ema = s.ema is not None and t.ema.use_for_eval
+            with (s.ema.applied() if use_ema and s.ema is not None else nullcontext()), acc.autocast():
+                result = generate_demos(
+                    demo_bundle, Path(s.train_dir) / "demos" / f"step-{step:07d}", self.demo_prompts,
+                    list(t.demo.seeds), list(t.demo.guidance_scales), float(t.demo.duration_s), int(t.demo.top_k), step,
+                )
+            for stem, wav in result.audio.items():
+                s.trackers.audio(f"demo/{stem}", wav, step, result.sample_rate)
+            if self.fad_scorer is not None:
+                fad = self.fad_scorer.score(result)
+        if self.fad_scorer is not None or self.es_metric == "fad":
+            # Every rank must take the same stop decision: the main process's FAD is broadcast.
+            value = torch.tensor([fad if fad is not None else float("nan")], dtype=torch.float64, device=acc.device)
+            fad = float(broadcast(value, from_process=0).item())
+        acc.wait_for_everyone()
+        return fad
+
+    def after_step(self, step: int, row: dict[str, Any]) -> tuple[bool, bool]:
+        """Validate, sample demos and observe early stopping at ``step``; fills ``row``.
+
+        Returns:
+            (a new best checkpoint, training should stop)
+        """
+        t, state = self.s.t, self.s.state
+        es = t.early_stopping
+        new_best = False
+        if step % t.eval_every == 0 or step == t.max_steps:
+            val = self.validate()
+            row["val_loss"] = val
+            row["val_ppl"] = math.exp(val) if math.isfinite(val) else None
+            if math.isfinite(val) and (state["best_val"] is None or val < state["best_val"]):
+                state["best_val"], state["best_val_step"] = val, step
+                new_best = self.best_metric == "val_loss"
+            if self.es_metric == "val_loss":
+                early_stop.observe(state["early_stopping"], val, step, float(es.min_delta))
+        if self.demo_every and step % self.demo_every == 0:
+            fad = self.demos(step)
+            if fad is not None:
+                row["fad"] = state["fad"] = fad
+                if math.isfinite(fad) and (state["best_fad"] is None or fad < state["best_fad"]):
+                    state["best_fad"], state["best_fad_step"] = fad, step
+                    new_best = self.best_metric == "fad"
+                if self.es_metric == "fad":
+                    early_stop.observe(state["early_stopping"], fad, step, float(es.min_delta))
+        stop = bool(self.es_metric and early_stop.should_stop(state["early_stopping"], int(es.patience)))
+        if stop:
+            state["early_stopping"]["stopped_at"] = step
+            info(f"train: early stopping at step {step}: {self.es_metric} has not improved for "
+                 f"{es.patience} evaluation(s) (best {state['early_stopping']['best']} at step "
+                 f"{state['early_stopping']['best_step']})")
+        if t.keep_best and new_best:
+            state["best_checkpoint"] = f"step-{step:07d}"
+        return new_best, stop

@@ -63,6 +63,12 @@ def test_lora_export_choices_and_model_card(fresh_run, lora):
         assert tracks[split]["track_sha256"] == hashes
         digest = hashlib.sha256("\n".join(hashes).encode()).hexdigest()
         assert tracks[split]["sha256"] == digest and f"`{digest}`" in card
+    # Captions: the training tracks' own (ingest's analysis captions), and the default prompt.
+    captions = sorted({r["caption"] for r in rows if r["split"] == "train"})
+    assert prov["captions"]["mode"] == "analysis" and prov["captions"]["examples"] == captions
+    assert all(c.startswith("demo artist style, ") and c.endswith(("major", "minor")) for c in captions)
+    assert f"| captions (analysis) | {len(captions)} distinct" in card and f"`{captions[0]}`" in card
+    assert prov["captions"]["default_prompt"] in captions and f"e.g. `{prov['captions']['default_prompt']}`" in card
     metrics = read_jsonl(fresh_run / "train" / "metrics.jsonl")
     assert f"| final train loss | {metrics[-1]['loss']:.4f} |" in card
     assert f"{metrics[-1]['val_ppl']:.2f}" in card

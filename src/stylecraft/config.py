@@ -81,7 +81,7 @@ class SegmentConfig:
     n_mels: int = 64
     n_mfcc: int = 20
     # Feature shards written per window (features/<track>.<name>.npy); nothing in the pipeline reads
-    # them back (outliers work from the audio), so [] writes none (STFT shards alone take ~0.4 GB per hour of audio).
+    # them back (outliers work from the audio), so [] writes none (STFT shards alone take ~0.46 GB per hour of audio at the defaults).
     features: list[str] = field(default_factory=lambda: ["mfcc", "logmel", "stft"])
     workers: int = 0  # 0 = number of CPU cores
 

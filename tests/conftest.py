@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 
 from stylecraft.config import SegmentConfig
+from stylecraft.data.captions import CaptionSettings
 from stylecraft.data.demo import synth_track
 from stylecraft.data.ingest import ingest
 from stylecraft.data.manifest import Track, Window
@@ -56,7 +57,7 @@ def demo_catalogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def mini_run(demo_catalogue: Path, tmp_path_factory: pytest.TempPathFactory) -> MiniRun:
     """The demo catalogue ingested and segmented (do not modify: copy it with ``mini_run_copy``)."""
     run_dir = tmp_path_factory.mktemp("mini_run")
-    tracks, _ = ingest(demo_catalogue, run_dir, valid_fraction=0.34)
+    tracks, _ = ingest(demo_catalogue, run_dir, valid_fraction=0.34, captions=CaptionSettings(artist="demo artist"))
     params = segment_params()
     windows = segment(run_dir, params, artist="demo artist")
     return MiniRun(demo_catalogue, run_dir, tracks, windows, params)

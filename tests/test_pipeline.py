@@ -195,3 +195,29 @@ def test_verify_clean_run_then_tampered_copy(quick_run, tmp_path):
     counts = json.loads(proc.stdout)["counts"]
     assert counts["altered"] == 1 and counts["missing"] == 1 and counts["leftover"] == 1
     assert _cli("verify", str(tmp_path)).returncode == 1  # not a run folder: one-line error
+
+
+def test_signatures_follow_captions_and_augmentation_settings(tmp_path):
+    """A changed caption or augmentation setting reruns the stage that uses it, and only that stage."""
+    from stylecraft.pipeline import signature
+
+    base = ["catalogue=x", f"run_dir={tmp_path}"]
+
+    def sig(stage, *extra):
+        return signature(stage, load_recipe(None, [*base, *extra]), tmp_path)
+
+    for stage, changes in {
+        "ingest": ["captions.mode=artist", "captions.artist_from=folder", "artist=someone",
+                   "ingest.near_duplicates=false", "ingest.duplicate_corr=0.8"],
+        "augment": ["augment.enabled=false", "augment.share=0.5", "augment.share=0.25"],
+        "segment": ["segment.features=[mfcc]"],
+    }.items():
+        sigs = {sig(stage)} | {sig(stage, c) for c in changes}
+        assert len(sigs) == len(changes) + 1, stage
+    assert sig("augment", "augment.share=0.5") == sig("augment", "augment.share=0.5")
+    assert sig("tokenize", "augment.share=0.5") == sig("tokenize")  # tokenize follows variants.jsonl instead
+    captions = tmp_path / "captions.csv"
+    captions.write_text("path,caption\na.flac,one\n", encoding="utf-8")
+    first = sig("ingest", "captions.mode=file", f"captions.file={captions}")
+    captions.write_text("path,caption\na.flac,two\n", encoding="utf-8")
+    assert sig("ingest", "captions.mode=file", f"captions.file={captions}") != first

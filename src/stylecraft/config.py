@@ -40,6 +40,23 @@ class IngestConfig:
     min_duration_s: float = 1.0
     split_seed: int = 0
     workers: int = 0  # 0 = number of CPU cores
+    # Near-duplicate recordings (re-encodes, remasters, copies at another gain) share one split.
+    near_duplicates: bool = True
+    duplicate_corr: float = 0.9  # envelope correlation from which two tracks are copies (stylecraft.data.duplicates)
+
+
+CAPTION_MODES = ("artist", "analysis", "tags", "file")  # stylecraft.data.captions.MODES
+
+
+@dataclass
+class CaptionsConfig:
+    """Per-track captions, built by ingest (stylecraft.data.captions)."""
+
+    # artist: "<artist> style"; analysis: + tempo and key from the audio; tags: + musicnn's genre,
+    # instrument and mood (after `stylecraft fetch musicnn`); file: the user's own, from `file`.
+    mode: str = "analysis"
+    artist_from: str = "recipe"  # recipe: the recipe's artist; folder: each track's first folder under the catalogue
+    file: str = ""  # CSV (header path,caption) or JSONL ({"path", "caption"}); paths relative to the catalogue or absolute
 
 
 @dataclass
@@ -63,7 +80,13 @@ class SegmentConfig:
     hop_length: int = 512  # 50% overlap
     n_mels: int = 64
     n_mfcc: int = 20
+    # Feature shards written per window (features/<track>.<name>.npy); nothing in the pipeline reads
+    # them back (outliers work from the audio), so [] writes none (STFT shards alone take ~0.46 GB per hour of audio at the defaults).
+    features: list[str] = field(default_factory=lambda: ["mfcc", "logmel", "stft"])
     workers: int = 0  # 0 = number of CPU cores
+
+
+FEATURE_NAMES = ("mfcc", "logmel", "stft")  # stylecraft.data.features.NAMES
 
 
 @dataclass
@@ -88,8 +111,13 @@ class OutliersConfig:
 
 @dataclass
 class AugmentConfig:
+    enabled: bool = True
     pitch_semitones: list[float] = field(default_factory=lambda: [-2.0, -1.0, 1.0, 2.0])
     stretch_rates: list[float] = field(default_factory=lambda: [0.9, 1.1])
+    # Share of training items (windows + variants) that are variants, in [0, P / (P + 1)] for P planned
+    # variants per window; variants are drawn per window, seeded. null: every planned variant (P / (P + 1):
+    # 6/7 = 0.857 with the default plan).
+    share: float | None = None
     seed: int = 0
     workers: int = 0
 
@@ -292,6 +320,7 @@ class RecipeConfig:
     stages: list[str] = field(default_factory=lambda: [s for s in STAGES[1:] if s not in ("separate", "codec")])
     demo: DemoConfig = field(default_factory=DemoConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    captions: CaptionsConfig = field(default_factory=CaptionsConfig)
     separate: SeparateConfig = field(default_factory=SeparateConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     outliers: OutliersConfig = field(default_factory=OutliersConfig)
@@ -464,12 +493,13 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
                       f"and {o.dropout_share}")
     if not 0.0 <= cfg.ingest.valid_fraction < 1.0:
         errors.append(f"ingest.valid_fraction must be in [0, 1), got {cfg.ingest.valid_fraction}")
-    for r in cfg.augment.stretch_rates:
-        if not 0.5 <= r <= 2.0:
-            errors.append(f"augment.stretch_rates entries must be in [0.5, 2], got {r}")
-    for st in cfg.augment.pitch_semitones:
-        if abs(st) > 12:
-            errors.append(f"augment.pitch_semitones entries must be within ±12, got {st}")
+    if not 0.0 < cfg.ingest.duplicate_corr <= 1.0:
+        errors.append(f"ingest.duplicate_corr must be in (0, 1], got {cfg.ingest.duplicate_corr}")
+    for name in s.features:
+        if name not in FEATURE_NAMES:
+            errors.append(f"segment.features: unknown feature '{name}' (known: {', '.join(FEATURE_NAMES)})")
+    errors.extend(_caption_errors(cfg))
+    errors.extend(_augment_errors(cfg))
     errors.extend(_codec_errors(cfg))
     t = cfg.train
     if t.mode not in ("lora", "full"):
@@ -583,6 +613,40 @@ def _codec_errors(cfg: DictConfig) -> list[str]:
         if arch not in LM_ARCHITECTURES:
             errors.append(f"unknown model architecture in model.name '{cfg.model.name}' (known: "
                           f"{', '.join('new:' + a for a in LM_ARCHITECTURES)})")
+    return errors
+
+
+def _caption_errors(cfg: DictConfig) -> list[str]:
+    c = cfg.captions
+    errors = []
+    if c.mode not in CAPTION_MODES:
+        errors.append(f"captions.mode must be {'|'.join(CAPTION_MODES)}, got '{c.mode}'")
+    if c.artist_from not in ("recipe", "folder"):
+        errors.append(f"captions.artist_from must be recipe or folder, got '{c.artist_from}'")
+    if c.mode == "file" and not str(c.file).strip():
+        errors.append("captions.mode=file needs captions.file=/path/to/captions.csv (or .jsonl): path, caption per file")
+    if c.mode != "file" and str(c.file).strip():
+        errors.append(f"captions.file is set but captions.mode is '{c.mode}': set captions.mode=file to use it")
+    return errors
+
+
+def _augment_errors(cfg: DictConfig) -> list[str]:
+    a = cfg.augment
+    errors = []
+    for r in a.stretch_rates:
+        if not 0.5 <= r <= 2.0:
+            errors.append(f"augment.stretch_rates entries must be in [0.5, 2], got {r}")
+    for st in a.pitch_semitones:
+        if abs(st) > 12:
+            errors.append(f"augment.pitch_semitones entries must be within ±12, got {st}")
+    if a.share is not None:
+        planned = len(a.pitch_semitones) + len(a.stretch_rates)
+        most = planned / (planned + 1)
+        if not 0.0 <= a.share <= most + 1e-9:
+            errors.append(
+                f"augment.share must be in [0, {most:.4f}] with {planned} planned variant(s) per window "
+                f"(at most {planned} variants to 1 window), got {a.share}: lower it or plan more variants"
+            )
     return errors
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from stylecraft.artifacts import atomic_write_json, atomic_write_text, sha256_file, sha256_json
+from stylecraft.artifacts import atomic_write_json, atomic_write_text, read_jsonl, sha256_file, sha256_json
 from stylecraft.config import section
 from stylecraft.errors import StageInputError
 from stylecraft.progress import info
@@ -73,6 +73,10 @@ def signature(stage: str, cfg: DictConfig, run: Path) -> str:
         parts["catalogue"] = str(catalogue_path(cfg, run))
     elif stage == "ingest":
         parts["ingest"] = {k: v for k, v in section(cfg, "ingest").items() if k != "workers"}
+        parts["captions"] = section(cfg, "captions")
+        parts["artist"] = cfg.artist
+        if cfg.captions.mode == "file" and cfg.captions.file:
+            parts["captions_file"] = _file_hash(Path(cfg.captions.file).expanduser())
         try:
             parts["listing"] = _listing(catalogue_path(cfg, run))
         except StageInputError:
@@ -128,7 +132,7 @@ def _model_signature(cfg: DictConfig, run: Path) -> Any:
 
 OUTPUTS: dict[str, list[str]] = {
     "demo": [],
-    "ingest": ["tracks.jsonl", "rejects.jsonl"],
+    "ingest": ["tracks.jsonl", "rejects.jsonl", "duplicates.json"],
     "separate": ["stems.jsonl"],
     "segment": ["windows.jsonl", "outliers/report.json"],
     "codec": ["codec/model/model.safetensors", "codec/model/stylecraft.json"],
@@ -142,7 +146,7 @@ OUTPUTS: dict[str, list[str]] = {
 
 # Folders each stage writes into: where a killed run of that stage can leave temporary files.
 STAGE_DIRS: dict[str, list[str]] = {
-    "ingest": ["."],
+    "ingest": [".", "ingest/tags"],
     "segment": [".", "audio", "features", "segment", "outliers"],
     "codec": ["codec", "codec/audiocraft"],
     "augment": [".", "variants"],
@@ -201,15 +205,25 @@ def stage_demo(cfg: DictConfig, run: Path) -> dict[str, Any]:
 
 
 def stage_ingest(cfg: DictConfig, run: Path) -> dict[str, Any]:
-    from stylecraft.data.ingest import ingest
+    from stylecraft.data.captions import CaptionSettings
+    from stylecraft.data.ingest import DuplicateSettings, ingest
 
-    i = cfg.ingest
+    i, c = cfg.ingest, cfg.captions
     tracks, rejects = ingest(
         catalogue_path(cfg, run), run, extensions=list(i.extensions), valid_fraction=i.valid_fraction,
         min_duration_s=i.min_duration_s, split_seed=i.split_seed, workers=i.workers,
+        captions=CaptionSettings(mode=c.mode, artist_from=c.artist_from, file=c.file, artist=cfg.artist),
+        duplicates=DuplicateSettings(enabled=i.near_duplicates, min_corr=i.duplicate_corr),
     )
     n_valid = sum(t.split == "valid" for t in tracks)
-    return {"tracks": len(tracks), "valid_tracks": n_valid, "rejects": len(rejects)}
+    groups = {t.duplicate_group for t in tracks if t.duplicate_group}
+    in_groups = sum(bool(t.duplicate_group) for t in tracks)
+    if groups:
+        info(f"ingest: {in_groups} tracks are near-duplicates of one another ({len(groups)} group(s)); each group "
+             f"stays in one split, see {run / 'duplicates.json'}")
+    return {"tracks": len(tracks), "valid_tracks": n_valid, "rejects": len(rejects),
+            "duplicate_groups": len(groups), "tracks_in_duplicate_groups": in_groups,
+            "captions": len({t.caption for t in tracks})}
 
 
 def stage_separate(cfg: DictConfig, run: Path) -> dict[str, Any]:
@@ -269,7 +283,9 @@ def stage_augment(cfg: DictConfig, run: Path) -> dict[str, Any]:
     from stylecraft.data.augment import augment
 
     variants = augment(run, section(cfg, "augment"), cfg.segment.sample_rate)
-    return {"variants": len(variants)}
+    windows = sum(1 for w in read_jsonl(run / "windows.jsonl") if w.get("split") == "train")
+    share = len(variants) / (len(variants) + windows) if variants or windows else 0.0
+    return {"variants": len(variants), "train_windows": windows, "variant_share": round(share, 4)}
 
 
 def stage_tokenize(cfg: DictConfig, run: Path) -> dict[str, Any]:

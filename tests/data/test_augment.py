@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -140,10 +141,43 @@ def test_one_row_per_train_window_and_variant(augmented: tuple[MiniRun, list[Var
     windows = {w.id: w for w in run.windows}
     for v in variants:
         w = windows[v.window_id]
-        assert v.split == "train" and v.track_id == w.track_id and v.caption == w.caption
+        assert v.split == "train" and v.track_id == w.track_id
+        assert v.caption.startswith("demo artist style")  # the rewritten parts: test_variant_captions_*
         assert v.seed == 7
         assert v.id.startswith(f"{w.id}-{v.kind}")
     assert len({v.id for v in variants}) == len(variants)
+
+
+def _with_caption(mini_run: MiniRun, run_dir: Path, caption: str) -> None:
+    """A copy of the mini run whose windows all carry ``caption``."""
+    import shutil
+
+    from stylecraft.artifacts import read_jsonl, write_jsonl
+
+    shutil.copytree(mini_run.run_dir, run_dir)
+    rows = read_jsonl(run_dir / "windows.jsonl")
+    write_jsonl(run_dir / "windows.jsonl", [{**r, "caption": caption} for r in rows])
+
+
+# Expected captions written out by hand: A minor up a whole tone is B minor, down a semitone G# minor;
+# librosa's time_stretch at rate r plays r times faster, so 120 bpm at 0.9 is 108 bpm and at 1.1 is 132 bpm.
+CAPTION_CASES = {
+    ("pitch", -1.0): "demo artist style, 120 bpm, G# minor",
+    ("pitch", 2.0): "demo artist style, 120 bpm, B minor",
+    ("stretch", 0.9): "demo artist style, 108 bpm, A minor",
+    ("stretch", 1.1): "demo artist style, 132 bpm, A minor",
+}
+
+
+def test_variant_captions_follow_the_shift_and_the_stretch(mini_run: MiniRun, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _with_caption(mini_run, run, "demo artist style, 120 bpm, A minor")
+    params = dataclasses.asdict(AugmentConfig(pitch_semitones=[-1.0, 2.0], stretch_rates=[0.9, 1.1], workers=1))
+    variants = aug.augment(run, params, mini_run.params["sample_rate"])
+    assert {(v.kind, v.value) for v in variants} == set(CAPTION_CASES)
+    for v in variants:
+        assert v.caption == CAPTION_CASES[(v.kind, v.value)], v.id
+    assert load_rows(run / "variants.jsonl", Variant) == variants
 
 
 def test_shards_hold_one_row_per_variant(augmented: tuple[MiniRun, list[Variant]]) -> None:
@@ -250,3 +284,70 @@ def test_stages_leave_torch_thread_count_as_it_was(augmented: tuple[MiniRun, lis
     before = torch.get_num_threads()
     aug.augment(run, {**AUG_PARAMS, "workers": 2}, src.params["sample_rate"])
     assert torch.get_num_threads() == before
+
+
+# ------------------------------------------------------------------------------------------
+# How many variants: augment.enabled and augment.share
+# ------------------------------------------------------------------------------------------
+
+PLAN = [("pitch", -1.0), ("pitch", 1.0), ("stretch", 1.1)]
+WINDOW_IDS = [f"t{t}-{i:04d}" for t in range(3) for i in range(7)]  # 21 windows
+
+
+@pytest.mark.parametrize(("share", "total"), [(0.5, 21), (0.25, 7), (0.6, 32), (0.75, 63), (0.0, 0)])
+def test_share_sets_the_number_of_variants(share: float, total: int) -> None:
+    # total = round(21 * share / (1 - share)): 21, 7, 31.5 -> 32, 63 (every planned variant), 0.
+    chosen = aug.select_variants(WINDOW_IDS, PLAN, share, seed=3)
+    counts = [len(chosen[w]) for w in WINDOW_IDS]
+    assert sum(counts) == total
+    assert max(counts) - min(counts) <= 1  # spread evenly over windows
+    assert all(len(set(v)) == len(v) and set(v) <= set(PLAN) for v in chosen.values())
+
+
+def test_selection_is_seeded_and_per_window() -> None:
+    a = aug.select_variants(WINDOW_IDS, PLAN, 0.5, seed=3)
+    assert a == aug.select_variants(list(reversed(WINDOW_IDS)), PLAN, 0.5, seed=3)  # order-free
+    assert a != aug.select_variants(WINDOW_IDS, PLAN, 0.5, seed=4)
+    # At one variant per window, which one a window gets does not depend on the other windows.
+    fewer = aug.select_variants(WINDOW_IDS[:5], PLAN, 0.5, seed=3)
+    assert all(fewer[w] == a[w] for w in WINDOW_IDS[:5])
+    assert len({tuple(v) for v in a.values()}) > 1  # not the same variant everywhere
+    assert aug.select_variants(WINDOW_IDS, PLAN, None, seed=3) == {w: PLAN for w in WINDOW_IDS}
+
+
+def test_share_above_what_the_plan_holds_is_refused() -> None:
+    with pytest.raises(ValueError, match="variants per window"):
+        aug.select_variants(WINDOW_IDS, PLAN, 0.8, seed=0)  # 4 per window, 3 planned
+    from stylecraft.config import load_recipe
+    from stylecraft.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"augment.share must be in \[0, 0.7500\]"):
+        load_recipe(None, ["catalogue=x", "augment.pitch_semitones=[1]", "augment.stretch_rates=[0.9,1.1]",
+                           "augment.share=0.8"])
+
+
+def test_share_and_off_switch_reach_the_token_index(mini_run: MiniRun, tmp_path: Path) -> None:
+    """Only the kept variants are rendered, tokenized and trained on; a smaller share leaves no stale rows."""
+    import shutil
+
+    from stylecraft.data.tokens import TokenDataset, tokenize
+    from stylecraft.models.loading import load_model
+
+    run = tmp_path / "run"
+    shutil.copytree(mini_run.run_dir, run)
+    sr = mini_run.params["sample_rate"]
+    bundle = load_model("tiny")
+    train_windows = sum(w.split == "train" for w in mini_run.windows)
+    base = dataclasses.asdict(AugmentConfig(pitch_semitones=[-1.0, 2.0], stretch_rates=[1.1], seed=1, workers=1))
+    for share, n_variants in ((0.5, train_windows), (0.25, round(train_windows / 3)), (None, 3 * train_windows)):
+        variants = aug.augment(run, {**base, "share": share}, sr)
+        assert len(variants) == n_variants
+        tokenize(run, bundle, sr, batch_size=8)
+        train = TokenDataset(run, "train")
+        assert len(train) == train_windows + n_variants
+        assert {r["id"] for r in train.rows if r["kind"] != "window"} == {v.id for v in variants}
+        rendered = sum(len(json.loads(p.read_text())["variants"]) for p in (run / "variants").glob("*.json"))
+        assert rendered == n_variants  # only the kept variants were rendered
+    assert aug.augment(run, {**base, "enabled": False}, sr) == []
+    tokenize(run, bundle, sr, batch_size=8)
+    assert len(TokenDataset(run, "train")) == train_windows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -205,3 +206,85 @@ def test_empty_catalogue_raises(tmp_path: Path) -> None:
     (tmp_path / "cat").mkdir()
     with pytest.raises(StageInputError, match="no audio files"):
         ingest(tmp_path / "cat", tmp_path / "run")
+
+
+# ------------------------------------------------------------------------------------------
+# Near-duplicate recordings share a split
+# ------------------------------------------------------------------------------------------
+
+COPY_SR = 22050
+
+
+@pytest.fixture(scope="module")
+def copies_catalogue(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """One song as FLAC, as a real MP3 and OGG Vorbis re-encode, as a -3 dB copy and trimmed by 3.3 s,
+    beside four other songs of the same synthetic artist."""
+    cat = tmp_path_factory.mktemp("copies")
+    song = synth_track(24.0, COPY_SR, seed=40)
+    sf.write(cat / "song.flac", song, COPY_SR)
+    sf.write(cat / "song (mp3 re-encode).mp3", song, COPY_SR, format="MP3", subtype="MPEG_LAYER_III")
+    sf.write(cat / "song (ogg re-encode).ogg", song, COPY_SR, format="OGG", subtype="VORBIS")
+    sf.write(cat / "song (-3 dB).flac", song * 10 ** (-3 / 20), COPY_SR)
+    sf.write(cat / "song (trimmed).wav", song[int(3.3 * COPY_SR) :], COPY_SR)
+    for i in range(4):
+        sf.write(cat / f"other-{i}.flac", synth_track(24.0, COPY_SR, seed=41 + i), COPY_SR)
+    return cat, ["song.flac", "song (mp3 re-encode).mp3", "song (ogg re-encode).ogg", "song (-3 dB).flac",
+                 "song (trimmed).wav"]
+
+
+def _seed_that_splits_copies(cat: Path, copies: list[str]) -> int:
+    """A split seed under which a per-file hash split puts the copies on both sides (the leak)."""
+    from stylecraft.artifacts import sha256_file
+
+    ids = [sha256_file(cat / name)[:16] for name in copies]
+    for seed in range(100):
+        if len({assign_split(i, 0.5, seed) for i in ids}) == 2:
+            return seed
+    raise AssertionError("no seed separates the copies")
+
+
+def test_near_duplicates_share_one_split_and_are_reported(copies_catalogue: tuple[Path, list[str]], tmp_path: Path) -> None:
+    cat, copies = copies_catalogue
+    seed = _seed_that_splits_copies(cat, copies)
+    run = tmp_path / "run"
+    tracks, _ = ingest(cat, run, valid_fraction=0.5, split_seed=seed)
+    by_name = {Path(t.path).name: t for t in tracks}
+    assert len(by_name) == 9  # every copy is a track of its own (different bytes): none rejected
+    assert len({by_name[n].split for n in copies}) == 1, {n: by_name[n].split for n in copies}
+    group = {by_name[n].duplicate_group for n in copies}
+    assert len(group) == 1 and group != {""}
+    assert all(not t.duplicate_group for n, t in by_name.items() if n not in copies)
+    report = json.loads((run / "duplicates.json").read_text())
+    assert len(report["groups"]) == 1 and report["tracks_in_groups"] == len(copies)
+    g = report["groups"][0]
+    assert {Path(t["path"]).name for t in g["tracks"]} == set(copies) and g["split"] == by_name["song.flac"].split
+    assert all(m["corr"] >= 0.9 for m in g["matches"])
+    trimmed = [m for m in g["matches"] if {m["a"], m["b"]} == {by_name["song.flac"].id, by_name["song (trimmed).wav"].id}]
+    assert trimmed and abs(abs(trimmed[0]["offset_s"]) - 3.3) <= 0.1  # the trimmed copy starts 3.3 s in
+
+
+def test_the_leak_without_the_check(copies_catalogue: tuple[Path, list[str]], tmp_path: Path) -> None:
+    """ingest.near_duplicates=false is the per-file split: the copies straddle the splits."""
+    from stylecraft.data.ingest import DuplicateSettings
+
+    cat, copies = copies_catalogue
+    seed = _seed_that_splits_copies(cat, copies)
+    tracks, _ = ingest(cat, tmp_path / "run", valid_fraction=0.5, split_seed=seed,
+                       duplicates=DuplicateSettings(enabled=False))
+    assert len({t.split for t in tracks if Path(t.path).name in copies}) == 2
+    assert json.loads((tmp_path / "run" / "duplicates.json").read_text())["groups"] == []
+
+
+def test_a_group_is_moved_whole_to_fill_an_empty_split(copies_catalogue: tuple[Path, list[str]], tmp_path: Path) -> None:
+    cat, copies = copies_catalogue
+    import shutil
+
+    small = tmp_path / "cat"
+    small.mkdir()
+    for name in copies[:3]:
+        shutil.copy(cat / name, small / name)
+    shutil.copy(cat / "other-0.flac", small / "other-0.flac")
+    for fraction in (0.001, 0.999):
+        tracks, _ = ingest(small, tmp_path / f"run{fraction}", valid_fraction=fraction)
+        splits = {Path(t.path).name: t.split for t in tracks}
+        assert len({splits[n] for n in copies[:3]}) == 1 and splits["other-0.flac"] != splits[copies[0]]

@@ -166,11 +166,11 @@ def test_exclude_leaves_flagged_windows_out(injected, tmp_path):
 
 
 def test_fingerprint_in_chunks_is_exact(monkeypatch):
-    from stylecraft.data import outliers
+    from stylecraft.data import duplicates
 
     x = synth_track(12.0, 16000, seed=2, channels=1).reshape(-1)
     whole = fingerprint(x, 16000)
-    monkeypatch.setattr(outliers, "FP_CHUNK", 17)
+    monkeypatch.setattr(duplicates, "FP_CHUNK", 17)
     assert np.allclose(fingerprint(x, 16000), whole, atol=1e-4)  # float rounding of the FFT sizes only
 
 

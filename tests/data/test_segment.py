@@ -244,3 +244,42 @@ def test_parallel_workers_give_the_same_files(mini_run_copy: MiniRun) -> None:
     windows = segment(run, {**mini_run_copy.params, "workers": 2}, artist="demo artist")
     assert windows == mini_run_copy.windows
     assert {p.name: sha256_file(p) for p in sorted((run / "features").iterdir())} == before
+
+
+@pytest.mark.parametrize("names", [[], ["mfcc"]])
+def test_segment_features_writes_only_the_named_shards(mini_run: MiniRun, tmp_path: Path, names: list[str]) -> None:
+    """segment.features: unwritten shards are a clear error to read; the outlier check needs none of them."""
+    import shutil
+
+    from stylecraft.data.outliers import OutlierParams, check_run
+
+    run = tmp_path / "run"
+    shutil.copytree(mini_run.run_dir, run, ignore=shutil.ignore_patterns("features", "segment"))
+    windows = segment(run, segment_params(features=names), artist="demo artist")
+    assert windows == mini_run.windows  # the same windows and captions
+    t = mini_run.tracks[0].id
+    assert sorted(p.name for p in run.glob("features/*.npy")) == sorted(
+        f"{tr.id}.{n}.npy" for tr in mini_run.tracks for n in names)
+    for n in FEATURE_NAMES:
+        if n in names:
+            assert load_features(run, t, n).shape[0] == sum(w.track_id == t for w in windows)
+        else:
+            with pytest.raises(StageInputError, match=f"add {n} to segment.features"):
+                load_features(run, t, n)
+    report = check_run(run, windows, SEGMENT_SR, OutlierParams(), progress=False)
+    assert report.n_windows == len(windows) and (run / "outliers" / "report.json").exists()
+    # The rerun reuses every track: the records know which shards they wrote.
+    def files() -> dict[str, tuple[int, int]]:
+        return {str(p.relative_to(run)): _stamp(p) for p in sorted(run.glob("*/*.npy")) + sorted(run.glob("segment/*"))}
+
+    before = files()
+    assert segment(run, segment_params(features=names), artist="demo artist") == windows
+    assert files() == before
+
+
+def test_unknown_segment_feature_is_a_config_error() -> None:
+    from stylecraft.config import load_recipe
+    from stylecraft.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="segment.features: unknown feature 'chroma'"):
+        load_recipe(None, ["catalogue=x", "segment.features=[mfcc,chroma]"])

@@ -1,4 +1,4 @@
-"""augment: pitch-shifted and time-stretched variants of every training window.
+"""augment: pitch-shifted and time-stretched variants of training windows.
 
 The algorithms are librosa's (``effects.pitch_shift`` and ``effects.time_stretch``: phase vocoder
 with n_fft 2048 / hop 512, then soxr "HQ" resampling), with the phase vocoder vectorised over
@@ -8,6 +8,7 @@ stored as int16 shards of up to 16 windows per track, and recorded in ``variants
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -18,6 +19,7 @@ import soxr
 import torch
 
 from stylecraft.artifacts import atomic_save_npy, atomic_write_json, inside, sha256_file, sha256_json
+from stylecraft.data.captions import variant_caption
 from stylecraft.data.manifest import Variant, Window, load_rows, save_rows
 from stylecraft.data.segment import load_track_audio
 from stylecraft.errors import StageInputError
@@ -161,8 +163,45 @@ class SpanSpectra:
 
 
 def plan_variants(pitch: list[float], rates: list[float]) -> list[tuple[str, float]]:
-    """Every (kind, value) variant rendered for each training window."""
+    """Every (kind, value) variant that may be rendered for a training window."""
     return [("pitch", float(v)) for v in pitch] + [("stretch", float(r)) for r in rates]
+
+
+def _unit(seed: int, *parts: str) -> int:
+    """A seeded 64-bit number for a window: the same wherever and in whatever order it is drawn."""
+    return int.from_bytes(hashlib.sha256(":".join([str(seed), *parts]).encode()).digest()[:8], "big")
+
+
+def select_variants(
+    window_ids: list[str], plan: list[tuple[str, float]], share: float | None, seed: int
+) -> dict[str, list[tuple[str, float]]]:
+    """The variants kept for each window, so that variants are ``share`` of all training items.
+
+    ``share`` = variants / (windows + variants), so ``share / (1 - share)`` variants per window
+    on average: every window gets the whole part of that number, and the fractional rest goes to
+    the windows that come first in a seeded order. Which of the planned variants a window gets is
+    a seeded draw of its own (keyed by its id), so one window's choice does not depend on the
+    others. ``None`` keeps every planned variant.
+
+    Raises:
+        ValueError: ``share`` asks for more variants per window than the plan holds.
+    """
+    if share is None:
+        return {w: list(plan) for w in window_ids}
+    if not window_ids:
+        return {}
+    per_window = share / (1.0 - share) if share < 1.0 else float("inf")
+    if per_window > len(plan) + 1e-6:
+        raise ValueError(f"augment.share={share} needs {per_window:.2f} variants per window; the plan has {len(plan)}")
+    # Rounded half up, with a little slack: 0.6 / 0.4 is 1.4999999999999998 in floating point.
+    total = min(len(plan) * len(window_ids), math.floor(per_window * len(window_ids) + 0.5 + 1e-9))
+    base, extra = divmod(total, len(window_ids))
+    lucky = set(sorted(window_ids, key=lambda w: _unit(seed, "extra", w))[:extra])
+    out = {}
+    for w in window_ids:
+        order = np.random.default_rng(_unit(seed, "plan", w)).permutation(len(plan))
+        out[w] = [plan[i] for i in sorted(order[: base + (w in lucky)])]
+    return out
 
 
 CHUNK_WINDOWS = 16  # windows per task and shard: keeps every core busy until the end
@@ -175,6 +214,7 @@ def _shard_name(track_id: str, chunk: int) -> str:
 def _augment_chunk(
     run_dir: str, track_id: str, chunk: int, windows: list[dict[str, Any]], params: dict[str, Any], threads: int
 ) -> dict[str, Any]:
+    """Render the variants each window's ``plan`` names; write the chunk's shard and record."""
     torch.set_num_threads(max(1, threads))
     run = Path(run_dir)
     sr = params["sample_rate"]
@@ -185,7 +225,9 @@ def _augment_chunk(
         start = int(round(w["start_s"] * sr))
         length = int(round(w["duration_s"] * sr))
         y = track[start : start + length]
-        plan = plan_variants(params["pitch_semitones"], params["stretch_rates"])
+        plan = [(str(k), float(v)) for k, v in w["plan"]]
+        if not plan:
+            continue
         # One STFT for the window and every stretch span that starts where it does (not moved back
         # at the track's end): the shorter ones are prefixes of the longest.
         spans = [y] + [sp for kind, v in plan if kind == "stretch" for b, sp in [_span(track, start, length, v)] if b == start]
@@ -202,7 +244,7 @@ def _augment_chunk(
             specs.append({"window_id": w["id"], "kind": kind, "value": value})
     name = _shard_name(track_id, chunk)
     sha = atomic_save_npy(run / f"{name}.npy", np.stack(rows)) if rows else ""
-    record = {"track_id": track_id, "chunk": chunk, "params_hash": params["hash"], "variants": specs, "sha256": sha}
+    record = {"track_id": track_id, "chunk": chunk, "params_hash": params["sig"], "variants": specs, "sha256": sha}
     atomic_write_json(run / f"{name}.json", record)
     return record
 
@@ -222,7 +264,13 @@ def _record_valid(run: Path, name: str, params_hash: str) -> dict[str, Any] | No
 
 
 def augment(run_dir: str | Path, params: dict[str, Any], sample_rate: int) -> list[Variant]:
-    """Render variants of every training window; write ``variants.jsonl`` and ``variants/<track>.npy``.
+    """Render variants of training windows; write ``variants.jsonl`` and ``variants/<track>.cNN.npy``.
+
+    ``params["share"]`` chooses how many (:func:`select_variants`); ``params["enabled"]`` false
+    writes an empty ``variants.jsonl``. Each variant's caption is its window's, with the key
+    transposed or the tempo scaled (:func:`stylecraft.data.captions.variant_caption`). A chunk of
+    windows is rendered again only when its windows, their track's audio or the variants chosen
+    for them changed (captions are not part of what is rendered).
 
     Args:
         run_dir: run folder holding ``windows.jsonl``.
@@ -234,8 +282,11 @@ def augment(run_dir: str | Path, params: dict[str, Any], sample_rate: int) -> li
     if not wpath.exists():
         raise StageInputError(f"'{wpath}' is missing: run `stylecraft segment` first")
     windows = [w for w in load_rows(wpath, Window) if w.split == "train"]
-    p = {**params, "sample_rate": sample_rate}
-    p["hash"] = sha256_json({k: v for k, v in p.items() if k != "workers"} | {"windows": sha256_file(wpath)})
+    if not params.get("enabled", True):
+        save_rows(run / "variants.jsonl", [])
+        return []
+    plan = plan_variants(params["pitch_semitones"], params["stretch_rates"])
+    chosen = select_variants([w.id for w in windows], plan, params.get("share"), params["seed"])
     by_track: dict[str, list[Window]] = {}
     for w in windows:
         by_track.setdefault(w.track_id, []).append(w)
@@ -244,26 +295,8 @@ def augment(run_dir: str | Path, params: dict[str, Any], sample_rate: int) -> li
         for tid, wins in by_track.items()
         for c in range((len(wins) + CHUNK_WINDOWS - 1) // CHUNK_WINDOWS)
     ]
-    records: dict[str, dict[str, Any]] = {}
-    todo = []
-    for tid, c, wins in chunks:
-        rec = _record_valid(run, _shard_name(tid, c), p["hash"])
-        if rec is None:
-            todo.append((tid, c, wins))
-        else:
-            records[_shard_name(tid, c)] = rec
-    cores = cpu_count()
-    workers = resolve_workers(params.get("workers"), len(todo))
-    threads = max(1, cores // max(1, workers))
-    with keep_torch_threads(), make_progress() as prog:
-        task = prog.add_task("augment", total=len(chunks), completed=len(records))
-        jobs = [(str(run), tid, c, [w.__dict__ for w in wins], p, threads) for tid, c, wins in todo]
-        for i, res in run_tasks(_augment_chunk, jobs, workers):
-            if isinstance(res, BaseException):
-                raise res
-            records[_shard_name(todo[i][0], todo[i][1])] = res
-            prog.advance(task)
-
+    jobs_all = [(tid, c, [{**w.__dict__, "plan": chosen[w.id]} for w in wins]) for tid, c, wins in chunks]
+    records = _render_chunks(run, jobs_all, params, sample_rate)
     wmap = {w.id: w for w in windows}
     variants: list[Variant] = []
     for tid, c, _ in chunks:
@@ -282,11 +315,46 @@ def augment(run_dir: str | Path, params: dict[str, Any], sample_rate: int) -> li
                     seed=params["seed"],
                     shard=f"{name}.npy",
                     row=row,
-                    caption=w.caption,
+                    caption=variant_caption(w.caption, spec["kind"], spec["value"]),
                 )
             )
     save_rows(run / "variants.jsonl", variants)
     return variants
+
+
+def _chunk_sig(run: Path, tid: str, windows: list[dict[str, Any]], sample_rate: int) -> str:
+    """What a chunk's shard depends on: its track's audio, its windows and the variants chosen for them."""
+    seg = run / "segment" / f"{tid}.json"
+    audio = json.loads(seg.read_text()).get("hashes", {}).get("audio") if seg.exists() else None
+    spans = [(w["id"], w["start_s"], w["duration_s"], [list(p) for p in w["plan"]]) for w in windows]
+    return sha256_json({"version": 2, "rate": sample_rate, "audio": audio, "windows": spans})
+
+
+def _render_chunks(
+    run: Path, chunks: list[tuple[str, int, list[dict[str, Any]]]], params: dict[str, Any], sample_rate: int
+) -> dict[str, dict[str, Any]]:
+    """Every chunk's record: reused when its signature matches, else rendered (in parallel)."""
+    records: dict[str, dict[str, Any]] = {}
+    todo = []
+    for tid, c, wins in chunks:
+        sig = _chunk_sig(run, tid, wins, sample_rate)
+        rec = _record_valid(run, _shard_name(tid, c), sig)
+        if rec is None:
+            todo.append((tid, c, wins, sig))
+        else:
+            records[_shard_name(tid, c)] = rec
+    cores = cpu_count()
+    workers = resolve_workers(params.get("workers"), len(todo))
+    threads = max(1, cores // max(1, workers))
+    with keep_torch_threads(), make_progress() as prog:
+        task = prog.add_task("augment", total=len(chunks), completed=len(records))
+        jobs = [(str(run), tid, c, wins, {"sample_rate": sample_rate, "sig": sig}, threads) for tid, c, wins, sig in todo]
+        for i, res in run_tasks(_augment_chunk, jobs, workers):
+            if isinstance(res, BaseException):
+                raise res
+            records[_shard_name(todo[i][0], todo[i][1])] = res
+            prog.advance(task)
+    return records
 
 
 def load_variant_shard(run_dir: str | Path, shard: str) -> np.ndarray:

@@ -54,20 +54,34 @@ def power_to_db(power: torch.Tensor, top_db: float) -> torch.Tensor:
     return torch.maximum(db, peak - top_db)
 
 
-def compute(windows: np.ndarray, params: FeatureParams) -> dict[str, np.ndarray]:
+NAMES = ("mfcc", "logmel", "stft")
+
+
+def compute(windows: np.ndarray, params: FeatureParams, names: tuple[str, ...] | list[str] = NAMES) -> dict[str, np.ndarray]:
     """Features of a batch of equal-length mono windows ``[B, S]`` (float32).
+
+    Args:
+        names: the features to return (all three are computed from one STFT; only the mel and
+            DCT products of unnamed ones are skipped).
 
     Returns:
         ``stft`` [B, n_fft//2+1, F] magnitude, ``logmel`` [B, n_mels, F] in dB,
-        ``mfcc`` [B, n_mfcc, F], all float32.
+        ``mfcc`` [B, n_mfcc, F], all float32, those of ``names`` only.
     """
     x = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
+    out: dict[str, np.ndarray] = {}
     with torch.no_grad():
         mag = stft_magnitude(x, params.n_fft, params.hop_length)  # [B, F, T]
-        mel = torch.matmul(_mel_basis(params.sample_rate, params.n_fft, params.n_mels), mag**2)  # [B, M, T]
-        logmel = power_to_db(mel, params.top_db)
-        mfcc = torch.matmul(_dct_matrix(params.n_mels, params.n_mfcc), logmel)  # [B, n_mfcc, T]
-    return {"stft": mag.numpy(), "logmel": logmel.numpy(), "mfcc": mfcc.numpy()}
+        if "stft" in names:
+            out["stft"] = mag.numpy()
+        if "logmel" in names or "mfcc" in names:
+            mel = torch.matmul(_mel_basis(params.sample_rate, params.n_fft, params.n_mels), mag**2)  # [B, M, T]
+            logmel = power_to_db(mel, params.top_db)
+            if "logmel" in names:
+                out["logmel"] = logmel.numpy()
+            if "mfcc" in names:
+                out["mfcc"] = torch.matmul(_dct_matrix(params.n_mels, params.n_mfcc), logmel).numpy()  # [B, n_mfcc, T]
+    return out
 
 
 _KEYS = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]

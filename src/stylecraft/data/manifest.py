@@ -25,6 +25,13 @@ class Track:
     split: str  # "train" | "valid"
     format: str = ""
     loudness_lufs: float | None = None
+    # The text condition (stylecraft.data.captions) and what it was made from.
+    artist: str = ""
+    caption: str = ""
+    tempo_bpm: float | None = None
+    key: str | None = None
+    tags: list[str] = field(default_factory=list)
+    duplicate_group: str = ""  # id of the first track of its near-duplicate group ("": no copy found)
 
 
 @dataclass(frozen=True)
@@ -102,13 +109,22 @@ def load_rows(path: str | Path, cls: type[T]) -> list[T]:
 
 
 def run_caption(run: Path, artist: str) -> str:
-    """The most common caption of a run's training windows: the artist's own style line.
+    """The most common caption of a run's training windows: the default prompt of demos and generation.
 
-    What the model learns to answer, so the default prompt of demos and generation; without
-    windows, ``"<artist> style"``.
+    Captions are per track (:mod:`stylecraft.data.captions`), so this is the caption of the
+    training track with the most windows: a prompt the model was trained to answer. Before
+    segmenting, the most common caption of the training tracks; without either, ``"<artist> style"``.
     """
-    windows = read_jsonl(run / "windows.jsonl") if (run / "windows.jsonl").exists() else []
-    captions = [w["caption"] for w in windows if w.get("split") == "train" and w.get("caption")]
-    if not captions:
-        return f"{artist} style"
-    return max(sorted(set(captions)), key=captions.count)
+    for name in ("windows.jsonl", "tracks.jsonl"):
+        rows = read_jsonl(run / name) if (run / name).exists() else []
+        captions = [r["caption"] for r in rows if r.get("split") == "train" and r.get("caption")]
+        if captions:
+            return max(sorted(set(captions)), key=captions.count)
+    return f"{artist} style"
+
+
+def caption_facts(run: Path, artist: str, examples: int = 5) -> dict[str, Any]:
+    """What a model card says about the captions: how many distinct ones, a few of them, the default prompt."""
+    tracks = read_jsonl(run / "tracks.jsonl") if (run / "tracks.jsonl").exists() else []
+    train = sorted({str(t["caption"]) for t in tracks if t.get("split") == "train" and t.get("caption")})
+    return {"distinct": len(train), "examples": train[:examples], "default_prompt": run_caption(run, artist)}

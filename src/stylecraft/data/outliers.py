@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from stylecraft.artifacts import atomic_path, atomic_write_json
+from stylecraft.data.duplicates import find_duplicates, fingerprint
 from stylecraft.data.manifest import Window
 from stylecraft.progress import progress_iter
 
@@ -240,79 +241,11 @@ def learned_window_features(run_dir: str | Path, windows: list[Window], sample_r
     return np.stack([np.asarray(x, dtype=np.float64) for x in rows_out])
 
 
-FP_RATE = 10  # fingerprint frames per second
-FP_CHUNK = 3000  # fingerprint frames computed at a time (5 minutes): bounds memory on long tracks
-
-
 def track_pcm(run_dir: Path, track_id: str) -> np.ndarray:
     """A segmented track's int16 samples, memory-mapped (nothing is read until sliced)."""
     from stylecraft.data.segment import track_audio_path
 
     return np.load(track_audio_path(run_dir, track_id), mmap_mode="r", allow_pickle=False)
-
-
-def fingerprint(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Coarse, gain-free log-mel envelope of a track ``[32, frames]`` at 10 frames per second.
-
-    ``audio`` may be int16 (scaled here) or float, and memory-mapped: it is read a few minutes at a
-    time. Frames are centred on multiples of the hop, with zeros beyond both ends.
-    """
-    import librosa
-
-    hop = sample_rate // FP_RATE
-    n_fft = 4 * hop
-    scale = 1.0 / 32767.0 if audio.dtype == np.int16 else 1.0
-    n_frames = 1 + audio.shape[0] // hop
-    parts = []
-    for f0 in range(0, n_frames, FP_CHUNK):
-        f1 = min(n_frames, f0 + FP_CHUNK)
-        lo, hi = f0 * hop - n_fft // 2, (f1 - 1) * hop + n_fft // 2  # samples the frames f0..f1-1 cover
-        chunk = np.zeros(hi - lo, dtype=np.float32)
-        a, b = max(lo, 0), min(hi, audio.shape[0])
-        if b > a:
-            chunk[a - lo : b - lo] = np.asarray(audio[a:b], dtype=np.float32) * scale
-        parts.append(librosa.feature.melspectrogram(y=chunk, sr=sample_rate, n_fft=n_fft, hop_length=hop, center=False,
-                                                    n_mels=32, fmax=min(8000, sample_rate // 2)))
-    mel = np.concatenate(parts, axis=1)
-    db = np.log(mel + 1e-8)
-    db -= db.mean(axis=1, keepdims=True)  # per band: gain and equalisation drop out
-    return (db - db.mean(axis=0, keepdims=True)).astype(np.float32)
-
-
-def find_duplicates(prints: dict[str, np.ndarray], min_corr: float) -> dict[str, str]:
-    """Pairs of tracks whose fingerprints match at some time shift (normalised correlation >= ``min_corr``).
-
-    The correlation at each shift is taken over the overlap only, so a trimmed copy still matches.
-    Returns each later track (in id order) mapped to the earlier one it copies.
-    """
-    ids = sorted(prints)
-    out: dict[str, str] = {}
-    for j, b in enumerate(ids):
-        for a in ids[:j]:
-            if a in out:
-                continue
-            if _max_overlap_corr(prints[a], prints[b]) >= min_corr:
-                out[b] = a
-                break
-    return out
-
-
-def _max_overlap_corr(a: np.ndarray, b: np.ndarray, min_overlap: int = 10 * FP_RATE) -> float:
-    n = a.shape[1] + b.shape[1] - 1
-    size = 1 << (n - 1).bit_length()
-    fa, fb = np.fft.rfft(a, size, axis=1), np.fft.rfft(b, size, axis=1)
-    cross = np.fft.irfft(fa * np.conj(fb), size, axis=1).sum(axis=0)
-    # Energies over the overlap at each shift (a[t] against b[t - lag]), from cumulative sums.
-    ea = np.concatenate([[0.0], np.cumsum((a.astype(np.float64) ** 2).sum(axis=0))])
-    eb = np.concatenate([[0.0], np.cumsum((b.astype(np.float64) ** 2).sum(axis=0))])
-    la, lb = a.shape[1], b.shape[1]
-    lags = np.arange(-(lb - 1), la)
-    a0, a1 = np.maximum(0, lags), np.minimum(la, lb + lags)
-    ok = a1 - a0 >= min(min_overlap, la, lb)
-    lags, a0, a1 = lags[ok], a0[ok], a1[ok]
-    energy = (ea[a1] - ea[a0]) * (eb[a1 - lags] - eb[a0 - lags])
-    corr = cross[lags % size] / np.sqrt(np.maximum(energy, 1e-12))
-    return float(corr.max()) if corr.size else 0.0
 
 
 def _robust_z(x: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ from stylecraft.errors import AudioDecodeError, StageInputError
 from stylecraft.parallel import cpu_count, keep_torch_threads, resolve_workers, run_tasks
 from stylecraft.progress import make_progress
 
-FEATURE_NAMES = ("mfcc", "logmel", "stft")
+FEATURE_NAMES = feat.NAMES
 _BATCH = 16  # windows per feature batch: bounds memory for long tracks
 
 
@@ -191,39 +191,30 @@ def _process_track(track: dict[str, Any], params: dict[str, Any], run_dir: str, 
     hashes: dict[str, str] = {"audio": audio_sha}
     if stereo_sha is not None:
         hashes["stereo"] = stereo_sha
-    tempo, key = 0.0, "unknown key"
-    if kept:
+    names = [n for n in FEATURE_NAMES if n in params.get("features", FEATURE_NAMES)]
+    if kept and names:
         # Feature shards are filled batch by batch in place (the same bytes np.save would write).
         with contextlib.ExitStack() as stack:
             shards: dict[str, np.memmap] = {}
-            first_logmel: list[np.ndarray] = []
             for i in range(0, len(kept), _BATCH):
                 batch = _as_float(np.stack([pcm[s : s + win] for s, _ in kept[i : i + _BATCH]]))
-                for k, v in feat.compute(batch, fp).items():
+                for k, v in feat.compute(batch, fp, names).items():
                     if k not in shards:
                         tmp = stack.enter_context(atomic_path(run / "features" / f"{track['id']}.{k}.npy"))
                         shards[k] = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(kept), *v.shape[1:]))
                     shards[k][i : i + v.shape[0]] = v.astype(np.float16)
-                    if k == "logmel" and sum(x.shape[0] for x in first_logmel) < 8:
-                        first_logmel.append(v.astype(np.float16))
             for arr in shards.values():
                 arr.flush()
             shards.clear()
-        for k in FEATURE_NAMES:
+        for k in names:
             hashes[k] = sha256_file(run / "features" / f"{track['id']}.{k}.npy")
-        # Key from the middle 120 s, as chroma_of_audio would cut it.
-        n_key = int(120.0 * sr)
-        mid = (pcm.shape[0] - n_key) // 2 if pcm.shape[0] > n_key else 0
-        key = feat.estimate_key(feat.chroma_of_audio(_as_float(pcm[mid : mid + n_key]), sr))
-        tempo = feat.estimate_tempo(np.concatenate(first_logmel).astype(np.float32)[:8], sr, fp.hop_length)
     record = {
         "track_id": track["id"],
         "params_hash": params["hash"],
         "source_sha256": track.get("source_sha256") or track["sha256"],
         "gain_db": gain_db,
         "n_samples": int(pcm.shape[0]),
-        "tempo_bpm": round(tempo, 1),
-        "key": key,
+        "features": names if kept else [],
         "starts": [s for s, _ in kept],
         "rms_db": [round(r, 2) for _, r in kept],
         "hashes": hashes,
@@ -231,16 +222,6 @@ def _process_track(track: dict[str, Any], params: dict[str, Any], run_dir: str, 
     del pcm
     atomic_write_json(run / "segment" / f"{track['id']}.json", record)
     return record
-
-
-def caption_for(artist: str, record: dict[str, Any]) -> str:
-    """Text condition for a track's windows: the artist tag and what was estimated."""
-    parts = [f"{artist} style"]
-    if record.get("tempo_bpm"):
-        parts.append(f"{record['tempo_bpm']:.0f} bpm")
-    if record.get("key") and record["key"] != "unknown key":
-        parts.append(record["key"])
-    return ", ".join(parts)
 
 
 def _record_valid(run: Path, track: Track, params_hash: str, source_sha: str) -> dict[str, Any] | None:
@@ -255,8 +236,7 @@ def _record_valid(run: Path, track: Track, params_hash: str, source_sha: str) ->
     files = {"audio": track_audio_path(run, track.id)}
     if "stereo" in rec["hashes"]:
         files["stereo"] = track_stereo_path(run, track.id)
-    if rec["starts"]:
-        files.update({k: run / "features" / f"{track.id}.{k}.npy" for k in FEATURE_NAMES})
+    files.update({k: run / "features" / f"{track.id}.{k}.npy" for k in rec.get("features", [])})
     for k, p in files.items():
         if not p.exists() or sha256_file(p) != rec["hashes"].get(k):
             return None
@@ -276,7 +256,8 @@ def segment(
     Args:
         run_dir: the run folder holding ``tracks.jsonl``.
         params: the recipe's ``segment`` section.
-        artist: artist tag used in captions.
+        artist: the caption of tracks whose row has none (``tracks.jsonl`` written before captions
+            were built by ingest): ``"<artist> style"``.
         catalogue: the catalogue folder; when given, every track's path must lie inside it.
         sources: track id -> ``{"path", "sha256"}`` of audio to read instead of the catalogue
             file (the separate stage's kept stems); tracks missing from it are left out.
@@ -350,7 +331,7 @@ def segment(
         rec = records.get(t.id)
         if rec is None:
             continue
-        caption = caption_for(artist, rec)
+        caption = t.caption or f"{artist} style"  # built by ingest (stylecraft.data.captions)
         for row, (start, rms) in enumerate(zip(rec["starts"], rec["rms_db"], strict=True)):
             windows.append(
                 Window(
@@ -384,7 +365,18 @@ def segment(
 
 
 def load_features(run_dir: str | Path, track_id: str, name: str) -> np.ndarray:
-    """Memory-mapped feature shard of a track: ``[n_windows, bins, frames]`` float16."""
+    """Memory-mapped feature shard of a track: ``[n_windows, bins, frames]`` float16.
+
+    Raises:
+        KeyError: ``name`` is not a feature the segment stage computes.
+        StageInputError: the shard was not written (``segment.features`` left it out).
+    """
     if name not in FEATURE_NAMES:
         raise KeyError(f"unknown feature '{name}' (known: {', '.join(FEATURE_NAMES)})")
-    return np.load(Path(run_dir) / "features" / f"{track_id}.{name}.npy", mmap_mode="r", allow_pickle=False)
+    path = Path(run_dir) / "features" / f"{track_id}.{name}.npy"
+    if not path.exists():
+        raise StageInputError(
+            f"no {name} features for track {track_id} ('{path}' was not written): add {name} to segment.features "
+            "and run `stylecraft segment` again"
+        )
+    return np.load(path, mmap_mode="r", allow_pickle=False)

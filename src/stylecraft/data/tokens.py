@@ -68,7 +68,10 @@ def tokenize(run_dir: str | Path, bundle: Any, segment_rate: int, batch_size: in
         task = prog.add_task("tokenize", total=len(by_track))
         for tid, (wins, vars_) in by_track.items():
             items = _track_items(wins, vars_)
-            sig = sha256_json({"model": model_sig, "items": items, "rate": segment_rate})
+            # Codes depend on the audio, not on the captions: a caption change rewrites only the index.
+            audio_items = [{k: v for k, v in it.items() if k != "caption"} for it in items]
+            sig = sha256_json({"model": model_sig, "items": audio_items, "rate": segment_rate,
+                               "audio": _audio_hashes(run, tid, vars_)})
             rec_path = run / "tokens" / f"{tid}.json"
             shard = run / "tokens" / f"{tid}.npy"
             rec = json.loads(rec_path.read_text()) if rec_path.exists() else None
@@ -81,6 +84,16 @@ def tokenize(run_dir: str | Path, bundle: Any, segment_rate: int, batch_size: in
             prog.advance(task)
     save_rows(run / "tokens" / "index.jsonl", index)
     return index
+
+
+def _audio_hashes(run: Path, tid: str, vars_: list[Variant]) -> list[str | None]:
+    """sha256 of the track's segmented audio and of the variant shards its items are read from."""
+    seg = run / "segment" / f"{tid}.json"
+    out = [json.loads(seg.read_text()).get("hashes", {}).get("audio") if seg.exists() else None]
+    for shard in sorted({v.shard for v in vars_}):
+        rec = run / (shard[: -len(".npy")] + ".json")
+        out.append(json.loads(rec.read_text()).get("sha256") if rec.exists() else None)
+    return out
 
 
 def _track_items(wins: list[Window], vars_: list[Variant]) -> list[dict[str, Any]]:

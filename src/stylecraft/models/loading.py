@@ -117,9 +117,9 @@ def resolve_folder(name_or_path: str) -> Path | None:
     if p.exists():
         from stylecraft.models.audiocraft import is_audiocraft_folder
 
-        if (p / "model" / "config.json").exists():  # a run folder
+        if (p / "model" / "config.json").exists() or is_adapter_folder(p / "model"):  # a run folder
             return p / "model"
-        if (p / "config.json").exists() or is_audiocraft_folder(p):
+        if (p / "config.json").exists() or is_audiocraft_folder(p) or is_adapter_folder(p):
             return p
         raise CheckpointError(
             f"'{p}' is neither a model folder (config.json or audiocraft's state_dict.bin) nor a run folder with model/"
@@ -149,6 +149,58 @@ def resolve_folder(name_or_path: str) -> Path | None:
         )
     known = ", ".join([*PRESETS, *registry.load_registry()])
     raise ModelNotFoundError(f"unknown model '{name_or_path}': use a preset or registry name ({known}) or a folder")
+
+
+ADAPTER_DIR = "adapter"
+
+
+def is_adapter_folder(folder: Path) -> bool:
+    """A model folder holding only a LoRA adapter (``train.export.lora=adapter``): no config.json of its own."""
+    return not (folder / "config.json").exists() and (folder / ADAPTER_DIR / "adapter_config.json").is_file()
+
+
+def adapter_base(folder: Path) -> str:
+    """The base model an adapter folder was trained on: its provenance's ``base_model``, else peft's
+    ``base_model_name_or_path``.
+
+    Raises:
+        CheckpointError: neither names a base model.
+    """
+    import json
+
+    prov = folder / "stylecraft.json"
+    if prov.is_file():
+        base = json.loads(prov.read_text()).get("base_model")
+        if base:
+            return str(base)
+    base = json.loads((folder / ADAPTER_DIR / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise CheckpointError(
+            f"'{folder}' holds a LoRA adapter but names no base model (stylecraft.json base_model, or "
+            "adapter_config.json base_model_name_or_path): export the run again with train.export.lora=both"
+        )
+    return str(base)
+
+
+def _from_adapter(folder: Path, name: str) -> ModelBundle:
+    """The adapter's base model (loaded as :func:`load_model` would) with the adapter merged into it."""
+    from peft import PeftModel
+
+    base_name = adapter_base(folder)
+    base = load_model(base_name)
+    try:
+        tuned = PeftModel.from_pretrained(base.model, str(folder / ADAPTER_DIR), is_trainable=False)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"cannot apply the LoRA adapter in '{folder / ADAPTER_DIR}' to its base model '{base_name}': "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
+    model = tuned.merge_and_unload()  # plain MusicGen again: generation and export see one model
+    model.eval()
+    tokenizer = base.tokenizer
+    if (folder / "tokenizer_config.json").exists():
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    return ModelBundle(model=model, tokenizer=tokenizer, name=name, source=f"{folder} (LoRA adapter on {base.source})")
 
 
 def _hf_cache_folder(repo_id: str) -> Path | None:
@@ -236,7 +288,9 @@ def load_model(
     ``new:<architecture>`` builds a randomly initialised model of that size (seeded by ``seed``)
     around the codec in the folder ``codec``: the start of base-model pretraining.
 
-    An audiocraft-format folder (``state_dict.bin`` + ``compression_state_dict.bin``) is converted
+    A folder (or run) exported with only its LoRA adapter (``train.export.lora=adapter``) loads
+    the base model its provenance names and merges the adapter into it. An audiocraft-format
+    folder (``state_dict.bin`` + ``compression_state_dict.bin``) is converted
     on the first load and cached; ``text_encoder`` names the T5 folder it needs when none is beside it.
     """
     from stylecraft.models.audiocraft import is_audiocraft_folder, load_audiocraft
@@ -248,6 +302,8 @@ def load_model(
     folder = resolve_folder(name_or_path)
     if folder is None:
         bundle = load_preset(name_or_path)
+    elif is_adapter_folder(folder):
+        bundle = _from_adapter(folder, name_or_path)
     elif is_audiocraft_folder(folder) and not (folder / "config.json").exists():
         bundle = load_audiocraft(folder, text_encoder=text_encoder, name=name_or_path)
     else:

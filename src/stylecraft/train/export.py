@@ -22,6 +22,7 @@ from stylecraft.artifacts import (
     replace_dir,
     sha256_file,
 )
+from stylecraft.data.manifest import caption_facts
 from stylecraft.errors import ConfigError
 from stylecraft.models.loading import ModelBundle
 
@@ -119,6 +120,7 @@ def model_card(prov: dict[str, Any]) -> str:
         f"| held-out data | {valid_t['tracks']} tracks, {valid_t['hours']:.3f} h |",
         f"| held-out tracks sha256 (of their sorted sha256) | `{valid_t.get('sha256', 'n/a')}` |",
         f"| tokens index sha256 | `{prov['data']['tokens_index_sha256']}` |",
+        *_caption_rows(prov),
         f"| final train loss | {_fmt(f.get('final_loss'))} |",
         f"| final validation loss / perplexity | {_fmt(f.get('val_loss'))} / {_fmt(f.get('val_ppl'), 2)} |",
         f"| best validation loss (step) | {_fmt(f.get('best_val_loss'))} ({_fmt(f.get('best_val_step'))}) |",
@@ -130,10 +132,23 @@ def model_card(prov: dict[str, Any]) -> str:
         "The sha256 of every file in this folder, and the full recipe, are in `stylecraft.json`.",
         "",
     ]
+    caps = prov.get("captions") or {}
+    if caps.get("default_prompt"):
+        lines += [f"Prompt it with captions like those it was trained on, e.g. `{caps['default_prompt']}` "
+                  "(the prompt of the recipe's generate stage and of the training demos when they name none).", ""]
     if prov.get("adapter"):
         lines += ["The LoRA adapter alone is in `adapter/` (peft, safetensors): load it onto the base model "
                   "with `peft.PeftModel.from_pretrained(base, 'adapter')`.", ""]
     return "\n".join(lines)
+
+
+def _caption_rows(prov: dict[str, Any]) -> list[str]:
+    caps = prov.get("captions")
+    if not caps:
+        return []
+    examples = "; ".join(f"`{c}`" for c in caps.get("examples", [])[:3])
+    return [f"| captions ({caps.get('mode', 'n/a')}) | {caps.get('distinct', 0)} distinct over the training tracks"
+            f"{', e.g. ' + examples if examples else ''} |"]
 
 
 def export_transformers(ctx: ExportContext) -> dict[str, Any]:
@@ -167,6 +182,7 @@ def export_transformers(ctx: ExportContext) -> dict[str, Any]:
         "adapter": "adapter" if adapter else None,
         "facts": ctx.facts,
         "data": data_facts(run),
+        "captions": {"mode": str(cfg.captions.mode), **caption_facts(run, cfg.artist)},
         # Kept flat as before, for readers of older provenance files.
         "steps": ctx.facts.get("steps"),
         "final_loss": ctx.facts.get("final_loss"),

@@ -40,7 +40,7 @@ from stylecraft.models.loading import ModelBundle, load_model
 from stylecraft.progress import info, make_progress
 from stylecraft.train import early_stop, speed
 from stylecraft.train.batches import Collator
-from stylecraft.train.demos import FadScorer, generate_demos
+from stylecraft.train.demos import FadScorer, demo_guidance_scale, generate_demos
 from stylecraft.train.ema import EMA, EMA_FILE
 from stylecraft.train.export import ExportContext, export
 from stylecraft.train.launch_check import check_launch
@@ -335,9 +335,9 @@ def _train(
     if _sharded(accelerator) and t.ema.enabled:
         raise ConfigError("train.ema is not supported with FSDP/DeepSpeed yet (the average would be sharded): "
                           "set train.ema.enabled=false or use DDP")
-    if _sharded(accelerator) and t.early_stopping.enabled and t.early_stopping.metric == "fad":
-        raise ConfigError("train.early_stopping.metric=fad needs demo generations, which FSDP/DeepSpeed skip "
-                          "(sampling needs the whole model on one process): use metric=val_loss or DDP")
+    if _sharded(accelerator) and t.early_stopping.enabled and t.early_stopping.metric in ("fad", "kad"):
+        raise ConfigError(f"train.early_stopping.metric={t.early_stopping.metric} needs demo generations, which "
+                          "FSDP/DeepSpeed skip (sampling needs the whole model on one process): use metric=val_loss or DDP")
     set_seed(t.seed)
     data = data_fn(run)
     if len(data.train) < t.batch_size:
@@ -412,6 +412,7 @@ def _train(
     state: dict[str, Any] = {
         "step": 0, "epoch": 0, "batches_in_epoch": 0, "best_val": None, "best_val_step": None,
         "early_stopping": early_stop.new_state(), "best_fad": None, "best_fad_step": None, "fad": None,
+        "best_kad": None, "best_kad_step": None, "kad": None,
         "best_checkpoint": None, "settings": settings,
     }
     done = _checkpoints(ckpt_root)
@@ -443,9 +444,13 @@ def _train(
         demo_every = 0
     demo_prompts = list(t.demo.prompts) or [run_caption(run, cfg.artist)]
     fad_scorer: FadScorer | None = None
-    if es_metric == "fad" and accelerator.is_main_process:
-        fad_scorer = FadScorer(run, str(es.embedding), int(cfg.segment.sample_rate))
-        fad_scorer.reference()  # a missing held-out set fails now, not after the first demo steps
+    if es_metric in ("fad", "kad") and accelerator.is_main_process:
+        fad_scorer = FadScorer(run, str(es.embedding), int(cfg.segment.sample_rate), float(cfg.segment.loudness_lufs),
+                               demo_guidance_scale(cfg))
+        # A missing held-out set, or FAD on too few rows, fails now, not after the first demo steps.
+        fad_scorer.check_rows(es_metric, len(demo_prompts) * len(t.demo.seeds), float(t.demo.duration_s),
+                              bundle.sample_rate)
+        fad_scorer.reference()
 
     def save(step: int) -> None:
         # One checksum of the trainable weights per rank: data parallelism must keep them equal.
@@ -462,9 +467,10 @@ def _train(
                 return evaluate(model, cond, valid_loader, t.eval_batches, accelerator)
         return evaluate(model, cond, valid_loader, t.eval_batches, accelerator)
 
-    def demos(step: int) -> float | None:
-        """Sample the demos (main process) and return their FAD when early stopping needs it."""
+    def demos(step: int) -> tuple[float | None, dict[str, float]]:
+        """Sample the demos (main process); return the early-stopping metric and the logged scores."""
         fad = None
+        logged: dict[str, float] = {}
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
             demo_bundle = ModelBundle(model=unwrapped, tokenizer=bundle.tokenizer, name=bundle.name,
@@ -477,15 +483,16 @@ def _train(
                 )
             for stem, wav in result.audio.items():
                 trackers.audio(f"demo/{stem}", wav, step, result.sample_rate)
-            if fad_scorer is not None:
-                fad = fad_scorer.score(result)
-        if fad_scorer is not None or es_metric == "fad":
-            # Every rank must take the same stop decision: the main process's FAD is broadcast.
+            if fad_scorer is not None and es_metric is not None:
+                scores = fad_scorer.score(result)
+                fad, logged = scores.value(es_metric), scores.row()
+        if fad_scorer is not None or es_metric in ("fad", "kad"):
+            # Every rank must take the same stop decision: the main process's value is broadcast.
             value = torch.tensor([fad if fad is not None else float("nan")], dtype=torch.float64,
                                  device=accelerator.device)
             fad = float(broadcast(value, from_process=0).item())
         accelerator.wait_for_everyone()
-        return fad
+        return fad, logged
 
     batches_per_epoch = len(train_loader)
     step = state["step"]
@@ -543,18 +550,23 @@ def _train(
                     if es_metric == "val_loss":
                         early_stop.observe(state["early_stopping"], val, step, float(es.min_delta))
                 if demo_every and step % demo_every == 0:
-                    fad = demos(step)
-                    if fad is not None:
-                        row["fad"] = state["fad"] = fad
-                        if math.isfinite(fad) and (state["best_fad"] is None or fad < state["best_fad"]):
-                            state["best_fad"], state["best_fad_step"] = fad, step
-                            new_best = best_metric == "fad"
-                        if es_metric == "fad":
-                            early_stop.observe(state["early_stopping"], fad, step, float(es.min_delta))
+                    value, logged = demos(step)
+                    row.update(logged)  # fad and kad per guidance scale (main process)
+                    for name in ("fad", "kad"):
+                        if es_metric == name and value is not None:
+                            logged[name] = value  # every rank has the broadcast early-stopping value
+                        if name not in logged:
+                            continue
+                        state[name] = logged[name]
+                        if math.isfinite(logged[name]) and (state[f"best_{name}"] is None or logged[name] < state[f"best_{name}"]):
+                            state[f"best_{name}"], state[f"best_{name}_step"] = logged[name], step
+                            new_best = new_best or best_metric == name
+                        if es_metric == name:
+                            early_stop.observe(state["early_stopping"], logged[name], step, float(es.min_delta))
                 if es_metric and early_stop.should_stop(state["early_stopping"], int(es.patience)):
                     state["early_stopping"]["stopped_at"] = step
                     stopped = True
-                if step % t.log_every == 0 or "val_loss" in row or "fad" in row:  # TensorBoard follows the same rule
+                if step % t.log_every == 0 or "val_loss" in row or "fad" in row or "kad" in row:  # TensorBoard follows the same rule
                     if accelerator.is_main_process:
                         append_jsonl(train_dir / "metrics.jsonl", row)
                     trackers.scalars(row, step)
@@ -606,7 +618,8 @@ def _train(
             "val_loss": last_val.get("val_loss"), "val_ppl": last_val.get("val_ppl"),
             "best_val_loss": state["best_val"], "best_val_step": state["best_val_step"],
             "fad": state["fad"], "best_fad": state["best_fad"], "best_fad_step": state["best_fad_step"],
-            "fad_embedding": str(es.embedding) if es_metric == "fad" else None,
+            "kad": state.get("kad"), "best_kad": state.get("best_kad"), "best_kad_step": state.get("best_kad_step"),
+            "fad_embedding": str(es.embedding) if es_metric in ("fad", "kad") else None,
             "ema": {"enabled": bool(t.ema.enabled), "decay": float(t.ema.decay),
                     "use_for_eval": bool(t.ema.use_for_eval)},
             "precision": precision, "gradient_checkpointing": bool(t.gradient_checkpointing),

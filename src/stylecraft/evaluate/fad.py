@@ -1,9 +1,10 @@
-"""Fréchet Audio Distance between a reference set and a generated set.
+"""Fréchet Audio Distance and Kernel Audio Distance between a reference set and a generated set.
 
 A *set* is either a folder of audio files (embedded here with an :class:`Embedding`) or a
-``.npy`` file holding precomputed embeddings ``[N, D]``. Each set is reduced to a Gaussian
+``.npy`` file holding precomputed embeddings ``[N, D]``. For FAD each set is reduced to a Gaussian
 (:func:`~stylecraft.evaluate.frechet.gaussian_stats`) and the two are compared with
-:func:`~stylecraft.evaluate.frechet.frechet_distance`.
+:func:`~stylecraft.evaluate.frechet.frechet_distance`; KAD compares the rows themselves
+(:func:`~stylecraft.evaluate.kad.kernel_audio_distance`).
 """
 
 from __future__ import annotations

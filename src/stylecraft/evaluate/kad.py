@@ -33,8 +33,9 @@ translation invariant; centring keeps ``‖a‖² + ‖b‖² − 2 a·b`` from 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Literal
 
 import numpy as np
@@ -194,12 +195,30 @@ def _radix_select(y: _Rows, k: int, block: int) -> float:
         k -= int(cum[digit - 1]) if digit > 0 else 0
         prefix = (prefix << 16) | digit
         if shift and int(hist[digit]) <= _SELECT_LIMIT:
-            parts = [d2[(d2.view(torch.int64) >> shift) == prefix] for d2 in _pair_sq_distances(y, block)]
-            return float(torch.kthvalue(torch.cat(parts).cpu(), k + 1).values)
+            keep = prefix
+            picked = _gather(y, block, int(hist[digit]), lambda d2: d2[(d2.view(torch.int64) >> shift) == keep])
+            return float(torch.kthvalue(picked.cpu(), k + 1).values)
     return float(torch.tensor([prefix], dtype=torch.int64).view(torch.float64)[0])
 
 
-_BINS = 1 << 20  # histogram bins per pass of the median search (8 MiB of counts)
+def _gather(y: _Rows, block: int, count: int, select: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The ``count`` squared pair distances ``select`` picks from the blocks, in one tensor.
+
+    The tensor is allocated before the pass: keeping many small selections alive between the
+    blocks' large temporaries fragments the heap, and the process's memory would grow with the
+    number of blocks.
+    """
+    out = torch.empty(count, dtype=torch.float64, device=y.x.device)
+    pos = 0
+    for d2 in _pair_sq_distances(y, block):
+        part = select(d2)
+        out[pos : pos + part.numel()] = part
+        pos += int(part.numel())
+    assert pos == count, "the gathering pass found another count than the counting pass"
+    return out
+
+
+_BINS = 1 << 18  # histogram bins per pass of the median search (2 MiB of counts, cache-sized)
 
 
 def _bin_of(d2: torch.Tensor, lo: float, scale: float) -> torch.Tensor:
@@ -208,11 +227,18 @@ def _bin_of(d2: torch.Tensor, lo: float, scale: float) -> torch.Tensor:
     return ((d2 - lo) * scale).long().clamp_(0, _BINS - 1)
 
 
+def _in_bin(d2: torch.Tensor, lo: float, hi: float, scale: float, b: int) -> torch.Tensor:
+    """The squared distances of a block that the counting pass put in bin ``b`` of ``[lo, hi)``."""
+    if lo > 0.0:
+        d2 = d2[(d2 >= lo) & (d2 < hi)]
+    return d2[_bin_of(d2, lo, scale) == b]
+
+
 def _kth_pair_sq_distance(y: _Rows, k: int, block: int) -> float:
     """The ``k``-th smallest (0-based) of all ``N(N−1)/2`` squared pair distances, exactly, in bounded memory.
 
     Few pairs are gathered and selected directly. Otherwise one pass counts the squared
-    distances in ``2**20`` equal bins from 0 to a bound no pair exceeds (``(2 max ‖x_i − c‖)²``),
+    distances in ``2**18`` equal bins from 0 to a bound no pair exceeds (``(2 max ‖x_i − c‖)²``),
     and a second gathers the bin that holds the ``k``-th value and selects it there; a bin too
     full to gather is split again by another pass. Should that not converge (a mass of exactly
     equal distances), an exact radix search on the float64 bits decides.
@@ -237,12 +263,8 @@ def _kth_pair_sq_distance(y: _Rows, k: int, block: int) -> float:
         b = int(torch.searchsorted(cum, torch.tensor([k], device=cum.device), right=True)[0])
         start = int(cum[b - 1]) if b > 0 else below
         if int(hist[b]) <= _SELECT_LIMIT:
-            parts = []
-            for d2 in _pair_sq_distances(y, block):
-                if lo > 0.0:
-                    d2 = d2[(d2 >= lo) & (d2 < hi)]
-                parts.append(d2[_bin_of(d2, lo, scale) == b])
-            return float(torch.kthvalue(torch.cat(parts).cpu(), k - start + 1).values)
+            picked = _gather(y, block, int(hist[b]), functools.partial(_in_bin, lo=lo, hi=hi, scale=scale, b=b))
+            return float(torch.kthvalue(picked.cpu(), k - start + 1).values)
         new_lo, new_hi = lo + b / scale, lo + (b + 1) / scale
         if not new_lo < new_hi or (new_lo, new_hi) == (lo, hi):
             break

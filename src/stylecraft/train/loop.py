@@ -551,10 +551,10 @@ def _train(
                         early_stop.observe(state["early_stopping"], val, step, float(es.min_delta))
                 if demo_every and step % demo_every == 0:
                     value, logged = demos(step)
-                    row.update(logged)  # fad and kad per guidance scale (main process)
+                    if es_metric in ("fad", "kad") and value is not None:
+                        logged[es_metric] = value  # every rank has the broadcast early-stopping value
+                    row.update(logged)  # and the main process fad and kad per guidance scale
                     for name in ("fad", "kad"):
-                        if es_metric == name and value is not None:
-                            logged[name] = value  # every rank has the broadcast early-stopping value
                         if name not in logged:
                             continue
                         state[name] = logged[name]

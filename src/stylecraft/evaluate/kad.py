@@ -195,10 +195,14 @@ def _radix_select(y: _Rows, k: int, block: int) -> float:
         k -= int(cum[digit - 1]) if digit > 0 else 0
         prefix = (prefix << 16) | digit
         if shift and int(hist[digit]) <= _SELECT_LIMIT:
-            keep = prefix
-            picked = _gather(y, block, int(hist[digit]), lambda d2: d2[(d2.view(torch.int64) >> shift) == keep])
+            picked = _gather(y, block, int(hist[digit]), functools.partial(_with_prefix, shift=shift, prefix=prefix))
             return float(torch.kthvalue(picked.cpu(), k + 1).values)
     return float(torch.tensor([prefix], dtype=torch.int64).view(torch.float64)[0])
+
+
+def _with_prefix(d2: torch.Tensor, shift: int, prefix: int) -> torch.Tensor:
+    """The squared distances of a block whose float64 bits above ``shift`` are ``prefix``."""
+    return d2[(d2.view(torch.int64) >> shift) == prefix]
 
 
 def _gather(y: _Rows, block: int, count: int, select: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:

@@ -26,11 +26,13 @@ quickstart: venv
 test: venv lint
 	$(PY) -m pytest -q
 
-# Parity against the reference tools: FAD tools (eval/.cache/envs/fad-ref), Spleeter 2.4.2
-# (eval/.cache/envs/spleeter, needs ffmpeg) and audiocraft 1.3.0 (eval/.cache/envs/audiocraft);
+# Parity against the reference tools: FAD tools (eval/.cache/envs/fad-ref), kadtk 1.1.0
+# (eval/.cache/envs/kad-ref), Spleeter 2.4.2 (eval/.cache/envs/spleeter, needs ffmpeg) and
+# audiocraft 1.3.0 (eval/.cache/envs/audiocraft);
 # each environment is built on first use from the package index.
 parity: venv
 	$(PY) -m pytest -q -m reference tests/parity
+	$(PY) eval/parity/parity_kad.py
 	$(PY) eval/parity/spleeter_parity.py --models 2stems 4stems 5stems
 	$(PY) eval/parity/audiocraft_parity.py
 	$(VENV)/bin/stylecraft fetch musicnn

@@ -73,12 +73,17 @@ def test_quickstart_leaves_every_artifact(quick_run):
         assert sr == 32000 and audio.shape == (64000,) and np.isfinite(audio).all()
         assert row["prompt"].startswith("demo artist style")
     fad = json.loads((run / "eval" / "fad.json").read_text())
-    assert {"fad", "n_ref", "n_gen", "embedding"} <= fad.keys()
-    assert fad["fad"] > 0 and np.isfinite(fad["fad"]) and fad["embedding"] == "mfcc"
-    assert set(fad["by_embedding"]) == {"mfcc", "vggish-tiny"} and fad["by_embedding"]["mfcc"]["fad"] == fad["fad"]
-    for row in fad["by_embedding"].values():
-        assert row["ci95"][0] <= row["ci95"][1] and row["n_gen_files"] == 2
+    assert {"fad", "kad", "n_ref", "n_gen", "embedding"} <= fad.keys()
+    # Two 2 s clips: 4 MFCC rows in D = 80, so FAD is not reported, KAD is; no interval from 2 clips.
+    assert fad["fad"] is None and "dimension 80" in fad["fad_note"] and "ci_note" in fad
+    assert np.isfinite(fad["kad"]) and fad["embedding"] == "mfcc" and fad["n_gen_files"] == 2
+    assert set(fad["by_embedding"]) == {"mfcc", "vggish-tiny"} and fad["by_embedding"]["mfcc"]["kad"] == fad["kad"]
     assert fad["by_embedding"]["vggish-tiny"]["embedding_settings"]["weights"] == "random:tiny:seed0"
+    assert fad["watermark_effect"]["embedding"] == "mfcc" and fad["generated"].startswith("unwatermarked")
+    assert fad["code_diversity"]["generated"]["clips"] == 2 and fad["code_diversity"]["heldout_windows"]["clips"] == 5 * sum(t["split"] == "valid" for t in tracks)
+    assert (run / "eval" / "diversity.png").read_bytes()[:4] == b"\x89PNG"
+    codes = np.load(run / "generated" / gen[0]["codes"]["file"])
+    assert codes.shape == (4, 100) and sha256_file(run / "generated" / gen[0]["codes"]["file"]) == gen[0]["codes"]["sha256"]
     assert (run / "recipe.yaml").exists() and (run / "model" / "model.safetensors").exists()
     assert (run / "eval" / "spectrograms.png").read_bytes()[:4] == b"\x89PNG"
 

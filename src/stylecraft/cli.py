@@ -182,47 +182,86 @@ def generate(
         typer.echo(str(out / r["file"]))
 
 
+def _kad_bandwidth(value: str) -> float | str:
+    """``--kad-bandwidth``: gen, ref or a positive number."""
+    if value in ("gen", "ref"):
+        return value
+    try:
+        h = float(value)
+    except ValueError:
+        raise StylecraftError(f"--kad-bandwidth must be gen, ref or a positive number, got {value!r}") from None
+    if not h > 0:
+        raise StylecraftError(f"--kad-bandwidth must be gen, ref or a positive number, got {value!r}")
+    return h
+
+
 @app.command()
 def fad(
     ref: Annotated[Path, typer.Argument(help="reference set: folder of audio or .npy [N, D] embeddings")],
     gen: Annotated[Path, typer.Argument(help="generated set: folder of audio or .npy [N, D] embeddings")],
     embedding: Annotated[str, typer.Option(help="embedding model (mfcc, vggish, vggish-tiny)")] = "mfcc",
+    metric: Annotated[str, typer.Option("--metric", help="fad, kad (Kernel Audio Distance, kadtk's defaults) or all")] = "fad",
+    kad_bandwidth: Annotated[str, typer.Option("--kad-bandwidth", help="KAD kernel bandwidth: gen (median pairwise distance of GEN, kadtk's default), ref (of REF) or a number")] = "gen",
+    kad_estimator: Annotated[str, typer.Option("--kad-estimator", help="kadtk (default) or unbiased (cross-term diagonal left out for equal sizes: KAD(X, X) = 0)")] = "kadtk",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="also write the JSON record here")] = None,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="per-file embedding cache (float32 .npy)")] = None,
-    inf: Annotated[bool, typer.Option("--inf", help="also compute FAD-inf (fadtk's extrapolation) with its R²")] = False,
-    inf_min_n: Annotated[int, typer.Option("--inf-min-n", help="smallest FAD-inf sample size")] = 500,
+    inf: Annotated[bool, typer.Option("--inf", help="also compute FAD-inf / KAD-inf (fadtk's / kadtk's extrapolation) with R²")] = False,
+    inf_min_n: Annotated[int, typer.Option("--inf-min-n", help="smallest FAD-inf / KAD-inf sample size")] = 500,
     per_track: Annotated[bool, typer.Option("--per-track", help="also score each generated file on its own")] = False,
-    ci: Annotated[float | None, typer.Option("--ci", help="bootstrap confidence level, e.g. 0.95")] = None,
+    ci: Annotated[float | None, typer.Option("--ci", help="bootstrap confidence level, e.g. 0.95 (needs 8 or more generated files)")] = None,
     n_boot: Annotated[int, typer.Option("--n-boot", help="bootstrap replicates")] = 200,
     workers: Annotated[int, typer.Option("--workers", help="files decoded at once (threads); on CPU, batched models (vggish, musicnn) also run this many batches at once, one torch thread each; models use CUDA when present")] = 1,
-    seed: Annotated[int, typer.Option(help="seed of FAD-inf draws and bootstrap resampling")] = 0,
+    seed: Annotated[int, typer.Option(help="seed of FAD-inf / KAD-inf draws and bootstrap resampling")] = 0,
 ) -> None:
-    """Fréchet Audio Distance between two sets (float64 statistics)."""
+    """Fréchet Audio Distance and/or Kernel Audio Distance between two sets (float64 statistics)."""
     from stylecraft.artifacts import atomic_write_json
-    from stylecraft.evaluate.fad import compute_fad
+    from stylecraft.evaluate.fad import KadOptions, compute_fad
 
     if workers < 1:
         raise StylecraftError(f"--workers must be at least 1, got {workers}")
+    if metric not in ("fad", "kad", "all"):
+        raise StylecraftError(f"--metric must be fad, kad or all, got {metric!r}")
+    if kad_estimator not in ("kadtk", "unbiased"):
+        raise StylecraftError(f"--kad-estimator must be kadtk or unbiased, got {kad_estimator!r}")
+    kad_opts = KadOptions(bandwidth=_kad_bandwidth(kad_bandwidth), estimator=kad_estimator)  # type: ignore[arg-type]
     result = compute_fad(
         ref, gen, embedding_name=embedding, cache_dir=cache_dir, inf=inf, per_track=per_track, ci=ci,
-        n_boot=n_boot, workers=workers, seed=seed, inf_min_n=inf_min_n,
+        n_boot=n_boot, workers=workers, seed=seed, inf_min_n=inf_min_n, metric=metric, kad=kad_opts,  # type: ignore[arg-type]
     )
     if output is not None:
         atomic_write_json(output, result)
     if as_json:
         typer.echo(json.dumps(result, default=str))
         return
-    typer.echo(f"FAD ({result['embedding']}) = {result['fad']:.6f}  (n_ref={result['n_ref']}, n_gen={result['n_gen']})")
-    if "ci" in result:
-        c = result["ci"]
-        typer.echo(f"{c['level']:.0%} CI [{c['low']:.6f}, {c['high']:.6f}]  ({c['n_boot']} resamples of {c['unit']}s)")
-    if "fad_inf" in result:
-        fi = result["fad_inf"]
-        r2 = "n/a" if fi["r2"] is None else f"{fi['r2']:.4f}"
-        typer.echo(f"FAD-inf = {fi['score']:.6f}  (R² {r2})")
+    _print_scores(result)
+
+
+def _print_scores(result: dict[str, Any]) -> None:
+    """The text output of ``stylecraft fad``."""
+    sizes = f"(n_ref={result['n_ref']}, n_gen={result['n_gen']})"
+    for name, key, ci_key, inf_key in (("FAD", "fad", "ci", "fad_inf"), ("KAD", "kad", "kad_ci", "kad_inf")):
+        if key not in result:
+            continue
+        typer.echo(f"{name} ({result['embedding']}) = {result[key]:.6f}  {sizes}")
+        if ci_key in result:
+            c = result[ci_key]
+            held = "" if c["resampled_ref"] else ", reference held fixed"
+            typer.echo(f"{c['level']:.0%} CI [{c['low']:.6f}, {c['high']:.6f}]  ({c['n_boot']} resamples of "
+                       f"{c['n_units']} {c['unit']}s{held})")
+        if inf_key in result:
+            fi = result[inf_key]
+            r2 = "n/a" if fi["r2"] is None else f"{fi['r2']:.4f}"
+            typer.echo(f"{name}-inf = {fi['score']:.6f}  (R² {r2})")
+    div = result.get("diversity", {})
+    if "ratio" in div:
+        typer.echo(f"diversity: mean pairwise distance {div['generated']:.4f} generated, {div['reference']:.4f} reference "
+                   f"(per {div['unit_generated']})")
     for row in result.get("per_track", []):
-        typer.echo(f"{row['fad']:12.6f}  {row['path']}")
+        values = "  ".join(f"{k.upper()} {row[k]:12.6f}" for k in ("fad", "kad") if k in row)
+        typer.echo(f"{values}  {row['path']}")
+    for warning in result.get("warnings", []):
+        typer.echo(f"warning: {warning}", err=True)
 
 
 @app.command()
@@ -258,7 +297,7 @@ def audit(
         flag = "  NEAR-COPY of " + str(c["memorization"]["fingerprint"]["reference"]) if c["memorization"]["near_copy"] else ""
         attributed = c["attributed"] or c["closest"]
         typer.echo(
-            f"{c['closest']:16s} bootstrap {c['confidence']['bootstrap']:4.0%}  attributed {attributed} "
+            f"{c['closest']:16s} bootstrap {c['confidence']['bootstrap']:4.0%}  KAD-closest {c['kad_closest']}  attributed {attributed} "
             f"{probs.get(attributed, float('nan')):4.0%}  {c['path']}{flag}"
         )
     for s in record["skipped"]:

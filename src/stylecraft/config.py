@@ -201,10 +201,11 @@ class EarlyStoppingConfig:
     """Stop when ``metric`` has not improved by ``min_delta`` for ``patience`` evaluations."""
 
     enabled: bool = False
-    metric: str = "val_loss"  # val_loss (every eval_every steps) | fad (every demo.every steps)
+    metric: str = "val_loss"  # val_loss (every eval_every steps) | fad | kad (every demo.every steps)
     patience: int = 3
     min_delta: float = 0.0
-    embedding: str = "mfcc"  # the FAD embedding when metric=fad
+    embedding: str = "mfcc"  # the FAD/KAD embedding when metric=fad or kad
+    guidance_scale: float | None = None  # demos of this scale are scored (None: generate.guidance_scale)
 
 
 @dataclass
@@ -526,14 +527,19 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
     if not 0.0 < t.ema.decay < 1.0:
         errors.append(f"train.ema.decay must be in (0, 1), got {t.ema.decay}")
     es = t.early_stopping
-    if es.metric not in ("val_loss", "fad"):
-        errors.append(f"train.early_stopping.metric must be val_loss or fad, got '{es.metric}'")
+    if es.metric not in ("val_loss", "fad", "kad"):
+        errors.append(f"train.early_stopping.metric must be val_loss, fad or kad, got '{es.metric}'")
     if es.patience < 1:
         errors.append(f"train.early_stopping.patience must be >= 1, got {es.patience}")
     if es.min_delta < 0:
         errors.append(f"train.early_stopping.min_delta must be >= 0, got {es.min_delta}")
-    if es.enabled and es.metric == "fad" and t.demo.every < 1:
-        errors.append("train.early_stopping.metric=fad needs demo generations: set train.demo.every >= 1")
+    if es.enabled and es.metric in ("fad", "kad") and t.demo.every < 1:
+        errors.append(f"train.early_stopping.metric={es.metric} needs demo generations: set train.demo.every >= 1")
+    es_scale = cfg.generate.guidance_scale if es.guidance_scale is None else es.guidance_scale
+    if es.enabled and es.metric in ("fad", "kad") and es_scale not in list(t.demo.guidance_scales):
+        errors.append(f"train.early_stopping.metric={es.metric} scores the demos of guidance scale {es_scale:g} "
+                      f"(train.early_stopping.guidance_scale, else generate.guidance_scale), which is not in "
+                      f"train.demo.guidance_scales {list(t.demo.guidance_scales)}")
     d = t.demo
     if d.every < 0:
         errors.append(f"train.demo.every must be >= 0 (0: no demos), got {d.every}")

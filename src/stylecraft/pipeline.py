@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from stylecraft.artifacts import atomic_write_json, atomic_write_text, read_jsonl, sha256_file, sha256_json
@@ -118,6 +117,12 @@ def signature(stage: str, cfg: DictConfig, run: Path) -> str:
         parts["evaluate"] = section(cfg, "evaluate")
         parts["generated"] = _file_hash(run / "generated" / "generated.jsonl")
         parts["tracks"] = _file_hash(run / "tracks.jsonl")
+        # Training windows (novelty, baseline), held-out codes, the loudness target and the model
+        # that decodes the unwatermarked audio.
+        parts["windows"] = _file_hash(run / "windows.jsonl")
+        parts["tokens"] = _file_hash(run / "tokens" / "index.jsonl")
+        parts["loudness_lufs"] = cfg.segment.loudness_lufs
+        parts["model"] = _file_hash(run / "model" / "stylecraft.json")
     return sha256_json(parts)
 
 
@@ -333,84 +338,49 @@ def stage_generate(cfg: DictConfig, run: Path) -> dict[str, Any]:
 
 
 def stage_evaluate(cfg: DictConfig, run: Path) -> dict[str, Any]:
-    """FAD of generated audio against the held-out tracks, beside FAD(train tracks, held-out).
+    """FAD and KAD of the generated audio against the held-out tracks, compared like with like.
 
     Every embedding named by ``evaluate.embedding`` and ``evaluate.embeddings`` is scored; the
-    first is the headline ``fad`` and all appear under ``by_embedding`` with a bootstrap
-    confidence interval (generated files and held-out tracks resampled as wholes).
+    first gives the headline figures and all appear under ``by_embedding``. See
+    :mod:`stylecraft.evaluate.stage` for what is compared and how.
     """
-    from stylecraft.data.manifest import Track, load_rows
-    from stylecraft.data.segment import load_track_audio
     from stylecraft.evaluate.embeddings import get_embedding
-    from stylecraft.evaluate.fad import embed_set, environment_versions
-    from stylecraft.evaluate.frechet import frechet_distance, gaussian_stats
-    from stylecraft.evaluate.stats import bootstrap_fad
+    from stylecraft.evaluate.fad import environment_versions
+    from stylecraft.evaluate.plots import novelty_plot
+    from stylecraft.evaluate.stage import evaluate_run
 
-    tracks = load_rows(run / "tracks.jsonl", Track)
-    sr = cfg.segment.sample_rate
-    segmented = [t for t in tracks if (run / "audio" / f"{t.id}.npy").exists()]
-    if not any(t.split == "valid" for t in segmented):
-        raise StageInputError("no held-out (valid) track to evaluate against: raise ingest.valid_fraction or add tracks")
     names = list(dict.fromkeys([cfg.evaluate.embedding, *cfg.evaluate.embeddings]))
     # Build every model first, so a missing weight file fails before minutes of embedding.
     models = [get_embedding(name) for name in names]
-
-    by_embedding: dict[str, dict[str, Any]] = {}
-    gen_files: list[str] = []
-    for emb in models:
-        def embed_tracks(split: str, emb: Any = emb) -> list[np.ndarray]:
-            return [emb.embed(load_track_audio(run, t.id), sr) for t in segmented if t.split == split]
-
-        valid_rows, train_rows = embed_tracks("valid"), embed_tracks("train")
-        valid = np.concatenate(valid_rows).astype(np.float64)
-        gen = embed_set(run / "generated", emb, progress=False)
-        gen_files = gen.files
-        mu_v, s_v = gaussian_stats(valid)
-        mu_g, s_g = gaussian_stats(gen.embeddings)
-        row: dict[str, Any] = {
-            "fad": frechet_distance(mu_v, s_v, mu_g, s_g),
-            "n_ref": int(valid.shape[0]),
-            "n_gen": int(gen.embeddings.shape[0]),
-            "embedding": emb.name,
-            "embedding_settings": emb.settings(),
-            "n_gen_files": gen.n_files,
-            "skipped": gen.skipped,
-        }
-        if cfg.evaluate.n_boot:
-            ci = bootstrap_fad(valid, gen.embeddings, n_boot=cfg.evaluate.n_boot, seed=0,
-                               ref_sizes=[r.shape[0] for r in valid_rows], gen_sizes=gen.sizes)
-            row["ci95"] = [ci.low, ci.high]
-        if train_rows and sum(r.shape[0] for r in train_rows) >= 2:
-            mu_t, s_t = gaussian_stats(np.concatenate(train_rows).astype(np.float64))
-            row["fad_train_tracks_vs_ref"] = frechet_distance(mu_v, s_v, mu_t, s_t)
-            row["n_train"] = int(sum(r.shape[0] for r in train_rows))
-        by_embedding[emb.name] = row
-    result: dict[str, Any] = {
-        **by_embedding[models[0].name],
-        "reference": "held-out (valid) tracks of the catalogue, loudness-normalised",
-        "by_embedding": by_embedding,
-        "versions": environment_versions(),
-    }
+    sr = int(cfg.segment.sample_rate)
+    result = evaluate_run(run, sr, float(cfg.segment.loudness_lufs), models, int(cfg.evaluate.n_boot))
+    result["versions"] = environment_versions()
     atomic_write_json(run / "eval" / "fad.json", result)
-    _spectrograms(run, segmented, gen_files, sr)
-    return {k: result[k] for k in ("fad", "n_ref", "n_gen", "fad_train_tracks_vs_ref") if k in result}
+    novelty_plot(result, run / "eval" / "diversity.png")
+    _spectrograms(run, result["generated_files"], sr)
+    keys = ("fad", "kad", "n_ref", "n_gen")
+    summary = {k: result[k] for k in keys}
+    summary["train_clips_vs_ref"] = {k: v for k, v in result.get("train_clips_vs_ref", {}).items() if k in ("fad", "kad")}
+    return summary
 
 
-def _spectrograms(run: Path, tracks: list[Any], generated: list[str], sr: int, seconds: float = 8.0) -> None:
+def _spectrograms(run: Path, generated: list[str], sr: int, seconds: float = 8.0) -> None:
     """eval/spectrograms.png: held-out excerpts above the generated files, for a look and a listen."""
     from stylecraft.audio import io as audio_io
-    from stylecraft.data.segment import load_track_audio
+    from stylecraft.data.manifest import Track, load_rows
+    from stylecraft.data.segment import load_track_audio, track_audio_path
     from stylecraft.evaluate.plots import spectrogram_grid
 
     n = int(seconds * sr)
     clips = []
-    for t in [t for t in tracks if t.split == "valid"][:2]:
+    tracks = [t for t in load_rows(run / "tracks.jsonl", Track) if t.split == "valid" and track_audio_path(run, t.id).exists()]
+    for t in tracks[:2]:
         y = load_track_audio(run, t.id)
         start = max(0, (y.shape[0] - n) // 2)
         clips.append((f"held-out: {Path(t.path).name} (middle {seconds:.0f} s)", y[start : start + n]))
-    for f in generated[:4]:
-        audio, file_sr = audio_io.load(f)
-        clips.append((f"generated: {Path(f).name}", audio_io.resample(audio_io.to_mono(audio), file_sr, sr)[:n]))
+    for name in generated[:4]:
+        audio, file_sr = audio_io.load(run / "generated" / name)
+        clips.append((f"generated: {name}", audio_io.resample(audio_io.to_mono(audio), file_sr, sr)[:n]))
     spectrogram_grid(clips, sr, run / "eval" / "spectrograms.png")
 
 

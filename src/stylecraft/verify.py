@@ -122,6 +122,8 @@ def verify(run_dir: str | Path) -> list[Finding]:
     if gen.exists():
         for row in read_jsonl(gen):
             out.append(_check(run, f"generated/{row['file']}", row.get("sha256"), "generated audio"))
+            if row.get("codes"):
+                out.append(_check(run, f"generated/{row['codes']['file']}", row["codes"].get("sha256"), "generated codes"))
 
     for p in sorted(run.rglob(".*")):
         if ".tmp" in p.name or p.name.endswith(".partial"):

@@ -69,3 +69,21 @@ def test_clopper_pearson_with_no_positives_is_the_closed_form(rel):
         assert rel._cp_upper(0, n) == pytest.approx(1 - 0.05 ** (1 / n), rel=1e-9)
     assert rel._cp_upper(0, 2995) <= 0.001 < rel._cp_upper(0, 2994)
     assert rel._cp_upper(3, 3) == 1.0
+
+
+def test_only_runs_that_killed_something_count_as_kills(rel):
+    trials = [
+        {"test": "tests.test_kill_resume::test_killed_stage_resumes_to_the_same_result[segment]", "outcome": "passed"},
+        {"test": "tests.test_kill_resume::test_killed_stage_resumes_to_the_same_result[augment]",
+         "outcome": "skipped: augment finished before the kill on this machine; the rerun was still checked"},
+        {"test": "tests.test_kill_resume::test_leftover_temporary_files_are_removed", "outcome": "passed"},
+        {"test": "tests.train.test_loop::test_sigkill_and_resume_gives_identical_losses", "outcome": "passed"},
+        {"test": "tests.train.test_loop::test_resume_refuses_checkpoints_made_with_other_settings", "outcome": "passed"},
+    ]
+    # A section as an earlier version saved it, with its own (wrong) totals.
+    section = {"trials": trials, "passed": 4, "total": 5}
+    line = next(x for x in rel._targets({"kills": section}) if "kill-and-restart" in x)
+    assert "(2/2 runs that killed a stage; 1 run(s) where the stage finished before the kill" in line
+    assert "2 test(s) that kill nothing are not counted" in line and ": met" in line
+    text = "\n".join(rel._render_kills(section))
+    assert "2 of 2 runs that killed a stage passed" in text and "(no kill)" in text and "(not killed)" in text

@@ -66,6 +66,7 @@ def test_audit_attributes_held_out_tracks_and_flags_the_copy(corpus):
         c = by_name[name]
         assert set(c["scores"]) == {"low", "high"} and c["closest"] == artist
         assert c["scores"][artist] < c["scores"]["low" if artist == "high" else "high"]
+        assert set(c["kad_scores"]) == {"low", "high"} and c["kad_closest"] == artist  # KAD agrees
         assert c["confidence"]["bootstrap"] >= 0.9
         assert c["probabilities"][artist] > 0.5
         assert c["profile"]["tempo_bpm"] > 0 and c["profile"]["spectral_centroid_hz"] > 0
@@ -119,8 +120,10 @@ def test_audit_cli_json_report_and_errors(corpus, tmp_path):
     rec = json.loads(out.read_text())
     assert [Path(c["path"]).name for c in rec["candidates"]] == ["new_low.wav", "copy_of_high2.wav"]
     assert [c["closest"] for c in rec["candidates"]] == ["low", "high"]
+    assert [c["kad_closest"] for c in rec["candidates"]] == ["low", "high"] and "KAD-closest high" in proc.stdout
     assert "NEAR-COPY" in proc.stdout.splitlines()[1] and "NEAR-COPY" not in proc.stdout.splitlines()[0]
     page = report.read_text()
+    assert "<th>KAD to low</th>" in page
     assert page.count("<audio") == 4 and 'id="embedding-map"' in page
     assert len(list((tmp_path / "report_files").glob("*.ogg"))) == 4
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -143,8 +144,13 @@ def test_cache_is_written_keyed_and_reused(
     first = embed_set(noise_folder, emb, cache_dir=cache, progress=False)
     entries = sorted(cache.glob("*.npy"))
     assert len(entries) == 4
-    expected = {embedding_cache_path(cache, Path(f), emb) for f in first.files}
+    # The documented key, computed here: sha256 of the file's bytes, then the first 16 hex digits
+    # of the sha256 of the settings as canonical JSON.
+    settings_key = hashlib.sha256(json.dumps(emb.settings(), sort_keys=True, separators=(",", ":"),
+                                             default=str).encode()).hexdigest()[:16]
+    expected = {cache / f"{hashlib.sha256(Path(f).read_bytes()).hexdigest()}-{settings_key}.npy" for f in first.files}
     assert set(entries) == expected
+    assert {embedding_cache_path(cache, Path(f), emb) for f in first.files} == expected
     assert all(np.load(p).dtype == np.float32 for p in entries)
 
     def fail(*args: object, **kwargs: object) -> np.ndarray:

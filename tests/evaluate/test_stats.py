@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from reference_metrics import fad_reference
 
 from stylecraft.errors import StylecraftError
-from stylecraft.evaluate.frechet import frechet_distance, gaussian_stats
-from stylecraft.evaluate.stats import bootstrap_fad, fad_inf, per_track_fad
+from stylecraft.evaluate.frechet import gaussian_stats
+from stylecraft.evaluate.stats import MIN_BOOTSTRAP_UNITS, bootstrap_fad, fad_inf, per_track_fad
 
 
 def _gauss(rng: np.random.Generator, n: int, d: int, shift: float) -> np.ndarray:
@@ -46,8 +47,9 @@ def test_per_track_fad_scores_each_track_and_names_skips():
     tracks = {"near": _gauss(rng, 200, 4, 0.0), "far": _gauss(rng, 200, 4, 3.0), "short": _gauss(rng, 1, 4, 0)}
     scores, skipped = per_track_fad(mu, sigma, tracks)
     assert set(scores) == {"near", "far"} and scores["far"] > scores["near"] + 20
-    m2, s2 = gaussian_stats(tracks["far"])
-    assert scores["far"] == frechet_distance(mu, sigma, m2, s2)
+    ref = _gauss(np.random.default_rng(0), 500, 4, 0)  # the same draw as the reference Gaussian above
+    assert scores["far"] == pytest.approx(fad_reference(ref, tracks["far"]), rel=1e-9)
+    assert scores["near"] == pytest.approx(fad_reference(ref, tracks["near"]), rel=1e-9)
     assert "short" in skipped and "1 embedding row" in skipped["short"]
 
 
@@ -60,8 +62,12 @@ def test_bootstrap_interval_brackets_the_estimate_and_widens_with_file_resamplin
     rows = bootstrap_fad(ref, gen, n_boot=100, seed=3)
     files = bootstrap_fad(ref, gen, n_boot=100, seed=3, gen_sizes=[30] * 20, ref_sizes=None)
     for ci in (rows, files):
-        assert ci.low <= ci.fad <= ci.high or ci.low <= ci.high
-        assert ci.low < ci.high and len(ci.replicates) == 100
+        assert ci.fad == pytest.approx(fad_reference(ref, gen), rel=1e-9)
+        assert ci.low < ci.fad < ci.high
+        assert len(ci.replicates) == 100
+        # The bounds are the 2.5% and 97.5% points of the replicates.
+        assert ci.low == pytest.approx(np.quantile(ci.replicates, 0.025)) and ci.high == pytest.approx(np.quantile(ci.replicates, 0.975))
+    assert (files.n_units, files.n_ref_units) == (20, 600) and rows.n_units == 600
     assert files.unit == "file" and rows.unit == "row"
     assert (files.high - files.low) > 2 * (rows.high - rows.low)
     assert bootstrap_fad(ref, gen, n_boot=100, seed=3) == rows
@@ -76,3 +82,15 @@ def test_bootstrap_rejects_bad_arguments():
         bootstrap_fad(a, b, level=1.5)
     with pytest.raises(StylecraftError, match="partition"):
         bootstrap_fad(a, b, gen_sizes=[10, 10])
+
+
+def test_bootstrap_refuses_too_few_files_and_can_hold_the_reference_fixed():
+    rng = np.random.default_rng(1)
+    ref, gen = _gauss(rng, 80, 2, 0), _gauss(rng, 40, 2, 1)
+    few = [10] * 4
+    with pytest.raises(StylecraftError, match=f"over 4 evaluated file.*at least {MIN_BOOTSTRAP_UNITS}"):
+        bootstrap_fad(ref, gen, n_boot=20, gen_sizes=few)
+    with pytest.raises(StylecraftError, match="reference set has 4 file"):
+        bootstrap_fad(gen, ref, n_boot=20, ref_sizes=few, gen_sizes=[10] * 8)
+    held = bootstrap_fad(gen, ref, n_boot=20, ref_sizes=few, gen_sizes=[10] * 8, resample_ref=False)
+    assert not held.resampled_ref and held.record()["n_ref_units"] == 4

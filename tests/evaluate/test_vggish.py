@@ -93,21 +93,27 @@ def _cli(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.Comp
 
 def test_fad_cli_statistics_and_record(tmp_path):
     ref = write_set(tmp_path / "ref", "tones", n_files=4, seconds=4.0, sample_rate=16000, seed=1)
-    gen = write_set(tmp_path / "gen", "noise", n_files=3, seconds=4.0, sample_rate=22050, seed=2)
+    gen = write_set(tmp_path / "gen", "noise", n_files=8, seconds=4.0, sample_rate=22050, seed=2)
     out = tmp_path / "fad.json"
-    proc = _cli("fad", str(ref), str(gen), "--embedding", "vggish-tiny", "--per-track", "--ci", "0.9",
+    proc = _cli("fad", str(ref), str(gen), "--embedding", "vggish-tiny", "--metric", "all", "--per-track", "--ci", "0.9",
                 "--n-boot", "20", "--inf", "--inf-min-n", "4", "--workers", "2", "--cache-dir", str(tmp_path / "c"),
                 "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     rec = json.loads(out.read_text())
     assert rec["embedding"] == "vggish-tiny" and rec["embedding_settings"]["weights"] == "random:tiny:seed0"
     assert rec["versions"]["torch"] and rec["versions"]["numpy"]
-    assert rec["n_gen"] == 12 and len(rec["per_track"]) == 3
-    assert rec["ci"]["low"] <= rec["ci"]["high"] and rec["ci"]["unit"] == "file"
-    assert rec["fad_inf"]["steps"] == 25 and len(rec["fad_inf"]["points"]) == 25
-    assert "FAD-inf" in proc.stdout and "CI" in proc.stdout
+    assert rec["n_gen"] == 32 and len(rec["per_track"]) == 8 and {"fad", "kad"} <= rec["per_track"][0].keys()
+    assert rec["ci"]["low"] <= rec["ci"]["high"] and rec["ci"]["unit"] == "file" and rec["ci"]["n_units"] == 8
+    assert not rec["ci"]["resampled_ref"]  # 4 reference files: held fixed
+    assert rec["kad_ci"]["low"] <= rec["kad"] <= rec["kad_ci"]["high"]
+    assert rec["fad_inf"]["steps"] == 25 and len(rec["fad_inf"]["points"]) == 25 and len(rec["kad_inf"]["points"]) == 25
+    assert rec["diversity"]["unit_generated"] == "file" and rec["diversity"]["n_generated"] == 8
+    assert any("embedding rows for dimension 128" in w for w in rec["warnings"])  # 16 and 32 rows in D = 128
+    assert "FAD-inf" in proc.stdout and "KAD-inf" in proc.stdout and "CI" in proc.stdout
     cached = sorted((tmp_path / "c").glob("*.npy"))
-    assert len(cached) == 7 and np.load(cached[0]).dtype == np.float32
+    assert len(cached) == 12 and np.load(cached[0]).dtype == np.float32
+    few = _cli("fad", str(ref), str(ref), "--embedding", "vggish-tiny", "--ci", "0.9", "--cache-dir", str(tmp_path / "c"))
+    assert few.returncode == 1 and "over 4 evaluated file(s) says little" in few.stderr
 
 
 def test_fad_cli_errors_are_one_line(tmp_path):

@@ -4,6 +4,7 @@ unchanged training stream of random numbers."""
 import json
 import struct
 
+import pytest
 import soundfile as sf
 from mini_run import mini_cfg
 
@@ -87,17 +88,106 @@ def test_dropout_override_changes_training(fresh_run, tmp_path):
     assert a["loss"] != b["loss"]  # the same batch, other units dropped
 
 
-def test_fad_early_stopping(fresh_run):
-    args = ("train.max_steps=10", "train.eval_every=10", "train.save_every=10", "train.eval_batches=1",
-            "train.demo.every=1", "train.demo.duration_s=1.0", "train.demo.guidance_scales=[3.0]",
+def _expected_stop(values: list[tuple[int, float]], patience: int) -> int | None:
+    """The step at which `patience` evaluations in a row have not improved on the best (min_delta 0)."""
+    best, bad = float("inf"), 0
+    for step, value in values:
+        if value < best:
+            best, bad = value, 0
+        else:
+            bad += 1
+            if bad >= patience:
+                return step
+    return None
+
+
+def _demo_rows(run, embedding, scale):
+    """Embedding rows of each step's demos at one guidance scale, from the files on disk."""
+    import numpy as np
+
+    from stylecraft.audio.loudness import normalize_gain
+
+    out = {}
+    for folder in sorted((run / "train" / "demos").glob("step-*")):
+        manifest = json.loads((folder / "manifest.json").read_text())
+        rows = []
+        for r in manifest["files"]:
+            if r["guidance_scale"] == scale:
+                audio, sr = sf.read(folder / r["file"], dtype="float32")
+                rows.append(embedding.embed(normalize_gain(audio, sr, -16.0)[0], sr))
+        out[manifest["step"]] = np.concatenate(rows)
+    return out
+
+
+def _heldout_rows(run, embedding):
+    import numpy as np
+
+    from stylecraft.data.segment import load_track_audio
+
+    tracks = [t for t in read_jsonl(run / "tracks.jsonl") if t["split"] == "valid"]
+    return np.concatenate([embedding.embed(load_track_audio(run, t["id"]), 32000) for t in tracks])
+
+
+def test_fad_early_stopping_stops_when_fad_stops_improving(fresh_run):
+    """A real stop: min_delta 0, and the step it stops at follows from FAD values recomputed here."""
+    from reference_metrics import fad_reference
+
+    from stylecraft.evaluate.embeddings import get_embedding
+
+    # encodec-24k-tiny gives 75 rows per second in D = 128: two 1 s demos per scale give 150 rows.
+    args = ("train.max_steps=12", "train.eval_every=12", "train.save_every=12", "train.eval_batches=1",
+            "train.demo.every=1", "train.demo.duration_s=1.0", "train.demo.guidance_scales=[1.0,3.0]",
             "train.demo.seeds=[0,1]", "train.early_stopping.enabled=true", "train.early_stopping.metric=fad",
-            "train.early_stopping.patience=1", "train.early_stopping.min_delta=1e9", "train.tensorboard=true")
+            "train.early_stopping.embedding=encodec-24k-tiny", "train.early_stopping.patience=2",
+            "train.early_stopping.min_delta=0", "train.tensorboard=true")
     summary = train(fresh_run, mini_cfg(fresh_run, *args))
     rows = read_jsonl(fresh_run / "train" / "metrics.jsonl")
-    assert summary["stopped_at"] == 2 and [r["step"] for r in rows] == [1, 2]
-    fads = [r["fad"] for r in rows]
-    assert all(f > 0 for f in fads), fads
+    stopped = summary["stopped_at"]
+    assert stopped is not None and stopped < 12 and [r["step"] for r in rows][-1] == stopped
+    emb = get_embedding("encodec-24k-tiny")
+    ref = _heldout_rows(fresh_run, emb)
+    demos = _demo_rows(fresh_run, emb, 3.0)
+    for r in rows:
+        # The logged FAD is that of the guidance-3 demos alone (the early-stopping scale), at -16 LUFS.
+        assert r["fad"] == pytest.approx(fad_reference(ref, demos[r["step"]]), rel=2e-3), r["step"]
+        assert r["fad_g3"] == r["fad"] and "fad_g1" in r and r["kad"] == r["kad_g3"]
+    assert _expected_stop([(r["step"], r["fad"]) for r in rows], 2) == stopped
     events = _events(fresh_run / "train" / "tensorboard")
-    assert (1, "fad", "simple_value") in events
+    assert (1, "fad", "simple_value") in events and (1, "kad", "simple_value") in events
     facts = json.loads((fresh_run / "model" / "stylecraft.json").read_text())["facts"]
-    assert facts["fad_embedding"] == "mfcc" and facts["fad"] == fads[-1] and facts["best_fad"] == min(fads)
+    fads = [r["fad"] for r in rows]
+    assert facts["fad_embedding"] == "encodec-24k-tiny" and facts["fad"] == fads[-1] and facts["best_fad"] == min(fads)
+
+
+def test_kad_early_stopping_stops_when_kad_stops_improving(fresh_run):
+    from reference_metrics import kad_reference
+
+    from stylecraft.evaluate.embeddings import get_embedding
+
+    args = ("train.max_steps=12", "train.eval_every=12", "train.save_every=12", "train.eval_batches=1",
+            "train.demo.every=1", "train.demo.duration_s=2.0", "train.demo.guidance_scales=[3.0]",
+            "train.demo.seeds=[0,1]", "train.early_stopping.enabled=true", "train.early_stopping.metric=kad",
+            "train.early_stopping.patience=2", "train.early_stopping.min_delta=0", "train.tensorboard=false")
+    summary = train(fresh_run, mini_cfg(fresh_run, *args))
+    rows = read_jsonl(fresh_run / "train" / "metrics.jsonl")
+    stopped = summary["stopped_at"]
+    assert stopped is not None and stopped < 12
+    emb = get_embedding("mfcc")
+    ref = _heldout_rows(fresh_run, emb)
+    demos = _demo_rows(fresh_run, emb, 3.0)
+    for r in rows:
+        assert r["kad"] == pytest.approx(kad_reference(ref, demos[r["step"]]), rel=1e-3, abs=1e-6), r["step"]
+        assert "fad" not in r  # 4 MFCC rows in D = 80: no FAD is logged
+    assert _expected_stop([(r["step"], r["kad"]) for r in rows], 2) == stopped
+
+
+def test_fad_early_stopping_refuses_fewer_rows_than_dimensions(fresh_run):
+    from stylecraft.errors import ConfigError
+
+    args = ("train.max_steps=4", "train.demo.every=1", "train.demo.duration_s=1.0", "train.demo.guidance_scales=[3.0]",
+            "train.demo.seeds=[0,1]", "train.early_stopping.enabled=true", "train.early_stopping.metric=fad",
+            "train.tensorboard=false")
+    with pytest.raises(ConfigError, match="2 embedding rows in 80 dimensions"):
+        train(fresh_run, mini_cfg(fresh_run, *args))
+    with pytest.raises(ConfigError, match="guidance scale 7 .*not in train.demo.guidance_scales"):
+        mini_cfg(fresh_run, *args, "train.early_stopping.guidance_scale=7")

@@ -3,7 +3,7 @@
 For every candidate track against every reference set (one per artist):
 
 * **per-track FAD** to each reference (the candidate's own embedding Gaussian against the
-  artist's), and the closest reference;
+  artist's), and the closest reference; **per-track KAD** beside it (kadtk's defaults);
 * **confidence** two ways: a bootstrap (candidate rows resampled in blocks, reference files
   resampled per artist) giving how often the closest reference stays closest, and a style
   classifier (standardised logistic regression on the references' embedding rows) giving a
@@ -37,6 +37,7 @@ from stylecraft.evaluate.fad import (
 )
 from stylecraft.evaluate.fingerprint import FingerprintIndex
 from stylecraft.evaluate.frechet import frechet_distance, gaussian_stats
+from stylecraft.evaluate.kad import kernel_audio_distance
 from stylecraft.progress import progress_iter
 
 __all__ = ["AuditSettings", "audit_json", "parse_references", "run_audit", "style_profile"]
@@ -233,7 +234,8 @@ def run_audit(
 
     Returns:
         A record (JSON-serialisable after :func:`audit_json`): ``candidates`` (one dict per candidate track with ``path``,
-        ``scores`` (per-track FAD per reference name), ``closest`` (lowest score),
+        ``scores`` (per-track FAD per reference name), ``closest`` (lowest score), ``kad_scores``
+        and ``kad_closest`` (the same with KAD),
         ``confidence``, ``attributed`` and ``probabilities`` (the calibrated attribution of
         :class:`~stylecraft.evaluate.attribution.Attributor`; ``attribution`` holds its
         evidence), ``profile``, ``memorization``), ``references`` (per artist: files, rows,
@@ -341,6 +343,8 @@ def run_audit(
         mu_c, sigma_c = gaussian_stats(rows)
         scores = {r.name: frechet_distance(r.mu, r.sigma, mu_c, sigma_c) for r in refs}
         closest = min(scores, key=lambda k: scores[k])
+        # KAD beside FAD (kadtk's defaults: the kernel's bandwidth from the candidate's own rows).
+        kad_scores = {r.name: kernel_audio_distance(r.emb.embeddings, rows).kad for r in refs}
 
         # Bootstrap: how often does the closest reference stay closest?
         wins: Counter[str] = Counter()
@@ -389,6 +393,8 @@ def run_audit(
             "path": str(path),
             "scores": scores,
             "closest": closest,
+            "kad_scores": kad_scores,
+            "kad_closest": min(kad_scores, key=lambda k: kad_scores[k]),
             "confidence": {"bootstrap": confidence, "bootstrap_wins": dict(wins), "n_boot": cfg.n_boot},
             "probabilities": probabilities,
             "attributed": None if attribution is None else attribution["artist"],

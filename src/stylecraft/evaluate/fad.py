@@ -1,9 +1,10 @@
-"""Fréchet Audio Distance between a reference set and a generated set.
+"""Fréchet Audio Distance and Kernel Audio Distance between a reference set and a generated set.
 
 A *set* is either a folder of audio files (embedded here with an :class:`Embedding`) or a
-``.npy`` file holding precomputed embeddings ``[N, D]``. Each set is reduced to a Gaussian
+``.npy`` file holding precomputed embeddings ``[N, D]``. For FAD each set is reduced to a Gaussian
 (:func:`~stylecraft.evaluate.frechet.gaussian_stats`) and the two are compared with
-:func:`~stylecraft.evaluate.frechet.frechet_distance`.
+:func:`~stylecraft.evaluate.frechet.frechet_distance`; KAD compares the rows themselves
+(:func:`~stylecraft.evaluate.kad.kernel_audio_distance`).
 """
 
 from __future__ import annotations
@@ -536,7 +537,20 @@ def _audio_set(source: Path, files: list[Path], outcomes: list[np.ndarray | Audi
     )
 
 
-def _stats(emb_set: EmbeddedSet, label: str) -> tuple[np.ndarray, np.ndarray]:
+def few_rows_warning(label: str, source: str, n: int, d: int) -> str | None:
+    """The warning for a set with no more rows than dimensions (``None`` when it has enough).
+
+    With ``n <= D`` the covariance is singular and FAD is dominated by its sample-size bias; the
+    value is still computed (frechet_distance handles it) but should not be trusted. KAD makes
+    no such assumption.
+    """
+    if n > d:
+        return None
+    return (f"{label} set {source} has {n} embedding rows for dimension {d}: its covariance is singular and FAD "
+            "is dominated by sample-size bias; add audio, or read KAD (--metric kad)")
+
+
+def _stats(emb_set: EmbeddedSet, label: str, warnings: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian of one set, with errors and warnings that say which set is meant."""
     n, d = emb_set.embeddings.shape
     if n < 2:
@@ -544,16 +558,10 @@ def _stats(emb_set: EmbeddedSet, label: str) -> tuple[np.ndarray, np.ndarray]:
             f"{label} set {emb_set.source} gives {n} embedding row(s); at least 2 are needed "
             "(and many more than the embedding dimension for a stable FAD)"
         )
-    if n <= d:
-        # The covariance is then singular and FAD is strongly biased by the sample size;
-        # the value is still computed (frechet_distance handles it) but should not be trusted.
-        logger.warning(
-            "%s set %s has %d embedding rows for dimension %d; FAD will be unreliable",
-            label,
-            emb_set.source,
-            n,
-            d,
-        )
+    warning = few_rows_warning(label, emb_set.source, n, d)
+    if warning is not None:
+        logger.warning("%s", warning)
+        warnings.append(warning)
     return gaussian_stats(emb_set.embeddings)
 
 
@@ -571,6 +579,105 @@ def environment_versions() -> dict[str, str]:
     return out
 
 
+Metric = Literal["fad", "kad", "all"]
+
+
+@dataclasses.dataclass(frozen=True)
+class KadOptions:
+    """How KAD is computed (defaults: kadtk 1.1.0's ``calc_kernel_audio_distance``).
+
+    Attributes:
+        bandwidth: ``"gen"`` (median pairwise distance of the evaluated set), ``"ref"`` (of
+            the reference set) or a fixed positive number.
+        estimator: ``"kadtk"`` or ``"unbiased"`` (see :mod:`stylecraft.evaluate.kad`).
+    """
+
+    bandwidth: float | Literal["gen", "ref"] = "gen"
+    estimator: Literal["kadtk", "unbiased"] = "kadtk"
+
+
+def _unit_embeddings(emb_set: EmbeddedSet) -> tuple[np.ndarray, str]:
+    """Points for the diversity figure: one mean embedding per file, or the rows of a ``.npy``."""
+    if emb_set.kind == "audio":
+        return np.stack([rows.mean(axis=0) for rows in emb_set.per_file().values()]), "file"
+    return emb_set.embeddings, "row"
+
+
+def _diversity_record(ref_set: EmbeddedSet, gen_set: EmbeddedSet) -> dict[str, Any]:
+    """Mean pairwise distance within the evaluated set beside within the reference set."""
+    from stylecraft.evaluate.diversity import embedding_diversity
+
+    ref_pts, ref_unit = _unit_embeddings(ref_set)
+    gen_pts, gen_unit = _unit_embeddings(gen_set)
+    if ref_pts.shape[0] < 2 or gen_pts.shape[0] < 2:
+        return {"skipped": "needs at least 2 files (or rows) in each set"}
+    return {**embedding_diversity(gen_pts, ref_pts), "unit_generated": gen_unit, "unit_reference": ref_unit,
+            "what": "mean pairwise distance between per-file mean embeddings (standardised by the reference's spread)"}
+
+
+def _fad_record(record: dict[str, Any], ref_set: EmbeddedSet, gen_set: EmbeddedSet, warnings: list[str],
+                inf: bool, per_track: bool, ci: float | None, n_boot: int, seed: int, inf_min_n: int,
+                inf_steps: int) -> None:
+    """FAD and its statistics into ``record``."""
+    from stylecraft.evaluate.stats import bootstrap_fad, fad_inf, per_track_fad
+
+    mu_ref, sigma_ref = _stats(ref_set, "reference", warnings)
+    mu_gen, sigma_gen = _stats(gen_set, "generated", warnings)
+    record["fad"] = frechet_distance(mu_ref, sigma_ref, mu_gen, sigma_gen)
+    if inf:
+        res = fad_inf(mu_ref, sigma_ref, gen_set.embeddings, steps=inf_steps, min_n=inf_min_n, seed=seed)
+        record["fad_inf"] = {"score": res.score, "slope": res.slope, "r2": res.r2, "points": res.points,
+                             "steps": inf_steps, "min_n": inf_min_n}
+    if per_track:
+        scores, track_skips = per_track_fad(mu_ref, sigma_ref, gen_set.per_file())
+        record["per_track_fad"] = scores
+        record["per_track_skipped"] = [{"path": p, "reason": r} for p, r in track_skips.items()]
+    if ci is not None:
+        boot = bootstrap_fad(ref_set.embeddings, gen_set.embeddings, n_boot=n_boot, level=ci, seed=seed,
+                             ref_sizes=ref_set.sizes or None, gen_sizes=gen_set.sizes or None,
+                             resample_ref=_can_resample(ref_set))
+        record["ci"] = boot.record()
+
+
+def _can_resample(emb_set: EmbeddedSet) -> bool:
+    """Whether a set has enough files (or rows) to be resampled by the bootstrap."""
+    from stylecraft.evaluate.stats import MIN_BOOTSTRAP_UNITS
+
+    units = len(emb_set.sizes) if emb_set.sizes else emb_set.embeddings.shape[0]
+    return units >= MIN_BOOTSTRAP_UNITS
+
+
+def _kad_record(record: dict[str, Any], ref_set: EmbeddedSet, gen_set: EmbeddedSet, opts: KadOptions,
+                inf: bool, per_track: bool, ci: float | None, n_boot: int, seed: int, inf_min_n: int,
+                inf_steps: int) -> None:
+    """KAD and its statistics into ``record``."""
+    from stylecraft.evaluate.kad import kad_inf, kernel_audio_distance, per_track_kad
+    from stylecraft.evaluate.stats import bootstrap_kad
+
+    res = kernel_audio_distance(ref_set.embeddings, gen_set.embeddings, bandwidth=opts.bandwidth,
+                                estimator=opts.estimator)
+    record["kad"] = res.kad
+    record["kad_settings"] = {"kernel": "gaussian", "scale": 100, "bandwidth": res.bandwidth,
+                              "bandwidth_from": res.bandwidth_from, "estimator": res.estimator,
+                              "defaults": "kadtk 1.1.0 calc_kernel_audio_distance"}
+    if inf:
+        ki = kad_inf(ref_set.embeddings, gen_set.embeddings, steps=inf_steps, min_n=inf_min_n, seed=seed,
+                     bandwidth=opts.bandwidth)
+        record["kad_inf"] = {"score": ki.score, "slope": ki.slope, "r2": ki.r2, "points": ki.points,
+                             "steps": inf_steps, "min_n": inf_min_n}
+    if per_track:
+        scores, track_skips = per_track_kad(ref_set.embeddings, gen_set.per_file(), bandwidth=opts.bandwidth)
+        record["per_track_kad"] = scores
+        record["per_track_skipped"] = [{"path": p, "reason": r} for p, r in track_skips.items()]
+    if ci is not None:
+        if opts.estimator != "kadtk":
+            raise StylecraftError("the bootstrap interval of KAD uses the kadtk estimator; leave out --kad-estimator or --ci")
+        boot = bootstrap_kad(ref_set.embeddings, gen_set.embeddings, n_boot=n_boot, level=ci, seed=seed,
+                             ref_sizes=ref_set.sizes or None, gen_sizes=gen_set.sizes or None,
+                             resample_ref=_can_resample(ref_set), bandwidth=opts.bandwidth)
+        record["kad_ci"] = boot.record()
+
+
 def compute_fad(
     ref: str | Path,
     gen: str | Path,
@@ -586,8 +693,10 @@ def compute_fad(
     inf_min_n: int = 500,
     inf_steps: int = 25,
     embedding: Embedding | None = None,
+    metric: Metric = "fad",
+    kad: KadOptions | None = None,
 ) -> dict[str, Any]:
-    """Fréchet Audio Distance between a reference set and a generated set.
+    """Fréchet Audio Distance and/or Kernel Audio Distance between a reference set and a generated set.
 
     Args:
         ref: Reference set: a folder of audio or a ``.npy`` of embeddings ``[N, D]``.
@@ -596,32 +705,43 @@ def compute_fad(
             :func:`~stylecraft.evaluate.embeddings.get_embedding`).
         cache_dir: Optional per-file embedding cache folder.
         progress: Show progress bars over files on stderr.
-        inf: Also compute FAD∞ (:func:`~stylecraft.evaluate.stats.fad_inf`) of the generated set.
-        per_track: Also compute each generated file's own FAD against the reference.
-        ci: Confidence level of a bootstrap interval (e.g. 0.95), or ``None`` for none.
+        inf: Also compute FAD∞ / KAD∞ (fadtk's / kadtk's ``score_inf``) of the generated set.
+        per_track: Also compute each generated file's own FAD / KAD against the reference.
+        ci: Confidence level of a bootstrap interval (e.g. 0.95), or ``None`` for none. Files
+            are resampled whole; a generated set of fewer than
+            :data:`~stylecraft.evaluate.stats.MIN_BOOTSTRAP_UNITS` files is refused, a
+            reference set of fewer is held fixed (``ci.resampled_ref`` says which).
         n_boot: Bootstrap replicates.
         workers: Files embedded at once (threads); see :func:`embed_set` (on CPU, batched
             embeddings also run this many network batches at once).
-        seed: Seed of FAD∞ draws and bootstrap resampling.
-        inf_min_n: Smallest sample size of FAD∞.
-        inf_steps: Number of FAD∞ sample sizes.
+        seed: Seed of the ∞ draws and bootstrap resampling.
+        inf_min_n: Smallest sample size of FAD∞ / KAD∞.
+        inf_steps: Number of FAD∞ / KAD∞ sample sizes.
         embedding: An already built embedding (overrides ``embedding_name``).
+        metric: ``"fad"``, ``"kad"`` or ``"all"`` (both).
+        kad: KAD options (defaults: kadtk's).
 
     Returns:
-        A JSON-serialisable record with keys ``fad`` (float), ``n_ref`` / ``n_gen`` (embedding
-        rows), ``dim``, ``embedding``, ``embedding_settings`` (with the weights' hashes),
-        ``versions``, ``ref`` / ``gen`` (sources), ``ref_kind`` / ``gen_kind``
-        (``"audio"`` or ``"npy"``), ``n_ref_files`` / ``n_gen_files`` (audio files embedded; 0
-        for ``.npy``), ``skipped`` (a list of ``{"set", "path", "reason"}`` for files that could
-        not be embedded), and, when asked for, ``fad_inf``, ``per_track`` and ``ci``.
+        A JSON-serialisable record with keys ``fad`` and/or ``kad`` (floats; ``kad_settings``
+        says how KAD was computed), ``n_ref`` / ``n_gen`` (embedding rows), ``dim``,
+        ``embedding``, ``embedding_settings`` (with the weights' hashes), ``versions``, ``ref`` /
+        ``gen`` (sources), ``ref_kind`` / ``gen_kind`` (``"audio"`` or ``"npy"``),
+        ``n_ref_files`` / ``n_gen_files`` (audio files embedded; 0 for ``.npy``), ``skipped``
+        (a list of ``{"set", "path", "reason"}`` for files that could not be embedded),
+        ``warnings`` (e.g. FAD on no more rows than dimensions), ``diversity`` (mean pairwise
+        distance within each set), and, when asked for, ``fad_inf`` / ``kad_inf``,
+        ``per_track`` (``{"path", "fad", "kad"}`` per file) and ``ci`` / ``kad_ci``.
 
     Raises:
-        StylecraftError: For an unknown embedding, unreadable sources, sets with fewer than 2
-            rows, sets whose embedding dimensions differ, or statistics that cannot be computed
-            (e.g. FAD∞ with fewer rows than its minimum sample size).
+        StylecraftError: For an unknown embedding or metric, unreadable sources, sets with
+            fewer than 2 rows, sets whose embedding dimensions differ, or statistics that cannot
+            be computed (e.g. ∞ with fewer rows than its minimum sample size, or an interval
+            over too few files).
     """
-    from stylecraft.evaluate.stats import bootstrap_fad, fad_inf, per_track_fad
-
+    if metric not in ("fad", "kad", "all"):
+        raise StylecraftError(f"--metric must be fad, kad or all, got {metric!r}")
+    if per_track and not Path(gen).is_dir():
+        raise StylecraftError(f"per-track scores need a folder of audio files; {gen} is a .npy of embeddings")
     if embedding is None:
         embedding = get_embedding(embedding_name)
     ref_set, gen_set = embed_sets([ref, gen], embedding, cache_dir=cache_dir, progress=progress, workers=workers)
@@ -632,16 +752,14 @@ def compute_fad(
             f"embedding dimensions differ: reference {ref} has D={d_ref}, generated {gen} has "
             f"D={d_gen}; both sets must come from the same embedding model"
         )
-    mu_ref, sigma_ref = _stats(ref_set, "reference")
-    mu_gen, sigma_gen = _stats(gen_set, "generated")
-    fad = frechet_distance(mu_ref, sigma_ref, mu_gen, sigma_gen)
     skipped = [
         {"set": label, "path": path, "reason": reason}
         for label, s in (("ref", ref_set), ("gen", gen_set))
         for path, reason in s.skipped
     ]
+    warnings: list[str] = []
     record: dict[str, Any] = {
-        "fad": fad,
+        "metric": metric,
         "n_ref": int(ref_set.embeddings.shape[0]),
         "n_gen": int(gen_set.embeddings.shape[0]),
         "dim": int(d_ref),
@@ -656,22 +774,19 @@ def compute_fad(
         "n_gen_files": gen_set.n_files,
         "skipped": skipped,
         "seed": seed,
+        "warnings": warnings,
     }
-    if inf:
-        res = fad_inf(mu_ref, sigma_ref, gen_set.embeddings, steps=inf_steps, min_n=inf_min_n, seed=seed)
-        record["fad_inf"] = {"score": res.score, "slope": res.slope, "r2": res.r2, "points": res.points,
-                             "steps": inf_steps, "min_n": inf_min_n}
+    stats: dict[str, Any] = {"inf": inf, "per_track": per_track, "ci": ci, "n_boot": n_boot, "seed": seed, "inf_min_n": inf_min_n,
+             "inf_steps": inf_steps}
+    if metric in ("fad", "all"):
+        _fad_record(record, ref_set, gen_set, warnings, **stats)
+    if metric in ("kad", "all"):
+        _kad_record(record, ref_set, gen_set, kad or KadOptions(), **stats)
     if per_track:
-        if gen_set.kind != "audio":
-            raise StylecraftError(f"per-track FAD needs a folder of audio files; {gen} is a .npy of embeddings")
-        scores, track_skips = per_track_fad(mu_ref, sigma_ref, gen_set.per_file())
-        record["per_track"] = [{"path": p, "fad": v} for p, v in scores.items()]
-        record["per_track_skipped"] = [{"path": p, "reason": r} for p, r in track_skips.items()]
-    if ci is not None:
-        boot = bootstrap_fad(
-            ref_set.embeddings, gen_set.embeddings, n_boot=n_boot, level=ci, seed=seed,
-            ref_sizes=ref_set.sizes or None, gen_sizes=gen_set.sizes or None,
-        )
-        record["ci"] = {"level": boot.level, "low": boot.low, "high": boot.high, "std": boot.std,
-                        "n_boot": boot.n_boot, "unit": boot.unit}
+        fads, kads = record.pop("per_track_fad", {}), record.pop("per_track_kad", {})
+        record["per_track"] = [
+            {"path": p, **({"fad": fads[p]} if p in fads else {}), **({"kad": kads[p]} if p in kads else {})}
+            for p in gen_set.files if p in fads or p in kads
+        ]
+    record["diversity"] = _diversity_record(ref_set, gen_set)
     return record

@@ -198,6 +198,7 @@ def write_report(audit: dict[str, Any], path: str | Path) -> Path:
         rows_html.append(
             "<tr><td>" + esc(Path(c["path"]).name) + "</td>"
             + "".join(f"<td>{c['scores'][n]:.3f}</td>" for n in names)
+            + "".join(f"<td>{c['kad_scores'][n]:.3f}</td>" for n in names)
             + f"<td><b>{esc(c['closest'])}</b></td><td>{c['confidence']['bootstrap']:.0%}</td>"
             + "<td>" + esc(f"{c['attributed'] or '-'}: " + ", ".join(f"{k} {v:.0%}" for k, v in probs.items()))
             + f"</td><td>{copy}</td></tr>"
@@ -249,7 +250,7 @@ def write_report(audit: dict[str, Any], path: str | Path) -> Path:
         refs=esc(", ".join(f"{n} ({len(audit['references'][n]['files'])} tracks)" for n in names)),
         n=len(audit["candidates"]),
         skipped=len(audit["skipped"]),
-        ref_headers="".join(f"<th>FAD to {esc(n)}</th>" for n in names),
+        ref_headers="".join(f"<th>FAD to {esc(n)}</th>" for n in names) + "".join(f"<th>KAD to {esc(n)}</th>" for n in names),
         rows="\n".join(rows_html),
         fad_plot=_fad_plot(audit),
         emb_map=_embedding_map(audit, ref_rows, cand_rows),

@@ -5,8 +5,10 @@ Each call writes its files atomically, watermarked with a keyed DSP mark (unless
 records a provenance row per file in ``generated.jsonl`` beside them: the file's sha256, prompt,
 seed and sampling parameters, the long-form windows, the seed riff's and melody's sha256, the
 best-of-N candidates' scores, the model (name, source and a sha256 of its weights), the recipe's
-sha256 when run from a recipe, and the watermark (method, public key id, strength). A rerun with
-the same request skips every file that is present and matches its recorded sha256, and
+sha256 when run from a recipe, and the watermark (method, public key id, strength). Each file's
+EnCodec codes ``[K, T]`` are kept beside it (``<name>.codes.npy``, int16, sha256 in the row) for
+the evaluation. A rerun with the same request skips every file that is present and matches its
+recorded sha256 (and whose codes are there), and
 ``overview.png`` shows the log-mel spectrograms of the call's files with window boundaries.
 
 With ``beams >= 1`` each window is decoded by beam search instead of sampling
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 
 import stylecraft
-from stylecraft.artifacts import read_jsonl, sha256_file, sha256_json, write_jsonl
+from stylecraft.artifacts import atomic_save_npy, read_jsonl, sha256_file, sha256_json, write_jsonl
 from stylecraft.audio import io as audio_io
 from stylecraft.errors import StylecraftError
 from stylecraft.generate import codes as gc
@@ -346,7 +348,23 @@ def _intact(out: Path, row: dict[str, Any] | None, request_sha: str) -> bool:
     if row is None or row.get("request_sha256") != request_sha:
         return False
     path = out / str(row["file"])
-    return path.is_file() and sha256_file(path) == row.get("sha256")
+    codes = row.get("codes") or {}
+    codes_path = out / str(codes.get("file", ""))
+    return (path.is_file() and sha256_file(path) == row.get("sha256")
+            and codes_path.is_file() and sha256_file(codes_path) == codes.get("sha256"))
+
+
+def codes_file_name(name: str) -> str:
+    """Where a file's codes are kept: ``<name without .flac>.codes.npy`` beside it."""
+    return name[: -len(".flac")] + ".codes.npy" if name.endswith(".flac") else name + ".codes.npy"
+
+
+def _save_codes(out: Path, name: str, codes: torch.Tensor) -> dict[str, Any]:
+    """Keep a file's EnCodec codes ``[K, T]`` (int16), unwatermarked by nature: the evaluation
+    decodes them to score the audio without the watermark and counts their n-grams."""
+    rel = codes_file_name(name)
+    arr = codes.detach().cpu().numpy().astype(np.int16)
+    return {"file": rel, "sha256": atomic_save_npy(out / rel, arr), "shape": list(arr.shape)}
 
 
 def generate(
@@ -456,6 +474,7 @@ def generate(
                 rows[name] = {
                     "file": name,
                     "sha256": sha256_file(path),
+                    "codes": _save_codes(out, name, piece.codes[row_i]),
                     "prompt": prompt,
                     "seed_audio": str(seed_audio) if seed_audio else None,
                     "seed_audio_sha256": seed_sha,

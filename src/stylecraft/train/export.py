@@ -126,6 +126,8 @@ def model_card(prov: dict[str, Any]) -> str:
         f"| best validation loss (step) | {_fmt(f.get('best_val_loss'))} ({_fmt(f.get('best_val_step'))}) |",
         f"| FAD of the last demos vs held-out tracks ({f.get('fad_embedding') or '-'}) | {_fmt(f.get('fad'))} |",
         f"| best FAD (step) | {_fmt(f.get('best_fad'))} ({_fmt(f.get('best_fad_step'))}) |",
+        f"| KAD of the last demos vs held-out tracks | {_fmt(f.get('kad'))} |",
+        f"| best KAD (step) | {_fmt(f.get('best_kad'))} ({_fmt(f.get('best_kad_step'))}) |",
         "",
         "Validation losses are cross-entropy in nats averaged over the codebooks"
         f"{', computed with the EMA weights' if ema.get('enabled') and ema.get('use_for_eval') else ''}. "

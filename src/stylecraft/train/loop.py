@@ -90,7 +90,7 @@ def _train(run: Path, cfg: Any, data_fn: Callable[[Path], TrainData], bundle: Mo
                 row = _row(s, step, losses, grad_norm, batch, time.perf_counter() - step_start)
                 losses = []
                 new_best, stopped = periodic.after_step(step, row)
-                if step % t.log_every == 0 or "val_loss" in row or "fad" in row:  # TensorBoard follows the same rule
+                if step % t.log_every == 0 or "val_loss" in row or "fad" in row or "kad" in row:  # TensorBoard follows the same rule
                     if acc.is_main_process:
                         append_jsonl(s.train_dir / "metrics.jsonl", row)
                     s.trackers.scalars(row, step)

@@ -17,7 +17,7 @@ from stylecraft.models.loading import ModelBundle
 from stylecraft.progress import info
 from stylecraft.train import early_stop
 from stylecraft.train.conditioning import TextConditioner, loss_on_batch
-from stylecraft.train.demos import FadScorer, generate_demos
+from stylecraft.train.demos import FadScorer, demo_guidance_scale, generate_demos
 from stylecraft.train.session import Session, sharded
 
 
@@ -50,9 +50,13 @@ class Periodic:
             self.demo_every = 0
         self.demo_prompts = list(t.demo.prompts) or [run_caption(s.run, s.cfg.artist)]
         self.fad_scorer: FadScorer | None = None
-        if self.es_metric == "fad" and s.accelerator.is_main_process:
-            self.fad_scorer = FadScorer(s.run, str(es.embedding), int(s.cfg.segment.sample_rate))
-            self.fad_scorer.reference()  # a missing held-out set fails now, not after the first demo steps
+        if self.es_metric in ("fad", "kad") and s.accelerator.is_main_process:
+            self.fad_scorer = FadScorer(s.run, str(es.embedding), int(s.cfg.segment.sample_rate),
+                                        float(s.cfg.segment.loudness_lufs), demo_guidance_scale(s.cfg))
+            # A missing held-out set, or FAD on too few rows, fails now, not after the first demo steps.
+            self.fad_scorer.check_rows(self.es_metric, len(self.demo_prompts) * len(t.demo.seeds),
+                                       float(t.demo.duration_s), s.bundle.sample_rate)
+            self.fad_scorer.reference()
 
     def validate(self) -> float:
         s = self.s
@@ -61,11 +65,12 @@ class Periodic:
                 return evaluate(s.model, s.cond, s.valid_loader, s.t.eval_batches, s.accelerator)
         return evaluate(s.model, s.cond, s.valid_loader, s.t.eval_batches, s.accelerator)
 
-    def demos(self, step: int) -> float | None:
-        """Sample the demos (main process) and return their FAD when early stopping needs it."""
+    def demos(self, step: int) -> tuple[float | None, dict[str, float]]:
+        """Sample the demos (main process); return the early-stopping metric and the logged scores."""
         s, t = self.s, self.s.t
         acc = s.accelerator
         fad = None
+        logged: dict[str, float] = {}
         if acc.is_main_process:
             unwrapped = acc.unwrap_model(s.model)
             demo_bundle = ModelBundle(model=unwrapped, tokenizer=s.bundle.tokenizer, name=s.bundle.name,
@@ -78,14 +83,34 @@ class Periodic:
                 )
             for stem, wav in result.audio.items():
                 s.trackers.audio(f"demo/{stem}", wav, step, result.sample_rate)
-            if self.fad_scorer is not None:
-                fad = self.fad_scorer.score(result)
-        if self.fad_scorer is not None or self.es_metric == "fad":
-            # Every rank must take the same stop decision: the main process's FAD is broadcast.
+            if self.fad_scorer is not None and self.es_metric is not None:
+                scores = self.fad_scorer.score(result)
+                fad, logged = scores.value(self.es_metric), scores.row()
+        if self.fad_scorer is not None or self.es_metric in ("fad", "kad"):
+            # Every rank must take the same stop decision: the main process's value is broadcast.
             value = torch.tensor([fad if fad is not None else float("nan")], dtype=torch.float64, device=acc.device)
             fad = float(broadcast(value, from_process=0).item())
         acc.wait_for_everyone()
-        return fad
+        return fad, logged
+
+    def _observe_demos(self, step: int, row: dict[str, Any]) -> bool:
+        """Sample demos, log FAD/KAD per guidance scale into ``row``; True when one is a new best."""
+        state, es = self.s.state, self.s.t.early_stopping
+        value, logged = self.demos(step)
+        if self.es_metric in ("fad", "kad") and value is not None:
+            logged[self.es_metric] = value  # every rank has the broadcast early-stopping value
+        row.update(logged)  # and the main process fad and kad per guidance scale
+        new_best = False
+        for name in ("fad", "kad"):
+            if name not in logged:
+                continue
+            state[name] = logged[name]
+            if math.isfinite(logged[name]) and (state[f"best_{name}"] is None or logged[name] < state[f"best_{name}"]):
+                state[f"best_{name}"], state[f"best_{name}_step"] = logged[name], step
+                new_best = new_best or self.best_metric == name
+            if self.es_metric == name:
+                early_stop.observe(state["early_stopping"], logged[name], step, float(es.min_delta))
+        return new_best
 
     def after_step(self, step: int, row: dict[str, Any]) -> tuple[bool, bool]:
         """Validate, sample demos and observe early stopping at ``step``; fills ``row``.
@@ -106,14 +131,7 @@ class Periodic:
             if self.es_metric == "val_loss":
                 early_stop.observe(state["early_stopping"], val, step, float(es.min_delta))
         if self.demo_every and step % self.demo_every == 0:
-            fad = self.demos(step)
-            if fad is not None:
-                row["fad"] = state["fad"] = fad
-                if math.isfinite(fad) and (state["best_fad"] is None or fad < state["best_fad"]):
-                    state["best_fad"], state["best_fad_step"] = fad, step
-                    new_best = self.best_metric == "fad"
-                if self.es_metric == "fad":
-                    early_stop.observe(state["early_stopping"], fad, step, float(es.min_delta))
+            new_best = self._observe_demos(step, row) or new_best
         stop = bool(self.es_metric and early_stop.should_stop(state["early_stopping"], int(es.patience)))
         if stop:
             state["early_stopping"]["stopped_at"] = step

@@ -190,8 +190,9 @@ def _accelerator(t: Any, train_dir: Path) -> tuple[Accelerator, str]:
     if sharded(accelerator) and t.ema.enabled:
         raise ConfigError("train.ema is not supported with FSDP/DeepSpeed yet (the average would be sharded): "
                           "set train.ema.enabled=false or use DDP")
-    if sharded(accelerator) and t.early_stopping.enabled and t.early_stopping.metric == "fad":
-        raise ConfigError("train.early_stopping.metric=fad needs demo generations, which FSDP/DeepSpeed skip "
+    if sharded(accelerator) and t.early_stopping.enabled and t.early_stopping.metric in ("fad", "kad"):
+        raise ConfigError(f"train.early_stopping.metric={t.early_stopping.metric} needs demo generations, which "
+                          "FSDP/DeepSpeed skip "
                           "(sampling needs the whole model on one process): use metric=val_loss or DDP")
     if sharded(accelerator) and t.text_encoder == "train":
         raise ConfigError("train.text_encoder=train is not supported with FSDP/DeepSpeed: use one process or DDP")

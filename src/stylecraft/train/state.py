@@ -39,6 +39,7 @@ def new_state(settings: dict[str, Any]) -> dict[str, Any]:
     return {
         "step": 0, "epoch": 0, "batches_in_epoch": 0, "best_val": None, "best_val_step": None,
         "early_stopping": early_stop.new_state(), "best_fad": None, "best_fad_step": None, "fad": None,
+        "best_kad": None, "best_kad_step": None, "kad": None,
         "best_checkpoint": None, "settings": settings,
     }
 

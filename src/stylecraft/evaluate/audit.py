@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from stylecraft.errors import AudioDecodeError, StylecraftError
-from stylecraft.evaluate.attribution import Attributor
+from stylecraft.evaluate.attribution import Attributor, follow_copy
 from stylecraft.evaluate.embeddings import Embedding, get_embedding
 from stylecraft.evaluate.fad import (
     EmbeddedSet,
@@ -385,7 +385,8 @@ def run_audit(
                 break
         fp = index.match(audio, sr)
         near_copy = fp.is_copy(cfg.copy_min_aligned, cfg.copy_min_fraction)
-        results.append({
+        copy_artist = row_ref[row_file.index(fp.reference)] if near_copy and fp.reference is not None else None
+        results.append(follow_copy({
             "path": str(path),
             "scores": scores,
             "closest": closest,
@@ -404,7 +405,7 @@ def run_audit(
                 "nearest_segments": nearest,
                 "baseline_nearest_distance": baseline,
             },
-        })
+        }, copy_artist))
     if not results:
         raise StylecraftError(f"none of the {len(files)} candidate files could be audited; first: {skipped[0]['reason']}")
     return {

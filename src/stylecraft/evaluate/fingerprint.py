@@ -33,8 +33,8 @@ MAX_DF = 96  # frequency bins above or below the anchor
 FRAME_S = HOP / SAMPLE_RATE
 
 
-def _peaks(mono: np.ndarray) -> np.ndarray:
-    """Spectral peaks ``[n, 2]`` as ``(frame, bin)``, the strongest ``PEAKS_PER_SECOND`` per second."""
+def _peaks(mono: np.ndarray, peaks_per_second: float = PEAKS_PER_SECOND) -> np.ndarray:
+    """Spectral peaks ``[n, 2]`` as ``(frame, bin)``, the strongest ``peaks_per_second`` per second."""
     _, _, z = scipy.signal.stft(mono, nperseg=N_FFT, noverlap=N_FFT - HOP, boundary=None, padded=False)
     spec = np.log(np.abs(z) + 1e-6)  # [bins, frames]
     local_max = scipy.ndimage.maximum_filter(spec, size=PEAK_NEIGHBOURHOOD, mode="constant", cval=-np.inf)
@@ -43,7 +43,7 @@ def _peaks(mono: np.ndarray) -> np.ndarray:
     bins, frames = np.nonzero(mask)
     if frames.size == 0:
         return np.zeros((0, 2), dtype=np.int64)
-    budget = max(1, int(PEAKS_PER_SECOND * spec.shape[1] * FRAME_S))
+    budget = max(1, int(peaks_per_second * spec.shape[1] * FRAME_S))
     if frames.size > budget:
         keep = np.argsort(spec[bins, frames])[::-1][:budget]
         bins, frames = bins[keep], frames[keep]
@@ -51,12 +51,42 @@ def _peaks(mono: np.ndarray) -> np.ndarray:
     return np.stack([frames[order], bins[order]], axis=1).astype(np.int64)
 
 
-def landmarks(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+def _pairs(peaks: np.ndarray, fan_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hash each peak with its first ``fan_out`` partners ahead of it (``1 <= Δt <= MAX_DT``,
+    ``|Δf| <= MAX_DF``), in anchor order; the same pairs as a loop over partners in time order.
+
+    All partners of an anchor lie among the next ``reach`` peaks (peaks are sorted by frame), so
+    the search is one ``[peaks, reach]`` array instead of a Python loop per peak.
+    """
+    n = peaks.shape[0]
+    if n < 2:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    frames, bins = peaks[:, 0], peaks[:, 1]
+    # The farthest partner an anchor can have: the last peak within MAX_DT frames of it.
+    reach = int((np.searchsorted(frames, frames + MAX_DT, side="right") - np.arange(n)).max())
+    reach = max(1, min(reach, n - 1))
+    j = np.arange(n)[:, None] + np.arange(1, reach + 1)[None, :]  # [n, reach]
+    inside = j < n
+    j = np.minimum(j, n - 1)
+    dt = frames[j] - frames[:, None]
+    df = bins[j] - bins[:, None]
+    ok = inside & (dt >= 1) & (dt <= MAX_DT) & (np.abs(df) <= MAX_DF)
+    ok &= np.cumsum(ok, axis=1) <= fan_out
+    anchor, k = np.nonzero(ok)
+    f1, f2, d = bins[anchor], bins[j[anchor, k]], dt[anchor, k]
+    return (f1 << 20) | (f2 << 8) | d, frames[anchor]
+
+
+def landmarks(
+    audio: np.ndarray, sample_rate: int, peaks_per_second: float = PEAKS_PER_SECOND, fan_out: int = FAN_OUT
+) -> tuple[np.ndarray, np.ndarray]:
     """Landmark hashes of a clip.
 
     Args:
         audio: Samples ``[samples]`` or ``[samples, channels]``.
         sample_rate: Its rate in Hz.
+        peaks_per_second: Spectral peaks kept per second (the strongest).
+        fan_out: Partners hashed with each anchor peak.
 
     Returns:
         ``(hashes, times)``: int64 hashes of ``(f1, f2, Δt)`` and each hash's anchor frame.
@@ -71,23 +101,8 @@ def landmarks(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarr
     mono = resample(mono, sample_rate, SAMPLE_RATE) if sample_rate != SAMPLE_RATE else mono
     if mono.shape[0] < N_FFT:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    peaks = _peaks(np.asarray(mono, dtype=np.float32))
-    hashes: list[int] = []
-    times: list[int] = []
-    for i, (t1, f1) in enumerate(peaks):
-        paired = 0
-        for t2, f2 in peaks[i + 1 :]:
-            dt = t2 - t1
-            if dt > MAX_DT:
-                break
-            if dt < 1 or abs(int(f2) - int(f1)) > MAX_DF:
-                continue
-            hashes.append((int(f1) << 20) | (int(f2) << 8) | int(dt))
-            times.append(int(t1))
-            paired += 1
-            if paired == FAN_OUT:
-                break
-    return np.asarray(hashes, dtype=np.int64), np.asarray(times, dtype=np.int64)
+    peaks = _peaks(np.asarray(mono, dtype=np.float32), peaks_per_second)
+    return _pairs(peaks, fan_out)
 
 
 @dataclasses.dataclass(frozen=True)

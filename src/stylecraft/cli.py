@@ -279,6 +279,7 @@ def _print_build(report: object) -> None:
     r = report.__dict__
     speed = r["audio_s"] / r["wall_s"] if r["wall_s"] > 0 else 0.0
     typer.echo(f"added {r['added']}, already indexed {r['already_indexed']}, rejected {r['rejected']} "
+               f"(and {r['already_rejected']} rejected before) "
                f"({r['audio_s'] / 60:.1f} min of audio in {r['wall_s']:.1f} s, {speed:.0f}x realtime)")
     for rej in r["rejects"]:
         typer.echo(f"rejected {rej['path']}: {rej['reason']}")

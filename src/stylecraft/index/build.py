@@ -72,6 +72,7 @@ class BuildReport:
 
     added: int = 0
     already_indexed: int = 0
+    already_rejected: int = 0
     rejected: int = 0
     audio_s: float = 0.0
     wall_s: float = 0.0
@@ -124,7 +125,7 @@ def _open_for_build(db: str | Path, settings: IndexSettings | None) -> tuple[Sto
     return store, have
 
 
-def _scan(store: Store, references: dict[str, Path]) -> tuple[list[FileTask], int, list[AnalysedTrack]]:
+def _scan(store: Store, references: dict[str, Path], report: BuildReport) -> tuple[list[FileTask], list[AnalysedTrack]]:
     """Files to analyse: not yet indexed and not rejected with the same bytes; plus scan rejects."""
     from stylecraft.data.ingest import scan
 
@@ -132,7 +133,6 @@ def _scan(store: Store, references: dict[str, Path]) -> tuple[list[FileTask], in
         known = {r[0] for r in store.query("SELECT sha256 FROM tracks")}
         rejected = {(r[0], r[1]) for r in store.query("SELECT path, sha256 FROM rejects")}
     todo: list[FileTask] = []
-    skipped = 0
     scan_rejects: list[AnalysedTrack] = []
     for artist, folder in references.items():
         files, rejects = scan(folder.resolve(), list(AUDIO_EXTENSIONS))
@@ -144,12 +144,15 @@ def _scan(store: Store, references: dict[str, Path]) -> tuple[list[FileTask], in
             except OSError as exc:
                 scan_rejects.append(AnalysedTrack(FileTask(artist, str(f), ""), reason=f"cannot read: {exc.strerror or exc}"))
                 continue
-            if digest in known or (str(f), digest) in rejected:
-                skipped += 1
+            if digest in known:
+                report.already_indexed += 1
+                continue
+            if (str(f), digest) in rejected:
+                report.already_rejected += 1
                 continue
             known.add(digest)  # a second copy in this scan is a duplicate, analysed once
             todo.append(FileTask(artist, str(f), digest))
-    return todo, skipped, scan_rejects
+    return todo, scan_rejects
 
 
 def _commit(store: Store, batch: list[AnalysedTrack], report: BuildReport) -> None:
@@ -198,7 +201,7 @@ def build_index(
     store, settings = _open_for_build(db, settings)
     report = BuildReport()
     try:
-        todo, report.already_indexed, scan_rejects = _scan(store, references)
+        todo, scan_rejects = _scan(store, references, report)
         if scan_rejects:
             _commit(store, scan_rejects, report)
         embeddings = built_embeddings(settings)

@@ -90,7 +90,7 @@ def distributed_build(
     plan: bytes | None = None
     if rank == 0:
         store, settings = _open_for_build(db, settings)
-        todo, report.already_indexed, scan_rejects = _scan(store, references)
+        todo, scan_rejects = _scan(store, references, report)
         if scan_rejects:
             _commit(store, scan_rejects, report)
         plan = json.dumps({"settings": settings.to_json(), "tasks": [t.__dict__ for t in todo]}).encode()

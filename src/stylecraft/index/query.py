@@ -291,6 +291,7 @@ def audit_with_index(
                 cand_rows[str(path)] = rows
                 results.append({"path": str(path), **audit_candidate(rd, audio, sr, rows, cfg, rng)})
             ref_rows = _reference_sample(rd, rng)
+            rejects = rd.store.query("SELECT artist, path, reason FROM rejects ORDER BY path")
         if not results:
             raise StylecraftError(f"none of the {len(files)} candidate files could be audited; first: {skipped[0]['reason']}")
         by_artist: dict[str, list[dict[str, Any]]] = {}
@@ -302,7 +303,8 @@ def audit_with_index(
             "references": {
                 a: {"path": f"index:{rd.store.url if rd.store.dialect == 'sqlite' else 'postgresql'}",
                     "files": [p for p, k in zip(t.paths, t.artist, strict=True) if t.artists[int(k)] == a],
-                    "rows": rd.artist_gauss[a][2], "skipped": [], "profile": _artist_profile(by_artist[a])}
+                    "rows": rd.artist_gauss[a][2],
+                    "skipped": [{"path": p, "reason": why} for who, p, why in rejects if who == a], "profile": _artist_profile(by_artist[a])}
                 for a in t.artists
             },
             "skipped": skipped,

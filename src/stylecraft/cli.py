@@ -277,6 +277,8 @@ DbArg = Annotated[str, typer.Argument(help="index: a SQLite file path or a postg
 
 def _print_build(report: object) -> None:
     r = report.__dict__
+    if not r["main_process"]:  # under accelerate launch, the writer reports for all
+        return
     speed = r["audio_s"] / r["wall_s"] if r["wall_s"] > 0 else 0.0
     typer.echo(f"added {r['added']}, already indexed {r['already_indexed']}, rejected {r['rejected']} "
                f"(and {r['already_rejected']} rejected before) "

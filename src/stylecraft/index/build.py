@@ -77,6 +77,7 @@ class BuildReport:
     audio_s: float = 0.0
     wall_s: float = 0.0
     rejects: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    main_process: bool = True
 
 
 def parse_reference(item: str) -> tuple[str, Path]:

@@ -25,9 +25,11 @@ def distributed_state() -> Any | None:
     """Accelerate's process state when this process is one of several, else ``None``."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
+    import torch
     from accelerate import PartialState
 
-    return PartialState()
+    # Without a GPU, Accelerate forms a gloo process group only when told cpu=True.
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def _broadcast_bytes(data: bytes | None, src: int = 0) -> bytes:
@@ -85,7 +87,7 @@ def distributed_build(
 
     t0 = time.perf_counter()
     rank, world = state.process_index, state.num_processes
-    report = BuildReport()
+    report = BuildReport(main_process=rank == 0)
     store = None
     plan: bytes | None = None
     if rank == 0:

@@ -126,8 +126,9 @@ def bench_recall(reader: IndexReader, mem: FingerprintIndex, ref_audio: dict[str
     for dur in (5, 10, 30):
         for kind in DISTORTIONS:
             res = {"index": [0, []], "in_memory": [0, []]}
+            long_enough = [q for q in paths if ref_audio[q].size > dur * SR]
             for k in range(trials):
-                p = paths[k % len(paths)]
+                p = long_enough[k % len(long_enough)]
                 a = ref_audio[p]
                 start = int(rng.integers(0, a.size - dur * SR))
                 x = distort(a[start : start + dur * SR], kind, others[int(rng.integers(len(others)))], rng)

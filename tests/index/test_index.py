@@ -27,8 +27,9 @@ def _refs(root: Path) -> dict[str, Path]:
 
 
 def check_consistent(db: str) -> dict[str, int]:
-    """Every track has its embeddings and exactly its postings, and each artist's pooled sums are
-    those of its tracks' segments (recomputed here from the stored rows)."""
+    """Every track has its embeddings and exactly its postings, ``hash_counts`` counts exactly the
+    postings of each hash, and each artist's pooled sums are those of its tracks' segments
+    (recomputed here from the stored rows)."""
     store = open_store(db)
     try:
         with store.read():
@@ -38,6 +39,10 @@ def check_consistent(db: str) -> dict[str, int]:
             for (p,) in postings:
                 per_track[p >> 20] = per_track.get(p >> 20, 0) + 1
             assert {t: n for t, _, n in tracks if n} == per_track
+            by_hash: dict[int, int] = {}
+            for (h,) in store.query("SELECT hash FROM fingerprints"):
+                by_hash[h] = by_hash.get(h, 0) + 1
+            assert dict(store.query("SELECT hash, n FROM hash_counts")) == by_hash
             sums: dict[int, list[np.ndarray]] = {}
             for tid, artist, _ in tracks:
                 (n, d, seg), = store.query("SELECT n_rows, dim, segments FROM track_embeddings WHERE track_id = ? AND embedding = 'mfcc'", (tid,))
@@ -168,3 +173,15 @@ def test_postgres_index_builds_removes_and_audits(catalogue, pg_url):
     assert remove_from_index(db, str(catalogue / "high" / "high2.wav")) == 1
     assert check_consistent(db)["tracks"] == 7
     assert index_stats(db)["backend"] == "postgres"
+
+
+def test_analysis_measures_loudness_once_with_the_same_embedding():
+    from conftest import SR, music
+
+    from stylecraft.audio.loudness import integrated_loudness
+    from stylecraft.evaluate.audit import LoudnessNormalized
+    from stylecraft.evaluate.embeddings import get_embedding
+
+    emb = LoudnessNormalized(get_embedding("mfcc"), -23.0)
+    audio = music(6.0, seed=3, low=True)[:, None]
+    np.testing.assert_array_equal(emb.embed_measured(audio, SR, integrated_loudness(audio, SR)), emb.embed(audio, SR))

@@ -53,7 +53,8 @@ def analyse_file(
         profile_s: Seconds analysed for the style profile.
         min_duration_s: Shorter files are rejected.
     """
-    from stylecraft.evaluate.audit import style_profile
+    from stylecraft.audio.loudness import integrated_loudness
+    from stylecraft.evaluate.audit import LoudnessNormalized, style_profile
     from stylecraft.evaluate.fad import load_audio_for_embedding
     from stylecraft.evaluate.fingerprint import landmarks
 
@@ -70,10 +71,14 @@ def analyse_file(
         return AnalysedTrack(task, reason="silent")
     if float(np.max(np.ptp(audio, axis=0))) < 2e-5:
         return AnalysedTrack(task, reason="a constant (DC) signal: no audio content")
+    loudness = integrated_loudness(audio, sr)  # measured once: the profile and every embedding use it
     rows: dict[str, np.ndarray] = {}
     for name, emb in embeddings.items():
         try:
-            r = np.asarray(emb.embed(audio, sr), dtype=np.float32)
+            if isinstance(emb, LoudnessNormalized):
+                r = np.asarray(emb.embed_measured(audio, sr, loudness), dtype=np.float32)
+            else:
+                r = np.asarray(emb.embed(audio, sr), dtype=np.float32)
         except AudioDecodeError as exc:
             return AnalysedTrack(task, reason=f"{name}: " + " ".join(str(exc).split()))
         if r.shape[0] < 2:
@@ -81,7 +86,7 @@ def analyse_file(
         rows[name] = r
     hashes, times = landmarks(audio, sr, **fingerprint)
     return AnalysedTrack(
-        task, duration_s=float(duration), profile=style_profile(audio, sr, profile_s),
+        task, duration_s=float(duration), profile=style_profile(audio, sr, profile_s, loudness),
         hashes=hashes.astype(np.int64), times=times.astype(np.int64), embeddings=rows,
     )
 

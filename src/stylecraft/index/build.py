@@ -23,6 +23,7 @@ from stylecraft.artifacts import sha256_file
 from stylecraft.audio import AUDIO_EXTENSIONS
 from stylecraft.errors import StylecraftError
 from stylecraft.evaluate.embeddings import Embedding, get_embedding
+from stylecraft.evaluate.fingerprint import FAN_OUT, PEAKS_PER_SECOND
 from stylecraft.index.analyse import AnalysedTrack, FileTask, analyse_file
 from stylecraft.index.store import IndexStoreError, Store, open_store
 from stylecraft.index.writer import commit_records, remove_tracks
@@ -50,8 +51,8 @@ class IndexSettings:
 
     embeddings: tuple[str, ...] = ("mfcc",)
     loudness_lufs: float | None = -23.0
-    peaks_per_second: float = 30.0
-    fan_out: int = 5
+    peaks_per_second: float = PEAKS_PER_SECOND
+    fan_out: int = FAN_OUT
     profile_s: float = 60.0
     min_duration_s: float = 1.0
 

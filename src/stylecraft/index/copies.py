@@ -6,6 +6,12 @@ as peaks can move by a frame) gives the reference track and the offset. A near-c
 aligned hashes, and enough of them relative to the candidate's hashes *in the span they cover*:
 a short excerpt inside a long candidate is still a copy, while chance alignments, scattered over
 a whole track, are not.
+
+The work of a query grows with the postings it reads, and a hash's posting list grows with the
+catalogue. So a query reads at most ``POSTINGS_BUDGET`` postings: the candidate's hashes are
+taken rarest first (from ``hash_counts``) until the budget is spent. A small index reads every
+posting; a large one reads the rarest hashes, which are also the most telling (a common hash
+mostly adds chance collisions). Hashes left out do not count in the fraction either.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from stylecraft.index.store import Store
 __all__ = ["CopyMatch", "match_postings"]
 
 SPAN_PAD_S = 1.0
+POSTINGS_BUDGET = 200_000  # (posting, candidate hash) pairs one query may read
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,19 +90,39 @@ def vote(hashes: np.ndarray, times: np.ndarray, post_hash: np.ndarray, post_val:
     return best >> 22, (best & ((1 << 22) - 1)) - (1 << 21), aligned, ts[cand[near]]
 
 
-def match_postings(store: Store, hashes: np.ndarray, times: np.ndarray, paths: dict[int, str]) -> CopyMatch:
+def _within_budget(store: Store, hashes: np.ndarray, budget: int) -> np.ndarray:
+    """The candidate's hashes to look up: rarest first while their postings (times their own
+    repeats in the candidate) fit in ``budget``; hashes absent from the index are kept (they cost
+    nothing and count in the fraction as before)."""
+    uniq, repeats = np.unique(hashes, return_counts=True)
+    counts = np.zeros(uniq.size, dtype=np.int64)
+    rows = store.count_postings(uniq.tolist())
+    if rows:
+        got = np.asarray(rows, dtype=np.int64)
+        counts[np.searchsorted(uniq, got[:, 0])] = got[:, 1]
+    cost = counts * repeats
+    order = np.argsort(cost, kind="stable")
+    return np.sort(uniq[order[np.cumsum(cost[order]) <= budget]])
+
+
+def match_postings(store: Store, hashes: np.ndarray, times: np.ndarray, paths: dict[int, str],
+                   budget: int = POSTINGS_BUDGET) -> CopyMatch:
     """The best-aligned live track for a candidate's landmarks (inside a read transaction).
 
     Args:
         store: The index.
         hashes: Candidate hashes; times: their anchor frames.
         paths: Track id -> path of the tracks this reader sees (postings of others are ignored).
+        budget: Postings read at most (see the module docstring).
     """
     n_hashes = int(hashes.size)
     none = CopyMatch(None, -1, 0.0, 0, 0.0, n_hashes, (0.0, 0.0))
     if not n_hashes:
         return none
-    rows = store.lookup_postings(np.unique(hashes).tolist())
+    chosen = _within_budget(store, hashes, budget)
+    keep = np.isin(hashes, chosen)
+    hashes, times = hashes[keep], times[keep]
+    rows = store.lookup_postings(chosen.tolist())
     if not rows:
         return none
     arr = np.asarray(rows, dtype=np.int64)

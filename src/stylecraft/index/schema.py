@@ -13,13 +13,15 @@
   artist's Gaussian is always that of the tracks a reader sees.
 * ``fingerprints``: the inverted index ``hash -> posting`` with ``posting = track_id << 20 | frame``,
   clustered by hash so a lookup is one range read.
+* ``hash_counts``: postings per hash, kept with the postings, so a query can pick the
+  candidate's rarest hashes first and stop at a budget of postings (see ``copies``).
 * ``rejects``: files that could not be indexed, with the reason.
 * ``models``: the fitted attribution model per embedding (safetensors bytes, no pickle).
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: landmarks picked per band in a sliding window, paired in a target zone
 FRAME_BITS = 20  # posting = track_id << FRAME_BITS | anchor frame (2^20 frames = 6.7 h at 11.6 ms)
 
 _TABLES = """
@@ -57,6 +59,7 @@ CREATE TABLE IF NOT EXISTS artist_embeddings (
   PRIMARY KEY (artist_id, embedding)
 );
 CREATE TABLE IF NOT EXISTS fingerprints (hash BIGINT NOT NULL, posting BIGINT NOT NULL, PRIMARY KEY (hash, posting)){clustered};
+CREATE TABLE IF NOT EXISTS hash_counts (hash BIGINT PRIMARY KEY, n BIGINT NOT NULL){clustered};
 CREATE TABLE IF NOT EXISTS rejects (path TEXT PRIMARY KEY, artist TEXT NOT NULL, sha256 TEXT, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS models (embedding TEXT PRIMARY KEY, generation BIGINT NOT NULL, params {blob} NOT NULL, summary TEXT NOT NULL);
 """

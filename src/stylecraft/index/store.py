@@ -102,6 +102,17 @@ class Store:
         """``(hash, posting)`` rows for the given hashes."""
         raise NotImplementedError
 
+    def count_postings(self, hashes: Sequence[int]) -> list[tuple[int, int]]:
+        """``(hash, postings)`` for those of the given hashes that the index holds."""
+        raise NotImplementedError
+
+    def change_hash_counts(self, hashes: Sequence[int], deltas: Sequence[int]) -> None:
+        """Add ``deltas`` to the posting counts of ``hashes`` (inside a write transaction)."""
+        self.executemany("INSERT INTO hash_counts (hash, n) VALUES (?, ?) ON CONFLICT (hash) DO UPDATE SET n = hash_counts.n + excluded.n",
+                         zip(hashes, deltas, strict=True))
+        if min(deltas, default=0) < 0:
+            self.execute("DELETE FROM hash_counts WHERE n <= 0")
+
     def close(self) -> None:
         self.conn.close()
 
@@ -161,14 +172,19 @@ class SQLiteStore(Store):
     def _begin_read(self) -> None:
         self.conn.execute("BEGIN")
 
-    def lookup_postings(self, hashes: Sequence[int]) -> list[tuple[int, int]]:
+    def _load_query(self, hashes: Sequence[int]) -> Any:
         # A temporary table joined on the clustered key: one ordered range read per hash.
         cur = self.conn.cursor()
         cur.execute("CREATE TEMP TABLE IF NOT EXISTS q (hash INTEGER PRIMARY KEY)")
         cur.execute("DELETE FROM q")
         cur.executemany("INSERT OR IGNORE INTO q (hash) VALUES (?)", ((int(h),) for h in hashes))
-        rows = cur.execute("SELECT f.hash, f.posting FROM q JOIN fingerprints f ON f.hash = q.hash").fetchall()
-        return rows
+        return cur
+
+    def lookup_postings(self, hashes: Sequence[int]) -> list[tuple[int, int]]:
+        return self._load_query(hashes).execute("SELECT f.hash, f.posting FROM q JOIN fingerprints f ON f.hash = q.hash").fetchall()
+
+    def count_postings(self, hashes: Sequence[int]) -> list[tuple[int, int]]:
+        return self._load_query(hashes).execute("SELECT c.hash, c.n FROM q JOIN hash_counts c ON c.hash = q.hash").fetchall()
 
 
 class PostgresStore(Store):
@@ -217,6 +233,11 @@ class PostgresStore(Store):
     def lookup_postings(self, hashes: Sequence[int]) -> list[tuple[int, int]]:
         cur = self.conn.cursor()
         cur.execute("SELECT hash, posting FROM fingerprints WHERE hash = ANY(%s)", (sorted({int(h) for h in hashes}),))
+        return cur.fetchall()
+
+    def count_postings(self, hashes: Sequence[int]) -> list[tuple[int, int]]:
+        cur = self.conn.cursor()
+        cur.execute("SELECT hash, n FROM hash_counts WHERE hash = ANY(%s)", (sorted({int(h) for h in hashes}),))
         return cur.fetchall()
 
 

@@ -70,6 +70,8 @@ def _insert_track(store: Store, rec: AnalysedTrack) -> bool:
         order = np.argsort(rec.hashes, kind="stable")
         postings = (np.int64(track_id) << FRAME_BITS) | rec.times[order]
         store.add_postings(rec.hashes[order].tolist(), postings.tolist())
+        uniq, counts = np.unique(rec.hashes, return_counts=True)
+        store.change_hash_counts(uniq.tolist(), counts.tolist())
     store.execute("DELETE FROM rejects WHERE path = ?", (rec.task.path,))
     return True
 
@@ -101,7 +103,7 @@ def remove_tracks(store: Store, track_ids: list[int]) -> int:
     """Remove tracks (rows, embeddings, postings, their share of the artist sums) in one transaction.
 
     Postings are found by a scan of the fingerprint table (it is clustered by hash), so a removal
-    costs about one pass over the table, however many tracks go.
+    costs about two passes over the table (count, then delete), however many tracks go.
     """
     if not track_ids:
         return 0
@@ -117,6 +119,10 @@ def remove_tracks(store: Store, track_ids: list[int]) -> int:
                 store.execute("DELETE FROM artists WHERE id = ?", (artist_id,))
         lo_hi = [(tid << FRAME_BITS, ((tid + 1) << FRAME_BITS) - 1) for tid in track_ids]
         where = " OR ".join("posting BETWEEN ? AND ?" for _ in lo_hi)
-        store.execute(f"DELETE FROM fingerprints WHERE {where}", [v for pair in lo_hi for v in pair])
+        bounds = [v for pair in lo_hi for v in pair]
+        gone = store.query(f"SELECT hash, COUNT(*) FROM fingerprints WHERE {where} GROUP BY hash", bounds)
+        if gone:
+            store.change_hash_counts([int(h) for h, _ in gone], [-int(n) for _, n in gone])
+        store.execute(f"DELETE FROM fingerprints WHERE {where}", bounds)
         store.bump_generation()
     return len(track_ids)

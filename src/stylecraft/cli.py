@@ -267,8 +267,9 @@ def _print_scores(result: dict[str, Any]) -> None:
 @app.command()
 def audit(
     candidates: Annotated[list[Path], typer.Argument(help="candidate audio files or folders")],
-    reference: Annotated[list[str], typer.Option("--reference", help="NAME=PATH: a reference artist's folder (repeat)")],
-    embedding: Annotated[str, typer.Option(help="embedding model (mfcc, vggish, encodec-24k, clap, ...)")] = "mfcc",
+    reference: Annotated[list[str] | None, typer.Option("--reference", help="NAME=PATH: a reference artist's folder (repeat)")] = None,
+    index: Annotated[str | None, typer.Option("--index", help="answer from a catalogue index (SQLite file or postgresql:// URL) instead of --reference folders")] = None,
+    embedding: Annotated[str | None, typer.Option(help="embedding model (mfcc, vggish, encodec-24k, clap, ...); with --index, one of the index's")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the audit record here")] = None,
     report: Annotated[Path | None, typer.Option("--report", help="write report.html here")] = None,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="per-file embedding cache")] = None,
@@ -280,12 +281,20 @@ def audit(
 ) -> None:
     """Which reference artist each candidate resembles, how sure that is, and whether it copies a recording."""
     from stylecraft.artifacts import atomic_write_json
+    from stylecraft.errors import StylecraftError
     from stylecraft.evaluate.audit import AuditSettings, audit_json, parse_references, run_audit
 
-    refs = parse_references(reference)
-    settings = AuditSettings(embedding=embedding, n_boot=n_boot, seed=seed, workers=workers,
-                             loudness_lufs=None if raw_level else loudness)
-    record = run_audit(refs, candidates, settings, cache_dir=cache_dir)
+    if index is not None:
+        if reference:
+            raise StylecraftError("give either --index or --reference folders, not both")
+        from stylecraft.index.query import IndexAuditSettings, audit_with_index
+
+        record = audit_with_index(index, candidates, IndexAuditSettings(embedding=embedding, n_boot=n_boot, seed=seed))
+    else:
+        refs = parse_references(reference or [])
+        settings = AuditSettings(embedding=embedding or "mfcc", n_boot=n_boot, seed=seed, workers=workers,
+                                 loudness_lufs=None if raw_level else loudness)
+        record = run_audit(refs, candidates, settings, cache_dir=cache_dir)
     if json_out is not None:
         atomic_write_json(json_out, audit_json(record))
     if report is not None:
@@ -302,6 +311,80 @@ def audit(
         )
     for s in record["skipped"]:
         typer.echo(f"skipped {s['path']}: {s['reason']}")
+
+
+index_app = typer.Typer(no_args_is_help=True, help="A label's catalogue, indexed once: build, add, remove, stats.")
+app.add_typer(index_app, name="index")
+DbArg = Annotated[str, typer.Argument(help="index: a SQLite file path or a postgresql:// URL")]
+
+
+def _print_build(report: object) -> None:
+    r = report.__dict__
+    if not r["main_process"]:  # under accelerate launch, the writer reports for all
+        return
+    speed = r["audio_s"] / r["wall_s"] if r["wall_s"] > 0 else 0.0
+    typer.echo(f"added {r['added']}, already indexed {r['already_indexed']}, rejected {r['rejected']} "
+               f"(and {r['already_rejected']} rejected before) "
+               f"({r['audio_s'] / 60:.1f} min of audio in {r['wall_s']:.1f} s, {speed:.0f}x realtime)")
+    for rej in r["rejects"]:
+        typer.echo(f"rejected {rej['path']}: {rej['reason']}")
+
+
+@index_app.command("build")
+def index_build(
+    db: DbArg,
+    reference: Annotated[list[str], typer.Option("--reference", help="NAME=PATH: an artist's folder (repeat)")],
+    embedding: Annotated[list[str] | None, typer.Option("--embedding", help="embedding stored per track (repeat; default mfcc)")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="files analysed at once (0: one per core)")] = 0,
+    loudness: Annotated[float, typer.Option("--loudness", help="LUFS every track is scaled to before embedding")] = -23.0,
+    raw_level: Annotated[bool, typer.Option("--raw-level", help="embed files at their own level")] = False,
+) -> None:
+    """Create or extend an index from artists' folders; resumes where a killed build stopped."""
+    from stylecraft.index.build import IndexSettings, build_index, parse_reference
+
+    refs = dict(parse_reference(r) for r in reference)
+    settings = IndexSettings(embeddings=tuple(embedding or ["mfcc"]), loudness_lufs=None if raw_level else loudness)
+    _print_build(build_index(db, refs, settings if embedding or raw_level or loudness != -23.0 else None, workers=workers))
+
+
+@index_app.command("add")
+def index_add(
+    db: DbArg,
+    reference: Annotated[str, typer.Argument(help="NAME=PATH: an artist's folder (or more of it)")],
+    workers: Annotated[int, typer.Option("--workers", help="files analysed at once (0: one per core)")] = 0,
+) -> None:
+    """Add an artist's folder to an existing index (files already indexed are skipped)."""
+    from stylecraft.index.build import build_index, parse_reference
+    from stylecraft.index.store import open_store
+
+    open_store(db).close()  # an existing index only: `build` creates
+    name, folder = parse_reference(reference)
+    _print_build(build_index(db, {name: folder}, None, workers=workers))
+
+
+@index_app.command("remove")
+def index_remove(db: DbArg, what: Annotated[str, typer.Argument(help="an artist's NAME, or a PATH (a file or folder) of indexed tracks")]) -> None:
+    """Remove an artist or the tracks at or under a path."""
+    from stylecraft.index.build import remove_from_index
+
+    typer.echo(f"removed {remove_from_index(db, what)} track(s)")
+
+
+@index_app.command("stats")
+def index_stats_cmd(db: DbArg, as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False) -> None:
+    """Artists, tracks, hours, fingerprint postings, rejects and models of an index."""
+    from stylecraft.index.build import index_stats
+
+    st = index_stats(db)
+    if as_json:
+        typer.echo(json.dumps(st))
+        return
+    typer.echo(f"{st['backend']} index, generation {st['generation']}: {st['tracks']} tracks, {st['hours']:.2f} h, "
+               f"{len(st['artists'])} artists, {st['fingerprint_postings']} fingerprint postings, {len(st['rejects'])} rejects")
+    for name, a in st["artists"].items():
+        typer.echo(f"  {name:24s} {a['tracks']:6d} tracks {a['hours']:8.2f} h")
+    for r in st["rejects"]:
+        typer.echo(f"  rejected {r['path']}: {r['reason']}")
 
 
 @app.command()

@@ -26,7 +26,7 @@ from scipy.optimize import minimize
 
 from stylecraft.evaluate.frechet import frechet_distance, gaussian_stats
 
-__all__ = ["Attributor", "TrackEvidence", "window_embeddings"]
+__all__ = ["Attributor", "TrackEvidence", "follow_copy", "window_embeddings"]
 
 
 def window_embeddings(rows: np.ndarray, window_rows: int) -> np.ndarray:
@@ -174,3 +174,36 @@ class Attributor:
             "cv_correct": self.cv_correct,
             "cv_log_loss": self.cv_log_loss,
         }
+
+
+def follow_copy(result: dict[str, Any], copy_artist: str | None) -> dict[str, Any]:
+    """Attribute a candidate that contains a reference recording to that recording's artist.
+
+    Style evidence (per-track FAD, the window classifier) is weak for a short excerpt, and worse
+    when it is mixed, noisy or coded: ten seconds give a handful of embedding rows. A fingerprint
+    match aligned in time is direct evidence of the recording itself, so it decides ``closest``,
+    ``attributed`` and ``probabilities``; what the style evidence alone said stays in
+    ``closest_by_fad`` and ``attribution["style_probabilities"]``. ``attribution["basis"]`` (and
+    ``confidence["basis"]``) say which evidence decided: ``"copy"`` or ``"style"``.
+
+    Args:
+        result: One candidate's audit result (``closest``, ``confidence``, ``probabilities``,
+            ``attributed``, ``attribution``); changed in place and returned.
+        copy_artist: The artist of the recording the fingerprint found, or ``None`` if no copy.
+    """
+    result["closest_by_fad"] = result["closest"]
+    basis = "style" if copy_artist is None else "copy"
+    result["confidence"]["basis"] = "fad" if copy_artist is None else "fingerprint"
+    if result.get("attribution") is not None:
+        result["attribution"]["basis"] = basis
+    if copy_artist is None:
+        return result
+    artists = list(result["scores"])
+    style = result.get("probabilities")
+    result["closest"] = copy_artist
+    result["attributed"] = copy_artist
+    result["probabilities"] = {a: 1.0 if a == copy_artist else 0.0 for a in artists}
+    if result.get("attribution") is not None:
+        result["attribution"]["style_probabilities"] = style
+        result["attribution"]["artist"] = copy_artist
+    return result

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from stylecraft.errors import AudioDecodeError, StylecraftError
-from stylecraft.evaluate.attribution import Attributor
+from stylecraft.evaluate.attribution import Attributor, follow_copy
 from stylecraft.evaluate.embeddings import Embedding, get_embedding
 from stylecraft.evaluate.fad import (
     EmbeddedSet,
@@ -75,8 +75,10 @@ class AuditSettings:
     seed: int = 0
     profile_s: float = 60.0
     nearest: int = 3
-    copy_min_aligned: int = 20
-    copy_min_fraction: float = 0.05
+    # Chance alignments of never-indexed music reach about 15 hashes in a 10 s excerpt and 30 over a
+    # whole track (then spread over it: under 0.5 % of its hashes); see eval/results/bench_index.md.
+    copy_min_aligned: int = 25
+    copy_min_fraction: float = 0.01
     classifier_window_rows: int = 5
     attribution_folds: int = 5
     workers: int = 1
@@ -103,6 +105,12 @@ class LoudnessNormalized:
         scaled, _ = normalize_gain(np.asarray(audio, dtype=np.float32), sample_rate, self.target_lufs, peak=float("inf"))
         return self.inner.embed(scaled, sample_rate)
 
+    def embed_measured(self, audio: np.ndarray, sample_rate: int, loudness_lufs: float) -> np.ndarray:
+        """:meth:`embed` for audio whose integrated loudness is already known (the same result,
+        without measuring it again: measuring costs about as much as the MFCC embedding)."""
+        gain = 10 ** ((self.target_lufs - loudness_lufs) / 20) if np.isfinite(loudness_lufs) else 1.0
+        return self.inner.embed((np.asarray(audio, dtype=np.float32) * gain).astype(np.float32), sample_rate)
+
 
 def parse_references(items: list[str]) -> dict[str, Path]:
     """Parse ``NAME=PATH`` reference arguments.
@@ -127,7 +135,7 @@ def parse_references(items: list[str]) -> dict[str, Path]:
     return refs
 
 
-def style_profile(audio: np.ndarray, sample_rate: int, max_s: float = 60.0) -> dict[str, Any]:
+def style_profile(audio: np.ndarray, sample_rate: int, max_s: float = 60.0, loudness_lufs: float | None = None) -> dict[str, Any]:
     """Interpretable descriptors of one track.
 
     Args:
@@ -135,6 +143,7 @@ def style_profile(audio: np.ndarray, sample_rate: int, max_s: float = 60.0) -> d
         sample_rate: Its rate.
         max_s: Seconds analysed (the middle of the track) for tempo, key and spectra; loudness
             uses the whole track.
+        loudness_lufs: The whole track's integrated loudness when already measured.
 
     Returns:
         ``tempo_bpm``, ``key``, ``loudness_lufs``, ``spectral_centroid_hz``,
@@ -158,7 +167,7 @@ def style_profile(audio: np.ndarray, sample_rate: int, max_s: float = 60.0) -> d
     mel = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, n_fft=2048, hop_length=hop, n_mels=64))
     win = int(10 * sr / hop)  # 10 s tempo windows, the median of which is the track's tempo
     windows = [mel[:, i : i + win] for i in range(0, max(1, mel.shape[1] - win + 1), win)]
-    loud = integrated_loudness(audio, sample_rate)
+    loud = integrated_loudness(audio, sample_rate) if loudness_lufs is None else loudness_lufs
     return {
         "tempo_bpm": float(estimate_tempo(np.stack(windows), sr, hop)),
         "key": estimate_key(chroma_of_audio(y, sr, max_s=max_s)),
@@ -389,7 +398,8 @@ def run_audit(
                 break
         fp = index.match(audio, sr)
         near_copy = fp.is_copy(cfg.copy_min_aligned, cfg.copy_min_fraction)
-        results.append({
+        copy_artist = row_ref[row_file.index(fp.reference)] if near_copy and fp.reference is not None else None
+        results.append(follow_copy({
             "path": str(path),
             "scores": scores,
             "closest": closest,
@@ -410,7 +420,7 @@ def run_audit(
                 "nearest_segments": nearest,
                 "baseline_nearest_distance": baseline,
             },
-        })
+        }, copy_artist))
     if not results:
         raise StylecraftError(f"none of the {len(files)} candidate files could be audited; first: {skipped[0]['reason']}")
     return {

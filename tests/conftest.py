@@ -6,6 +6,13 @@ Session-scoped fixtures are read-only; tests that rerun or damage a run work on 
 
 from __future__ import annotations
 
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Each of the suite's worker processes gets one core: two workers on two cores, not four threads.
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
 import dataclasses
 import shutil
 from dataclasses import dataclass

@@ -127,7 +127,9 @@ def generate(
     top_k: Annotated[int, typer.Option("--top-k", help="top-k sampling (0 disables)")] = 250,
     top_p: Annotated[float, typer.Option("--top-p", help="nucleus sampling (0 disables)")] = 0.0,
     guidance_scale: Annotated[float, typer.Option("--guidance-scale", help="classifier-free guidance (<=1 disables)")] = 3.0,
-    best_of: Annotated[int, typer.Option("--best-of", help="candidates per file; the one the model finds most likely is kept")] = 1,
+    best_of: Annotated[int, typer.Option("--best-of", help="candidates per file; the reranker's favourite is kept")] = 1,
+    rerank: Annotated[str, typer.Option("--rerank", help="best-of: likelihood (the model's most likely) or style (nearest the --style-reference, least repetitive)")] = "likelihood",
+    style_reference: Annotated[str, typer.Option("--style-reference", help="--rerank style: folder of the artist's audio")] = "",
     beams: Annotated[int, typer.Option("--beams", help="beam search of this width instead of sampling (1: greedy; 0: sample)")] = 0,
     length_penalty: Annotated[float, typer.Option("--length-penalty", help="beam search: score = log-likelihood / tokens ** this")] = 1.0,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
@@ -164,6 +166,7 @@ def generate(
     params = SamplingParams(
         duration_s=duration, temperature=temperature, top_k=top_k, top_p=top_p,
         guidance_scale=guidance_scale, seed=seed, seed_audio_s=seed_audio_s, best_of=best_of,
+        rerank=rerank, style_reference=style_reference,
         beams=beams, length_penalty=length_penalty,
     )
     params.validate()

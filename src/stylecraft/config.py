@@ -193,6 +193,7 @@ class EmaConfig:
 
     enabled: bool = False
     decay: float = 0.999
+    warmup: bool = True  # the weight of the old average rises as min(decay, (1 + n) / (10 + n)) over n updates
     use_for_eval: bool = True  # validation loss, demos and FAD use the EMA weights
 
 
@@ -256,7 +257,7 @@ class TrainConfig:
     save_every: int = 50
     keep_last: int = 2
     eval_every: int = 50
-    eval_batches: int = 8
+    eval_per_track: int = 8  # held-out windows validated per track, evenly spaced (0: all); fixed for a run
     seed: int = 0
     log_every: int = 1
     attention: str = "auto"  # decoder attention: auto (sdpa) | sdpa | eager | flash_attention_2
@@ -298,7 +299,9 @@ class GenerateConfig:
     seed_audio: str = ""  # audio file whose last seed_audio_s seconds every output continues
     seed_audio_s: float = 0.0  # 0: up to half of duration_s
     melody: str = ""  # audio file whose chroma conditions a melody model
-    best_of: int = 1  # candidates per output, the most likely under the model kept
+    best_of: int = 1  # candidates per output; the reranker's favourite is kept
+    rerank: str = "likelihood"  # likelihood | style (nearest the artist's sound, least repetitive)
+    style_reference: str = ""  # rerank=style: folder of the artist's audio (empty: the catalogue)
     beams: int = 0  # 0: sample; >= 1: beam search of this width (1: greedy), guidance inside the beam
     length_penalty: float = 1.0  # beam search: final score = log-likelihood / new tokens ** length_penalty
     watermark: WatermarkConfig = field(default_factory=WatermarkConfig)
@@ -566,6 +569,8 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
         errors.append(f"generate.temperature must be > 0, got {g.temperature}")
     if g.per_prompt < 1 or g.batch_size < 1 or g.best_of < 1:
         errors.append("generate.per_prompt, generate.batch_size and generate.best_of must be >= 1")
+    if g.rerank not in ("likelihood", "style"):
+        errors.append(f"generate.rerank must be likelihood or style, got '{g.rerank}'")
     if not 0 <= g.beams <= 64 or not -10.0 <= g.length_penalty <= 10.0:
         errors.append("generate.beams must be in [0, 64] and generate.length_penalty in [-10, 10]")
     elif g.beams and g.best_of > 1:

@@ -324,6 +324,7 @@ def stage_generate(cfg: DictConfig, run: Path) -> dict[str, Any]:
     params = SamplingParams(
         duration_s=g.duration_s, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
         guidance_scale=g.guidance_scale, seed=g.seed, seed_audio_s=g.seed_audio_s, best_of=g.best_of,
+        rerank=g.rerank, style_reference=str(g.style_reference or (catalogue_path(cfg, run) if g.rerank == "style" else "")),
         beams=g.beams, length_penalty=g.length_penalty,
     )
     mark = WatermarkSettings(enabled=g.watermark.enabled, key=g.watermark.key, strength=g.watermark.strength,

@@ -176,7 +176,7 @@ def test_postgres_index_builds_removes_and_audits(catalogue, pg_url):
 
 
 def test_analysis_measures_loudness_once_with_the_same_embedding():
-    from conftest import SR, music
+    from index_music import SR, music
 
     from stylecraft.audio.loudness import integrated_loudness
     from stylecraft.evaluate.audit import LoudnessNormalized

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import SR, music
+from index_music import SR, music
 from test_index import check_consistent
 
 from stylecraft.evaluate.audit import AuditSettings, run_audit

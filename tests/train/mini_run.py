@@ -18,7 +18,7 @@ MINI = [
     "train.batch_size=4",
     "train.lr=2e-3",
     "train.warmup_steps=2",
-    "train.eval_batches=4",
+    "train.eval_per_track=4",
 ]
 
 

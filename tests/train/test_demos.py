@@ -29,7 +29,7 @@ def _events(folder):
     return out
 
 
-BASE = ("train.max_steps=2", "train.eval_every=2", "train.save_every=2", "train.eval_batches=1",
+BASE = ("train.max_steps=2", "train.eval_every=2", "train.save_every=2", "train.eval_per_track=1",
         "train.dropout=0.2", "train.cond_dropout=0.3")
 
 
@@ -79,7 +79,7 @@ def test_dropout_override_changes_training(fresh_run, tmp_path):
 
     other = tmp_path / "other"
     shutil.copytree(fresh_run, other, symlinks=True)
-    args = ("train.max_steps=1", "train.eval_every=1", "train.eval_batches=1", "train.tensorboard=false",
+    args = ("train.max_steps=1", "train.eval_every=1", "train.eval_per_track=1", "train.tensorboard=false",
             "train.cond_dropout=0")
     train(fresh_run, mini_cfg(fresh_run, *args, "train.dropout=0.0"))
     train(other, mini_cfg(other, *args, "train.dropout=0.5"))
@@ -135,7 +135,7 @@ def test_fad_early_stopping_stops_when_fad_stops_improving(fresh_run):
     from stylecraft.evaluate.embeddings import get_embedding
 
     # encodec-24k-tiny gives 75 rows per second in D = 128: two 1 s demos per scale give 150 rows.
-    args = ("train.max_steps=12", "train.eval_every=12", "train.save_every=12", "train.eval_batches=1",
+    args = ("train.max_steps=12", "train.eval_every=12", "train.save_every=12", "train.eval_per_track=1",
             "train.demo.every=1", "train.demo.duration_s=1.0", "train.demo.guidance_scales=[1.0,3.0]",
             "train.demo.seeds=[0,1]", "train.early_stopping.enabled=true", "train.early_stopping.metric=fad",
             "train.early_stopping.embedding=encodec-24k-tiny", "train.early_stopping.patience=2",
@@ -164,7 +164,7 @@ def test_kad_early_stopping_stops_when_kad_stops_improving(fresh_run):
 
     from stylecraft.evaluate.embeddings import get_embedding
 
-    args = ("train.max_steps=12", "train.eval_every=12", "train.save_every=12", "train.eval_batches=1",
+    args = ("train.max_steps=12", "train.eval_every=12", "train.save_every=12", "train.eval_per_track=1",
             "train.demo.every=1", "train.demo.duration_s=2.0", "train.demo.guidance_scales=[3.0]",
             "train.demo.seeds=[0,1]", "train.early_stopping.enabled=true", "train.early_stopping.metric=kad",
             "train.early_stopping.patience=2", "train.early_stopping.min_delta=0", "train.tensorboard=false")

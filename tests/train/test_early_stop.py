@@ -29,7 +29,7 @@ def test_observe_counts_evaluations_without_improvement():
 # high makes step 1 the lowest validation loss, so the best checkpoint is not the last.
 STOP = ("train.mode=full", "train.lr=0.5", "train.warmup_steps=0", "train.max_steps=20", "train.eval_every=1", "train.save_every=1", "train.keep_last=1",
         "train.early_stopping.enabled=true", "train.early_stopping.patience=2", "train.early_stopping.min_delta=100",
-        "train.keep_best=true", "train.tensorboard=false", "train.eval_batches=1")
+        "train.keep_best=true", "train.tensorboard=false", "train.eval_per_track=1")
 
 
 def test_early_stopping_keeps_and_exports_the_best_checkpoint(fresh_run, tmp_path):
@@ -71,6 +71,6 @@ def test_early_stopping_keeps_and_exports_the_best_checkpoint(fresh_run, tmp_pat
 def test_changing_early_stopping_refuses_resume(fresh_run):
     from stylecraft.errors import StylecraftError
 
-    train(fresh_run, mini_cfg(fresh_run, "train.max_steps=1", "train.tensorboard=false", "train.eval_batches=1"))
+    train(fresh_run, mini_cfg(fresh_run, "train.max_steps=1", "train.tensorboard=false", "train.eval_per_track=1"))
     with pytest.raises(StylecraftError, match="train.early_stopping"):
         train(fresh_run, mini_cfg(fresh_run, "train.max_steps=2", "train.early_stopping.enabled=true"))

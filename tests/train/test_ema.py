@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import pytest
 import torch
 from mini_run import mini_cfg
 from safetensors.torch import load_file
@@ -15,7 +16,7 @@ from stylecraft.train.loop import train
 
 def test_update_rule_swap_and_file_round_trip(tmp_path):
     w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
-    ema = EMA([("w", w)], decay=0.75)
+    ema = EMA([("w", w)], decay=0.75, warmup=False)
     with torch.no_grad():
         w.copy_(torch.tensor([5.0, 6.0]))
     ema.update()
@@ -24,9 +25,33 @@ def test_update_rule_swap_and_file_round_trip(tmp_path):
         assert torch.equal(w.detach(), torch.tensor([2.0, 3.0]))
     assert torch.equal(w.detach(), torch.tensor([5.0, 6.0]))  # the live weights come back
     ema.save(tmp_path / "ema.safetensors")
-    other = EMA([("w", torch.nn.Parameter(torch.zeros(2)))], decay=0.75)
+    other = EMA([("w", torch.nn.Parameter(torch.zeros(2)))], decay=0.75, warmup=False)
     other.load(tmp_path / "ema.safetensors")
     assert torch.equal(other.shadow[0], ema.shadow[0])
+    assert other.updates == 1  # the update count travels with the file
+
+
+def _start_weight_after(steps: int, warmup: bool) -> float:
+    """Share of the starting weights left in the average: weights 1.0 at the start, 0.0 after."""
+    w = torch.nn.Parameter(torch.tensor([1.0]))
+    ema = EMA([("w", w)], decay=0.999, warmup=warmup)
+    with torch.no_grad():
+        w.zero_()
+    for _ in range(steps):
+        ema.update()
+    return float(ema.shadow[0])
+
+
+def test_warmup_forgets_the_starting_weights():
+    # Without warm-up 0.999 ** 1000 = 37% of the start is left after 1,000 steps.
+    assert abs(_start_weight_after(1000, warmup=False) - 0.999**1000) < 1e-4
+    # With it, the first update keeps 10% of the start (d = 1/10) and later ones shrink that further.
+    assert _start_weight_after(1, warmup=True) == pytest.approx(0.1)
+    assert _start_weight_after(1000, warmup=True) < 1e-6
+    # The decay reached at the end is the configured one.
+    ema = EMA([("w", torch.nn.Parameter(torch.zeros(1)))], decay=0.999, warmup=True)
+    ema.updates = 100_000
+    assert ema.current_decay() == 0.999
 
 
 EMA_ARGS = ("train.mode=full", "train.ema.enabled=true", "train.ema.decay=0.5", "train.max_steps=4",
@@ -48,7 +73,7 @@ def test_ema_is_checkpointed_resumed_exactly_and_exported(fresh_run, tmp_path):
     ema_key = next(k for k in shadow if k.endswith(key))
     assert torch.equal(exported[key], shadow[ema_key])
     card = (fresh_run / "model" / "README.md").read_text()
-    assert "EMA average" in card and "decay 0.5" in card
+    assert "EMA average" in card and "decay 0.5, warm-up" in card and "4 updates" in card
 
     # A run that lost its last checkpoint resumes from step 2 and ends where the straight one did.
     train(killed, mini_cfg(killed, *EMA_ARGS))

@@ -14,7 +14,7 @@ from stylecraft.models.loading import load_model
 from stylecraft.train.export import ExportContext, export
 from stylecraft.train.loop import train
 
-ARGS = ("train.max_steps=2", "train.eval_every=2", "train.save_every=2", "train.eval_batches=1",
+ARGS = ("train.max_steps=2", "train.eval_every=2", "train.save_every=2", "train.eval_per_track=1",
         "train.tensorboard=false", "train.lora.r=4")
 
 

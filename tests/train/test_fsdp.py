@@ -17,7 +17,7 @@ from stylecraft.artifacts import read_jsonl, sha256_file
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-ARGS = ["name=mini", "artist=demo artist", "train.lr=2e-3", "train.warmup_steps=2", "train.eval_batches=4",
+ARGS = ["name=mini", "artist=demo artist", "train.lr=2e-3", "train.warmup_steps=2", "train.eval_per_track=4",
         "train.save_every=2", "train.eval_every=2", "train.batch_size=2", "train.keep_last=5", "train.max_steps=4"]
 
 

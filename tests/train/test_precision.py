@@ -54,7 +54,7 @@ def test_gradient_checkpointing_with_lora_recomputes_and_matches(fresh_run, tmp_
     plain = tmp_path / "plain"
     shutil.copytree(fresh_run, plain, symlinks=True)
     args = ("train.mode=lora", "train.max_steps=2", "train.eval_every=100", "train.save_every=100",
-            "train.eval_batches=1", "train.tensorboard=false", "train.dropout=0.1")
+            "train.eval_per_track=1", "train.tensorboard=false", "train.dropout=0.1")
     calls = {"n": 0}
     train(plain, mini_cfg(plain, *args), bundle=_counted_bundle(calls))
     without = calls["n"]

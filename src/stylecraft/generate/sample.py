@@ -49,7 +49,9 @@ class SamplingParams:
     guidance_scale: float = 3.0  # <= 1 disables classifier-free guidance
     seed: int = 0
     seed_audio_s: float = 0.0  # seconds of the seed riff used as prompt (0: up to half the duration)
-    best_of: int = 1  # candidates sampled per output; the most likely under the model is kept
+    best_of: int = 1  # candidates sampled per output; the reranker's favourite is kept
+    rerank: str = "likelihood"  # likelihood | style (generate/rerank.py)
+    style_reference: str = ""  # rerank=style: folder of the artist's audio
     beams: int = 0  # 0: sample; >= 1: beam search of this width (1: greedy), guidance inside the beam
     length_penalty: float = 1.0  # beam search: final score = log-likelihood / new tokens ** this
 
@@ -62,6 +64,10 @@ class SamplingParams:
             raise StylecraftError("--top-k must be >= 0 and --top-p in [0, 1]")
         if self.best_of < 1:
             raise StylecraftError(f"--best-of must be >= 1, got {self.best_of}")
+        if self.best_of > 1:
+            from stylecraft.generate.rerank import check_reranker
+
+            check_reranker(self.rerank, self.style_reference)
         if self.seed_audio_s < 0:
             raise StylecraftError(f"seed_audio_s must be >= 0, got {self.seed_audio_s}")
         if self.beams:
@@ -247,41 +253,57 @@ def best_of_codes(
     long_form: LongForm | None = None,
     **kwargs: Any,
 ) -> PieceCodes:
-    """Sample ``params.best_of`` candidates per prompt and keep each prompt's most likely one.
+    """Sample ``params.best_of`` candidates per prompt and keep the one ``params.rerank`` prefers.
 
-    The score is the model's mean log-likelihood of a candidate's own new codes given its
+    ``likelihood``: the model's mean log-likelihood of a candidate's own new codes given its
     prompt (teacher-forced, text-conditional, no classifier-free guidance): guidance reshapes
     sampling but is not a distribution of the model, so the plain conditional likelihood is the
-    quantity every candidate can be compared on. With ``best_of == 1`` nothing is scored.
+    quantity every candidate can be compared on. ``style``: nearness to the artist's sound minus
+    repetition (:mod:`stylecraft.generate.rerank`). With ``best_of == 1`` nothing is scored.
     """
     n = params.best_of
     if n == 1:
         return generate_piece_codes(bundle, prompts, params, long_form, **kwargs)
     best: PieceCodes | None = None
+    best_score = torch.empty(0)
     scores: list[list[float]] = [[] for _ in prompts]
     seeds: list[int] = []
     kept = [0] * len(prompts)
     for c in range(n):
         cand_seed = params.seed + c * CANDIDATE_STRIDE
         seeds.append(cand_seed)
-        cand = generate_piece_codes(
-            bundle, prompts, SamplingParams(**{**asdict(params), "seed": cand_seed}), long_form, score=True, **kwargs
-        )
-        assert cand.log_likelihood is not None
-        for i, v in enumerate(cand.log_likelihood.tolist()):
+        cand = generate_piece_codes(bundle, prompts, SamplingParams(**{**asdict(params), "seed": cand_seed}), long_form,
+                                    score=params.rerank == "likelihood", **kwargs)
+        value = _candidate_scores(bundle, cand, params)
+        for i, v in enumerate(value.tolist()):
             scores[i].append(v)
         if best is None:
-            best = cand
+            best, best_score = cand, value
             continue
-        assert best.log_likelihood is not None
-        better = cand.log_likelihood > best.log_likelihood  # [B]; ties keep the earlier candidate
+        better = value > best_score  # [B]; ties keep the earlier candidate
         best.codes[better] = cand.codes[better]
-        best.log_likelihood = torch.where(better, cand.log_likelihood, best.log_likelihood)
+        if best.log_likelihood is not None and cand.log_likelihood is not None:
+            best.log_likelihood = torch.where(better, cand.log_likelihood, best.log_likelihood)
+        best_score = torch.where(better, value, best_score)
         for i in torch.nonzero(better).flatten().tolist():
             kept[i] = c
     assert best is not None
     best.candidate_scores, best.candidate_seeds, best.kept = scores, seeds, kept
     return best
+
+
+def _candidate_scores(bundle: ModelBundle, cand: PieceCodes, params: SamplingParams) -> torch.Tensor:
+    """The reranker's score [B] of each piece of ``cand`` (higher is kept)."""
+    if params.rerank == "likelihood":
+        assert cand.log_likelihood is not None
+        return cand.log_likelihood.double()
+    from stylecraft.generate.rerank import style_reference, style_score
+
+    ref = style_reference(str(params.style_reference))
+    audio = codes_to_audio(bundle, cand.codes, params.duration_s)
+    new = cand.codes[:, :, cand.seed_frames :]
+    return torch.tensor([style_score(audio[i], bundle.sample_rate, new[i], ref) for i in range(audio.shape[0])],
+                        dtype=torch.float64)
 
 
 DECODE_CHUNK_S = 30.0  # EnCodec decodes a piece in chunks of this many seconds of codes...
@@ -487,7 +509,7 @@ def generate(
                         "windows": [asdict(w) for w in piece.windows],
                         "frame_rate": bundle.frame_rate,
                     },
-                    "best_of": _best_of_record(piece, row_i, params.best_of),
+                    "best_of": _best_of_record(piece, row_i, params),
                     "model": model_rec,
                     "recipe_sha256": recipe_sha256,
                     "watermark": mark.record(),
@@ -512,12 +534,20 @@ def _windows_count(bundle: ModelBundle, params: SamplingParams, lf: LongForm, ri
     return max(1, len(plan(total, w, c, seed_frames)))
 
 
-def _best_of_record(piece: PieceCodes, row: int, n: int) -> dict[str, Any]:
+SCORE_MEANING = {
+    "likelihood": "mean log-likelihood per new code token, teacher-forced, text-conditional, no guidance",
+    "style": "-(distance of the mean mfcc embedding to the style reference's centroid / its spread) - repetition",
+}
+
+
+def _best_of_record(piece: PieceCodes, row: int, params: SamplingParams) -> dict[str, Any]:
+    n = params.best_of
     if n == 1:
         return {"n": 1}
     return {
         "n": n,
-        "score": "mean log-likelihood per new code token, teacher-forced, text-conditional, no guidance",
+        "rerank": params.rerank,
+        "score": SCORE_MEANING[params.rerank],
         "scores": piece.candidate_scores[row],
         "seeds": piece.candidate_seeds,
         "kept": piece.kept[row],

@@ -20,6 +20,7 @@ import numpy as np
 from stylecraft.errors import AudioDecodeError, StylecraftError
 from stylecraft.evaluate.attribution import follow_copy
 from stylecraft.evaluate.frechet import gaussian_stats
+from stylecraft.evaluate.kad import kernel_audio_distance
 from stylecraft.index.attribution import load_model
 from stylecraft.index.build import IndexSettings, built_embeddings
 from stylecraft.index.codec import unpack
@@ -93,6 +94,13 @@ class IndexReader:
         self.counts: dict[int, int] = {}
         self.durations: dict[int, float] = {}
         self.emb_model = built_embeddings(dataclasses.replace(self.settings, embeddings=(self.embedding,)))[self.embedding]
+
+    def kad_reference(self, per_artist: int = 64) -> dict[str, np.ndarray]:
+        """Segment rows of a fixed sample of up to ``per_artist`` tracks of each artist (KAD's reference;
+        the same sample for every candidate and every audit of this index generation)."""
+        if getattr(self, "_kad_reference", None) is None:
+            self._kad_reference = _reference_sample(self, np.random.default_rng(0), per_artist)
+        return self._kad_reference
 
     def _artist_gaussians(self) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
         d = self.table.means.shape[1]
@@ -197,6 +205,8 @@ def audit_candidate(reader: IndexReader, audio: np.ndarray, sr: int, rows: np.nd
                            np.stack([reader.artist_gauss[a][1] for a in names]))
     scores = {a: float(f) for a, f in zip(names, fads, strict=True)}
     closest = min(scores, key=lambda k: scores[k])
+    # KAD beside FAD, as run_audit reports it (kadtk's defaults), against a fixed sample of each artist.
+    kad_scores = {a: float(kernel_audio_distance(ref, rows).kad) for a, ref in reader.kad_reference().items()}
     wins = _bootstrap(reader, rows, scores, cfg, rng)
     attribution = None if reader.model is None else reader.model.attribute(reader.store, t, rows)
     _, _, top = nearest_tracks(reader.store, t, mu_c, sigma_c, top=max(cfg.nearest_tracks, cfg.segment_tracks))
@@ -210,6 +220,8 @@ def audit_candidate(reader: IndexReader, audio: np.ndarray, sr: int, rows: np.nd
     result = {
         "scores": scores,
         "closest": closest,
+        "kad_scores": kad_scores,
+        "kad_closest": min(kad_scores, key=lambda k: kad_scores[k]),
         "confidence": {"bootstrap": wins[closest] / cfg.n_boot, "bootstrap_wins": dict(wins), "n_boot": cfg.n_boot},
         "probabilities": None if attribution is None else attribution["probabilities"],
         "attributed": None if attribution is None else attribution["artist"],

@@ -6,6 +6,8 @@ Nothing is ever downloaded here: a model that is not on disk is a ``ModelNotFoun
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -252,13 +254,33 @@ def load_preset(name: str) -> ModelBundle:
     cached = cached_bundle(cache, name, f"preset:{name}")
     if cached is not None:
         return cached
-    model, tokenizer = presets.BUILDERS[name]()
-    bundle = ModelBundle(model=model, tokenizer=tokenizer, name=name, source=f"preset:{name}")
-    try:
-        save_bundle(bundle, cache)
-    except OSError:
-        pass  # a read-only home still gets the (freshly built) preset
+    with _build_lock(cache):  # concurrent processes build a preset once; the others wait and load it
+        cached = cached_bundle(cache, name, f"preset:{name}")
+        if cached is not None:
+            return cached
+        model, tokenizer = presets.BUILDERS[name]()
+        bundle = ModelBundle(model=model, tokenizer=tokenizer, name=name, source=f"preset:{name}")
+        try:
+            save_bundle(bundle, cache)
+        except OSError:
+            pass  # a read-only home still gets the (freshly built) preset
     return bundle
+
+
+@contextmanager
+def _build_lock(cache: Path) -> Iterator[None]:
+    """An exclusive lock on ``cache``'s lock file (none where the folder cannot be written)."""
+    import fcntl
+
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(cache.with_name(f".{cache.name}.lock"), "a")  # noqa: SIM115
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 PRESET_CHANNELS = {"tiny-stereo": 2}

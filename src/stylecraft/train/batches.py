@@ -75,10 +75,13 @@ class Collator:
         text = self.tokenizer(
             captions, padding=True, truncation=True, max_length=self.max_text_len, return_tensors="pt"
         )
-        return {
+        batch = {
             "labels": labels,
             "decoder_input_ids": inputs,
             "input_ids": text["input_ids"],
             "attention_mask": text["attention_mask"],
             "captions": captions,
         }
+        if "index" in items[0]:  # validation items: their positions in the validation set
+            batch["index"] = torch.tensor([it["index"] for it in items])
+        return batch

@@ -86,3 +86,19 @@ def loss_on_batch(
         labels=batch["labels"].to(states.device),
     )
     return out.loss
+
+
+def item_losses(model: torch.nn.Module, cond: TextConditioner, batch: dict[str, Any]) -> torch.Tensor:
+    """Each item's loss [B]: per codebook, the mean cross-entropy over its labelled frames, then the
+    mean over codebooks (what :func:`loss_on_batch` gives for a batch of that one item)."""
+    states, mask = cond(batch)
+    labels = batch["labels"].to(states.device)  # [B, S, K], -100 where nothing is predicted
+    out = model(encoder_outputs=(states,), attention_mask=mask,
+                decoder_input_ids=batch["decoder_input_ids"].to(states.device))
+    b, s, k = labels.shape
+    logits = out.logits.reshape(b, k, -1, out.logits.shape[-1])[:, :, -s:]  # [B, K, S, V]
+    target = labels.permute(0, 2, 1)  # [B, K, S]
+    ce = torch.nn.functional.cross_entropy(logits.float().permute(0, 3, 1, 2), target, ignore_index=-100,
+                                           reduction="none")
+    labelled = (target != -100).to(ce.dtype)
+    return ((ce * labelled).sum(-1) / labelled.sum(-1).clamp(min=1)).mean(-1)

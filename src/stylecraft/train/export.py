@@ -92,6 +92,13 @@ def _fmt(x: Any, digits: int = 4) -> str:
     return "n/a" if x is None else (f"{x:.{digits}f}" if isinstance(x, float) else str(x))
 
 
+def _ema_text(ema: dict[str, Any]) -> str:
+    if not ema.get("enabled"):
+        return "off"
+    warmup = ", warm-up min(decay, (1 + n) / (10 + n))" if ema.get("warmup") else ", no warm-up"
+    return f"decay {ema.get('decay')}{warmup}, {ema.get('updates')} updates"
+
+
 def model_card(prov: dict[str, Any]) -> str:
     """``README.md`` of the exported model: what it was trained from, how, and how well."""
     f = prov["facts"]
@@ -111,7 +118,7 @@ def model_card(prov: dict[str, Any]) -> str:
         f"| stopped early | {'at step ' + str(f['stopped_at']) if f.get('stopped_at') else 'no'} |",
         f"| weights exported | step {f.get('weights_step')}{' (best checkpoint)' if f.get('weights_from_best') else ''}"
         f"{', EMA average' if ema.get('enabled') else ''} |",
-        f"| EMA | {'decay ' + str(ema.get('decay')) if ema.get('enabled') else 'off'} |",
+        f"| EMA | {_ema_text(ema)} |",
         f"| precision | {f.get('precision')} |",
         f"| gradient checkpointing | {f.get('gradient_checkpointing')} |",
         f"| processes | {f.get('processes')} ({f.get('distributed_type')}) |",

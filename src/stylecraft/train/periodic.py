@@ -16,22 +16,41 @@ from stylecraft.data.manifest import run_caption
 from stylecraft.models.loading import ModelBundle
 from stylecraft.progress import info
 from stylecraft.train import early_stop
-from stylecraft.train.conditioning import TextConditioner, loss_on_batch
+from stylecraft.train.conditioning import TextConditioner, item_losses
 from stylecraft.train.demos import FadScorer, demo_guidance_scale, generate_demos
 from stylecraft.train.session import Session, sharded
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, cond: TextConditioner, loader: DataLoader, max_batches: int, accelerator: Any) -> float:
+def evaluate(model: torch.nn.Module, cond: TextConditioner, loader: DataLoader, accelerator: Any) -> tuple[float, dict[str, float]]:
+    """Mean held-out loss over the whole validation set, and the mean per track (every process
+    gets the same figures: per-item losses are gathered with their positions)."""
     model.eval()
-    losses = []
-    for i, batch in enumerate(loader):
-        if i >= max_batches:
-            break
-        loss = loss_on_batch(model, cond, batch, 0.0)
-        losses.append(accelerator.gather_for_metrics(loss.detach()[None]).mean())
+    losses, positions = [], []
+    for batch in loader:
+        loss, index = accelerator.gather_for_metrics((item_losses(model, cond, batch), batch["index"].to(accelerator.device)))
+        losses.append(loss.double().cpu())
+        positions.append(index.cpu())
     model.train()
-    return float(torch.stack(losses).mean()) if losses else float("nan")
+    if not losses:
+        return float("nan"), {}
+    loss_all, pos_all = torch.cat(losses), torch.cat(positions)
+    tracks = loader.dataset.tracks  # type: ignore[attr-defined]  # a ValidationSet
+    sums: dict[str, list[float]] = {}
+    for value, pos in zip(loss_all.tolist(), pos_all.tolist(), strict=True):
+        sums.setdefault(tracks[pos], []).append(value)
+    per_track = {track: sum(v) / len(v) for track, v in sorted(sums.items())}
+    return float(loss_all.mean()), per_track
+
+
+def _write_validation_set(valid: Any, per_track: int, path: Path) -> None:
+    """Which held-out windows validation uses, by track (the same on every start of the run)."""
+    from stylecraft.artifacts import atomic_write_json
+
+    by_track: dict[str, list[str]] = {}
+    for track, item in zip(valid.tracks, valid.ids, strict=True):
+        by_track.setdefault(track, []).append(item)
+    atomic_write_json(path, {"eval_per_track": per_track, "windows": len(valid.ids), "tracks": by_track})
 
 
 class Periodic:
@@ -49,6 +68,8 @@ class Periodic:
                  "on one process)")
             self.demo_every = 0
         self.demo_prompts = list(t.demo.prompts) or [run_caption(s.run, s.cfg.artist)]
+        if s.accelerator.is_main_process:
+            _write_validation_set(s.valid_loader.dataset, int(t.eval_per_track), Path(s.train_dir) / "validation.json")
         self.fad_scorer: FadScorer | None = None
         if self.es_metric in ("fad", "kad") and s.accelerator.is_main_process:
             self.fad_scorer = FadScorer(s.run, str(es.embedding), int(s.cfg.segment.sample_rate),
@@ -58,12 +79,10 @@ class Periodic:
                                        float(t.demo.duration_s), s.bundle.sample_rate)
             self.fad_scorer.reference()
 
-    def validate(self) -> float:
+    def validate(self) -> tuple[float, dict[str, float]]:
         s = self.s
-        if s.ema is not None and s.t.ema.use_for_eval:
-            with s.ema.applied():
-                return evaluate(s.model, s.cond, s.valid_loader, s.t.eval_batches, s.accelerator)
-        return evaluate(s.model, s.cond, s.valid_loader, s.t.eval_batches, s.accelerator)
+        with s.ema.applied() if s.ema is not None and s.t.ema.use_for_eval else nullcontext():
+            return evaluate(s.model, s.cond, s.valid_loader, s.accelerator)
 
     def demos(self, step: int) -> tuple[float | None, dict[str, float]]:
         """Sample the demos (main process); return the early-stopping metric and the logged scores."""
@@ -122,8 +141,9 @@ class Periodic:
         es = t.early_stopping
         new_best = False
         if step % t.eval_every == 0 or step == t.max_steps:
-            val = self.validate()
+            val, per_track = self.validate()
             row["val_loss"] = val
+            row["val_tracks"] = per_track
             row["val_ppl"] = math.exp(val) if math.isfinite(val) else None
             if math.isfinite(val) and (state["best_val"] is None or val < state["best_val"]):
                 state["best_val"], state["best_val_step"] = val, step

@@ -18,7 +18,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader
-from transformers import get_cosine_schedule_with_warmup
 
 from stylecraft.errors import ConfigError, StageInputError, StylecraftError
 from stylecraft.models.loading import ModelBundle, recipe_model
@@ -26,9 +25,10 @@ from stylecraft.progress import info
 from stylecraft.train import speed
 from stylecraft.train.batches import Collator
 from stylecraft.train.conditioning import TextConditioner
-from stylecraft.train.data import EpochSampler, TrainData
+from stylecraft.train.data import EpochSampler, TrainData, ValidationSet
 from stylecraft.train.ema import EMA
 from stylecraft.train.launch_check import check_launch
+from stylecraft.train.schedule import new_phase, phased_scheduler
 
 
 @dataclass
@@ -48,6 +48,7 @@ class Session:
     valid_loader: Any
     cond: TextConditioner
     ema: EMA | None
+    phases: list[dict[str, Any]]  # the learning-rate schedule, read by the scheduler (train/schedule.py)
     precision: str
     state: dict[str, Any] = field(default_factory=dict)
     trackers: Any = None
@@ -157,6 +158,7 @@ class Trackers:
     def scalars(self, row: dict[str, Any], step: int) -> None:
         if self.enabled:
             values = {k: v for k, v in row.items() if k not in ("step",) and isinstance(v, int | float) and v is not None}
+            values.update({f"val_loss/{track}": v for track, v in row.get("val_tracks", {}).items()})
             self.accelerator.log(values, step=step)
 
     def audio(self, tag: str, wav: Any, step: int, sample_rate: int) -> None:
@@ -244,7 +246,7 @@ def _loaders(data: TrainData, bundle: ModelBundle, model: Any, t: Any) -> tuple[
         generator=torch.Generator().manual_seed(t.seed),
     )
     valid_loader = DataLoader(
-        data.valid, batch_size=t.batch_size, shuffle=False, collate_fn=collate,
+        ValidationSet(data.valid, int(t.eval_per_track)), batch_size=t.batch_size, shuffle=False, collate_fn=collate,
         generator=torch.Generator().manual_seed(t.seed + 1),
     )
     return train_loader, valid_loader
@@ -268,7 +270,8 @@ def build_session(
     params = [p for _, p in named]
     optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, fused=True)
     n_proc = accelerator.num_processes
-    scheduler = get_cosine_schedule_with_warmup(optimizer, t.warmup_steps * n_proc, t.max_steps * n_proc)
+    phases = [new_phase(0, int(t.max_steps), 0.0, int(t.warmup_steps))]
+    scheduler = phased_scheduler(optimizer, phases, n_proc)
     train_loader, valid_loader = _loaders(data, bundle, model, t)
     if accelerator.distributed_type == DistributedType.FSDP:
         # The frozen T5 and EnCodec run outside the model's forward (TextConditioner calls the
@@ -283,7 +286,8 @@ def build_session(
         # Sharding replaces the parameters: clip and checksum the ones the optimizer now holds.
         params = [p for p in model.parameters() if p.requires_grad]
     cond = TextConditioner(bundle, accelerator.device, trainable=t.text_encoder == "train")
-    ema = EMA(named, float(t.ema.decay)) if t.ema.enabled else None
+    ema = EMA(named, float(t.ema.decay), bool(t.ema.warmup)) if t.ema.enabled else None
     return Session(run=run, cfg=cfg, accelerator=accelerator, bundle=bundle, model=model, params=params,
                    n_trainable=sum(p.numel() for p in params), optimizer=optimizer, scheduler=scheduler,
-                   train_loader=train_loader, valid_loader=valid_loader, cond=cond, ema=ema, precision=precision)
+                   train_loader=train_loader, valid_loader=valid_loader, cond=cond, ema=ema, precision=precision,
+                   phases=phases)

@@ -14,13 +14,14 @@ from stylecraft.progress import info
 from stylecraft.train import early_stop
 from stylecraft.train.checkpoints import STATE_FILE, list_checkpoints, load_checkpoint, save_checkpoint
 from stylecraft.train.ema import EMA_FILE
+from stylecraft.train.schedule import continue_phases
 from stylecraft.train.session import Session, local
 
 # Settings a run may change and still resume (train longer, save or evaluate at other intervals).
 # Demos, TensorBoard and export settings only add outputs: demos sample inside fork_rng, so the
 # training stream of random numbers does not depend on them.
 RESUMABLE_CHANGES = (
-    "max_steps", "save_every", "keep_last", "eval_every", "eval_batches", "log_every",
+    "max_steps", "save_every", "keep_last", "eval_every", "log_every",
     "demo", "tensorboard", "export", "keep_best",
 )
 
@@ -53,6 +54,7 @@ def resume(s: Session) -> None:
     """
     settings = resume_settings(s.cfg)
     s.state = new_state(settings)
+    s.state["schedule"] = s.phases  # the scheduler reads this list: restored and extended in place
     metrics = s.train_dir / "metrics.jsonl"
     done = list_checkpoints(s.ckpt_root)
     if not done:
@@ -70,7 +72,13 @@ def resume(s: Session) -> None:
     load_checkpoint(s.accelerator, last, saved)
     if s.ema is not None:
         s.ema.load(last / EMA_FILE)
+    s.phases[:] = saved.pop("schedule", None) or s.phases[:1]  # checkpoints before phases: the one phase
     s.state = {**s.state, **saved}
+    step = int(s.state["step"])
+    if continue_phases(s.phases, step, int(s.t.max_steps), int(s.t.warmup_steps)):
+        info(f"train: train.max_steps is now {s.t.max_steps}: a new schedule phase from step {step}, the rate "
+             f"rising from {s.phases[-1]['begin']:.3g} x train.lr to train.lr over {s.phases[-1]['warmup']} steps, "
+             f"then a cosine to 0 at step {s.t.max_steps}")
     if s.accelerator.is_main_process:
         kept = [r for r in read_jsonl_tolerant(metrics) if r.get("step", 0) <= s.state["step"]]
         write_jsonl(metrics, kept)

@@ -45,7 +45,7 @@ run of stylecraft makes music offline, and that fine-tuning on an artist can be 
 - Codec: `{codec.get('architecture')}` architecture, {codec.get('steps')} steps (recipe `recipes/mini-corpus.yaml`, `codec:`).
 - Base model: `{lm.get('model', {}).get('name', 'new:mini')}`, {lm.get('steps')} steps, text encoder trained with the decoder;
   held-out (valid) loss {lm.get('best_val_loss')}.
-- Captions: per track, from the soundtrack's name and what the audio says (tempo, key).
+- Captions: per track, `corpus style, <tempo> bpm, <key>` from what the audio says (librosa's tempo and key).
 - Built by `eval/mini/build.py` (resumable), packaged by `eval/mini/package.py`.
 
 ## Corpus

@@ -54,7 +54,8 @@ from stylecraft.data.ingest import DuplicateSettings, ingest, inspect_file  # no
 from stylecraft.parallel import resolve_workers, run_tasks  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_prep import list_audio, machine_info, versions  # noqa: E402
+from bench_prep import list_audio  # noqa: E402
+from report_tools import machine_info, machine_lines, table_head, versions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "eval" / "results"
@@ -131,15 +132,13 @@ def markdown(res: dict[str, Any]) -> str:
         "# Ingest: the cost of the near-duplicate check and of analysis captions",
         "",
         f"Date: {res['date']}  ",
-        f"Machine: {m.get('cpu')}, {m.get('cores')} cores ({m.get('cores_usable')} usable), {m.get('ram_gib')} GiB RAM  ",
-        "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        *machine_lines(m, v),
         "",
         f"Input: {res['n_files']} files from `{res['music']}`, {res['minutes']:.1f} min of audio. "
         f"{res['reps']} runs of each configuration, alternated; the table gives the median and the range. "
         "The machine is shared with other work: compare the ratios, measured side by side, rather than the seconds.",
         "",
-        "| configuration | wall s (median) | range | / plain |",
-        "|---|---:|---:|---:|",
+        *table_head(["configuration", "wall s (median)", "range", "/ plain"], align="lrrr"),
     ]
     base = res["ingest"]["plain"]["median_s"]
     for name, row in res["ingest"].items():

@@ -213,7 +213,7 @@ def main() -> None:
 
         atomic_write_text(RESULTS / "bench_kad.md", to_markdown(json.loads((RESULTS / "bench_kad.json").read_text())))
         return
-    from bench_prep import machine_info, versions
+    from report_tools import machine_info, versions
 
     from stylecraft.artifacts import atomic_write_json, atomic_write_text
 

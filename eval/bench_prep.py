@@ -40,7 +40,6 @@ import datetime as dt
 import hashlib
 import inspect
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -58,6 +57,7 @@ os.environ.setdefault("STYLECRAFT_PROGRESS", "0")  # no progress bars inside tim
 import librosa  # noqa: E402
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
+from report_tools import machine_info, machine_lines, table_head, versions  # noqa: E402
 
 from stylecraft.artifacts import atomic_write_json, atomic_write_text  # noqa: E402
 from stylecraft.audio.loudness import normalize_gain  # noqa: E402
@@ -415,54 +415,6 @@ def run_baseline(files: list[Path], out: Path, *, force_split: str | None = None
 # --------------------------------------------------------------------------------------- report
 
 
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram_gib = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram_gib = round(int(line.split()[1]) / 2**20, 1)
-                break
-    except OSError:
-        pass
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "cores_usable": affinity,
-        "ram_gib": ram_gib,
-        "os": platform.platform(),
-    }
-
-
-def versions() -> dict[str, str]:
-    import numba
-    import scipy
-    import soxr
-    import torch
-
-    import stylecraft
-
-    return {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "librosa": librosa.__version__,
-        "numba": numba.__version__,
-        "torch": torch.__version__,
-        "soxr": soxr.__version__,
-        "soundfile": sf.__version__,
-        "stylecraft": getattr(stylecraft, "__version__", "?"),
-    }
-
-
 SOURCES = (
     "data/ingest.py",
     "data/segment.py",
@@ -489,8 +441,7 @@ def markdown(res: dict[str, Any]) -> str:
         "# Data-preparation throughput: stylecraft vs a plain librosa loop",
         "",
         f"Date: {res['date']}  ",
-        f"Machine: {m['cpu']}, {m['cores']} cores ({m['cores_usable']} usable), {m['ram_gib']} GiB RAM  ",
-        "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        *machine_lines(m, v),
         "",
         f"Input: {res['input']['files']} files from `{res['input']['folder']}` (first {res['input']['max_tracks']} "
         f"by name, whole tracks), {res['input']['audio_min']:.2f} min of audio "
@@ -507,8 +458,8 @@ def markdown(res: dict[str, Any]) -> str:
         "machine used meanwhile (contention). The baseline is one process, but librosa's STFT-based features "
         "run on more than one thread.",
         "",
-        "| path | wall s | realtime x | own CPU s | other procs' CPU s | windows | train windows | variants |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        *table_head(["path", "wall s", "realtime x", "own CPU s", "other procs' CPU s", "windows", "train windows",
+                     "variants"], align="lrrrrrrr"),
     ]
     for name in ("stylecraft", "baseline"):
         r = res.get(name)

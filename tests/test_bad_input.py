@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_runner import run_cli
 from reliability_corpus import make_corpus
 
 from stylecraft.artifacts import read_jsonl
@@ -82,7 +83,7 @@ def test_nothing_usable_is_exit_1_with_one_line(tmp_path):
     (cat / "a.wav").write_bytes(b"")
     (cat / "b.flac").write_bytes(b"garbage" * 10)
     (cat / "c.txt").write_text("x")
-    proc = _cli("ingest", str(cat), "--run-dir", str(tmp_path / "run"))
+    proc = run_cli("ingest", str(cat), "--run-dir", str(tmp_path / "run"))
     assert proc.returncode == 1
     _no_traceback(proc)
     assert proc.stderr.strip().startswith("error:") and "no usable audio" in proc.stderr
@@ -114,8 +115,8 @@ def test_unreadable_file_is_a_reject(tmp_path, monkeypatch):
 
 
 def test_bad_config_values_are_one_line(tmp_path):
-    proc = _cli("run", str(ROOT / "recipes" / "quickstart.yaml"), "segment.window_s=-1", "train.lr=abc",
-                "bogus.key=1", "generate.watermark.strength=2", "--run-dir", str(tmp_path / "r"))
+    proc = run_cli("run", str(ROOT / "recipes" / "quickstart.yaml"), "segment.window_s=-1", "train.lr=abc",
+                   "bogus.key=1", "generate.watermark.strength=2", "--run-dir", str(tmp_path / "r"))
     assert proc.returncode == 1
     _no_traceback(proc)
     lines = proc.stderr.strip().splitlines()
@@ -125,7 +126,7 @@ def test_bad_config_values_are_one_line(tmp_path):
 
 
 def test_missing_model_is_one_line(tmp_path):
-    proc = _cli("generate", "--model", "musicgen-small", "--out", str(tmp_path / "o"))
+    proc = run_cli("generate", "--model", "musicgen-small", "--out", str(tmp_path / "o"))
     assert proc.returncode == 1
     _no_traceback(proc)
     lines = proc.stderr.strip().splitlines()

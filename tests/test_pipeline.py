@@ -4,12 +4,12 @@ import json
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from cli_runner import run_cli
 
 from stylecraft.artifacts import read_jsonl, sha256_file
 from stylecraft.config import load_recipe
@@ -139,12 +139,11 @@ def test_user_errors_are_one_line(tmp_path):
         ("fad", str(tmp_path / "none"), str(tmp_path / "none2")),
         ("generate", "--model", "tiny", "--duration", "-1", "--out", str(tmp_path / "g")),
         ("fetch", "not-a-model"),
-        ("fetch", "musicgen-small"),  # HF_HUB_OFFLINE=1 below: the download cannot happen
+        ("fetch", "musicgen-small"),
     ]
     errs = []
-    with ThreadPoolExecutor(max_workers=4) as pool:  # separate processes; start-up dominates, so overlap them
-        procs = list(pool.map(lambda args: _cli(*args), cases))
-    for args, proc in zip(cases, procs, strict=True):
+    for args in cases:
+        proc = run_cli(*args, cwd=ROOT)  # HF_HUB_OFFLINE=1: the download cannot happen
         assert proc.returncode == 1, (args, proc.stderr)
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, proc.stderr)
@@ -182,7 +181,7 @@ def test_verify_clean_run_then_tampered_copy(quick_run, tmp_path):
     assert {"segment audio", "segment mfcc", "variant shard", "token shard", "model file",
             "checkpoint file", "generated audio"} <= kinds
     assert all(f.status == "ok" for f in clean), [f for f in clean if f.status != "ok"]
-    proc = _cli("verify", str(quick_run))
+    proc = run_cli("verify", str(quick_run))
     assert proc.returncode == 0 and "ok" in proc.stdout
 
     run = tmp_path / "copy"
@@ -196,11 +195,11 @@ def test_verify_clean_run_then_tampered_copy(quick_run, tmp_path):
     assert ("altered", f"tokens/{token.name}") in found
     assert ("missing", f"features/{feature.name}") in found
     assert ("leftover", "generated/.half.tmp.flac") in found
-    proc = _cli("verify", str(run), "--json")
+    proc = run_cli("verify", str(run), "--json")
     assert proc.returncode == 1
     counts = json.loads(proc.stdout)["counts"]
     assert counts["altered"] == 1 and counts["missing"] == 1 and counts["leftover"] == 1
-    assert _cli("verify", str(tmp_path)).returncode == 1  # not a run folder: one-line error
+    assert run_cli("verify", str(tmp_path)).returncode == 1  # not a run folder: one-line error
 
 
 def test_signatures_follow_captions_and_augmentation_settings(tmp_path):

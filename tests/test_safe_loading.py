@@ -8,11 +8,10 @@ import json
 import os
 import pickle
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_runner import run_cli
 
 from stylecraft.artifacts import inside, read_jsonl, write_jsonl
 from stylecraft.errors import CheckpointError, StageInputError
@@ -51,11 +50,7 @@ def test_cli_refuses_pickled_model_in_one_line(tmp_path):
     folder = tmp_path / "model"
     load_model("tiny").model.config.save_pretrained(folder)
     _malicious_pickle(folder / "pytorch_model.bin", marker)
-    env = {**os.environ, "STYLECRAFT_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "stylecraft", "generate", "--model", str(folder), "--out", str(tmp_path / "o"), "--duration", "1"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
+    proc = run_cli("generate", "--model", str(folder), "--out", str(tmp_path / "o"), "--duration", "1")
     assert proc.returncode == 1 and proc.stderr.startswith("error:") and "pickled weights" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not marker.exists()

@@ -467,21 +467,41 @@ def load_recipe(
 
 def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str]:
     """Range and choice checks that types alone cannot express."""
-    errors: list[str] = []
-    for stage in cfg.stages:
-        if stage not in STAGES:
-            errors.append(f"unknown stage '{stage}' in 'stages' (known: {', '.join(STAGES)})")
+    checks = (
+        _segment_errors, _outlier_errors, _ingest_errors, _feature_errors, _caption_errors, _augment_errors,
+        _codec_errors, _train_errors, _early_stopping_errors, _demo_errors, _export_errors, _generate_errors,
+    )
+    errors = _stage_errors(cfg, require_catalogue)
+    for check in checks:
+        errors.extend(check(cfg))
+    return errors
+
+
+def _stage_errors(cfg: DictConfig, require_catalogue: bool) -> list[str]:
+    errors = [
+        f"unknown stage '{stage}' in 'stages' (known: {', '.join(STAGES)})" for stage in cfg.stages if stage not in STAGES
+    ]
     no_catalogue = OmegaConf.is_missing(cfg, "catalogue") or not str(cfg.catalogue).strip()
     if require_catalogue and "demo" not in cfg.stages and "ingest" in cfg.stages and no_catalogue:
         errors.append("'catalogue' is required: pass catalogue=/path/to/artist/audio")
+    return errors
+
+
+def _segment_errors(cfg: DictConfig) -> list[str]:
     s = cfg.segment
+    errors = []
     if s.window_s <= 0 or s.hop_s <= 0:
         errors.append("segment.window_s and segment.hop_s must be > 0")
     if s.sample_rate < 8000:
         errors.append(f"segment.sample_rate must be >= 8000, got {s.sample_rate}")
     if s.n_fft <= 0 or s.hop_length <= 0 or s.hop_length > s.n_fft:
         errors.append("segment.n_fft must be > 0 and 0 < segment.hop_length <= segment.n_fft")
+    return errors
+
+
+def _outlier_errors(cfg: DictConfig) -> list[str]:
     o = cfg.outliers
+    errors = []
     if o.track_z <= 0 or o.window_z <= 0 or not 0.0 < o.duplicate_corr <= 1.0 or not 0.0 <= o.noise_coherence < 1.0:
         errors.append("outliers.track_z and outliers.window_z must be > 0, outliers.duplicate_corr in (0, 1] "
                       "and outliers.noise_coherence in [0, 1)")
@@ -495,17 +515,29 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
     if not 0.0 < o.clipped_share <= 1.0 or not 0.0 < o.dropout_share <= 1.0:
         errors.append(f"outliers.clipped_share and outliers.dropout_share must be in (0, 1], got {o.clipped_share} "
                       f"and {o.dropout_share}")
+    return errors
+
+
+def _ingest_errors(cfg: DictConfig) -> list[str]:
+    errors = []
     if not 0.0 <= cfg.ingest.valid_fraction < 1.0:
         errors.append(f"ingest.valid_fraction must be in [0, 1), got {cfg.ingest.valid_fraction}")
     if not 0.0 < cfg.ingest.duplicate_corr <= 1.0:
         errors.append(f"ingest.duplicate_corr must be in (0, 1], got {cfg.ingest.duplicate_corr}")
-    for name in s.features:
-        if name not in FEATURE_NAMES:
-            errors.append(f"segment.features: unknown feature '{name}' (known: {', '.join(FEATURE_NAMES)})")
-    errors.extend(_caption_errors(cfg))
-    errors.extend(_augment_errors(cfg))
-    errors.extend(_codec_errors(cfg))
+    return errors
+
+
+def _feature_errors(cfg: DictConfig) -> list[str]:
+    return [
+        f"segment.features: unknown feature '{name}' (known: {', '.join(FEATURE_NAMES)})"
+        for name in cfg.segment.features
+        if name not in FEATURE_NAMES
+    ]
+
+
+def _train_errors(cfg: DictConfig) -> list[str]:
     t = cfg.train
+    errors = []
     if t.mode not in ("lora", "full"):
         errors.append(f"train.mode must be 'lora' or 'full', got '{t.mode}'")
     if t.mixed_precision not in ("auto", "no", "bf16", "fp16"):
@@ -529,7 +561,13 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
         errors.append(f"train.dropout must be in [0, 1) or null, got {t.dropout}")
     if not 0.0 < t.ema.decay < 1.0:
         errors.append(f"train.ema.decay must be in (0, 1), got {t.ema.decay}")
+    return errors
+
+
+def _early_stopping_errors(cfg: DictConfig) -> list[str]:
+    t = cfg.train
     es = t.early_stopping
+    errors = []
     if es.metric not in ("val_loss", "fad", "kad"):
         errors.append(f"train.early_stopping.metric must be val_loss, fad or kad, got '{es.metric}'")
     if es.patience < 1:
@@ -543,7 +581,12 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
         errors.append(f"train.early_stopping.metric={es.metric} scores the demos of guidance scale {es_scale:g} "
                       f"(train.early_stopping.guidance_scale, else generate.guidance_scale), which is not in "
                       f"train.demo.guidance_scales {list(t.demo.guidance_scales)}")
-    d = t.demo
+    return errors
+
+
+def _demo_errors(cfg: DictConfig) -> list[str]:
+    d = cfg.train.demo
+    errors = []
     if d.every < 0:
         errors.append(f"train.demo.every must be >= 0 (0: no demos), got {d.every}")
     if d.every and (not d.seeds or not d.guidance_scales):
@@ -555,14 +598,25 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
     for gs in d.guidance_scales:
         if gs < 0:
             errors.append(f"train.demo.guidance_scales entries must be >= 0, got {gs}")
-    if t.export.lora not in ("merged", "adapter", "both"):
-        errors.append(f"train.export.lora must be merged|adapter|both, got '{t.export.lora}'")
-    for fmt in t.export.formats:
+    return errors
+
+
+def _export_errors(cfg: DictConfig) -> list[str]:
+    export = cfg.train.export
+    errors = []
+    if export.lora not in ("merged", "adapter", "both"):
+        errors.append(f"train.export.lora must be merged|adapter|both, got '{export.lora}'")
+    for fmt in export.formats:
         if fmt not in EXPORT_FORMATS:
             errors.append(f"train.export.formats: unknown format '{fmt}' (known: {', '.join(EXPORT_FORMATS)})")
-    if not t.export.formats:
+    if not export.formats:
         errors.append("train.export.formats must name at least one format (e.g. [transformers])")
+    return errors
+
+
+def _generate_errors(cfg: DictConfig) -> list[str]:
     g = cfg.generate
+    errors = []
     if g.duration_s <= 0:
         errors.append(f"generate.duration_s must be > 0, got {g.duration_s}")
     if g.temperature <= 0:
@@ -585,11 +639,16 @@ def validate_values(cfg: DictConfig, require_catalogue: bool = True) -> list[str
         errors.append(f"generate.seed_audio_s must be >= 0, got {g.seed_audio_s}")
     if g.prompts and g.prompts_file:
         errors.append("set generate.prompts or generate.prompts_file, not both")
-    if not 0.0 < g.watermark.strength <= 0.5:
-        errors.append(f"generate.watermark.strength must be in (0, 0.5], got {g.watermark.strength}")
-    if g.watermark.method not in ("dsp", "audioseal"):
-        errors.append(f"generate.watermark.method must be dsp or audioseal, got '{g.watermark.method}'")
-    if g.watermark.enabled and not str(g.watermark.key):
+    return errors + _watermark_errors(g.watermark)
+
+
+def _watermark_errors(w: DictConfig) -> list[str]:
+    errors = []
+    if not 0.0 < w.strength <= 0.5:
+        errors.append(f"generate.watermark.strength must be in (0, 0.5], got {w.strength}")
+    if w.method not in ("dsp", "audioseal"):
+        errors.append(f"generate.watermark.method must be dsp or audioseal, got '{w.method}'")
+    if w.enabled and not str(w.key):
         errors.append("generate.watermark.key must not be empty (or set generate.watermark.enabled=false)")
     return errors
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from cli_runner import run_cli
 
 from stylecraft.artifacts import read_jsonl
 from stylecraft.data import captions as cap
@@ -195,11 +194,8 @@ def test_tags_mode_without_weights_is_one_line_naming_fetch(catalogue: Path, tmp
     with pytest.raises(ModelNotFoundError, match="stylecraft fetch musicnn"):
         ingest(catalogue, tmp_path / "run", captions=CaptionSettings(mode="tags"))
     assert not (tmp_path / "run" / "tracks.jsonl").exists()  # refused before decoding anything
-    proc = subprocess.run(
-        [sys.executable, "-m", "stylecraft", "ingest", str(catalogue), "--run-dir", str(tmp_path / "cli"),
-         "captions.mode=tags"],
-        capture_output=True, text=True, env={**__import__("os").environ, "STYLECRAFT_CHECKPOINTS": str(tmp_path / "x")},
-    )
+    proc = run_cli("ingest", str(catalogue), "--run-dir", str(tmp_path / "cli"), "captions.mode=tags",
+                   env={"STYLECRAFT_CHECKPOINTS": str(tmp_path / "x")})
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "stylecraft fetch musicnn" in lines[0]

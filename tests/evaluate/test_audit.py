@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from cli_runner import run_cli
 
 from stylecraft.errors import StylecraftError
 from stylecraft.evaluate.audit import AuditSettings, audit_json, parse_references, run_audit
@@ -127,7 +128,7 @@ def test_audit_cli_json_report_and_errors(corpus, tmp_path):
     assert page.count("<audio") == 4 and 'id="embedding-map"' in page
     assert len(list((tmp_path / "report_files").glob("*.ogg"))) == 4
 
-    bad = _cli("audit", "--reference", "oops", str(corpus / "cands"))
+    bad = run_cli("audit", "--reference", "oops", str(corpus / "cands"))
     assert bad.returncode == 1 and bad.stderr.startswith("error:") and bad.stderr.count("\n") == 1
 
 

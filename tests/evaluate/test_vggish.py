@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from cli_runner import run_cli
 from fad_synth import tones, write_set
 
 from stylecraft.errors import AudioDecodeError, CheckpointError, ModelNotFoundError
@@ -112,18 +113,18 @@ def test_fad_cli_statistics_and_record(tmp_path):
     assert "FAD-inf" in proc.stdout and "KAD-inf" in proc.stdout and "CI" in proc.stdout
     cached = sorted((tmp_path / "c").glob("*.npy"))
     assert len(cached) == 12 and np.load(cached[0]).dtype == np.float32
-    few = _cli("fad", str(ref), str(ref), "--embedding", "vggish-tiny", "--ci", "0.9", "--cache-dir", str(tmp_path / "c"))
+    few = run_cli("fad", str(ref), str(ref), "--embedding", "vggish-tiny", "--ci", "0.9", "--cache-dir", str(tmp_path / "c"))
     assert few.returncode == 1 and "over 4 evaluated file(s) says little" in few.stderr
 
 
 def test_fad_cli_errors_are_one_line(tmp_path):
     ref = write_set(tmp_path / "ref", "tones", n_files=2, seconds=2.0, sample_rate=16000, seed=1)
-    proc = _cli("fad", str(ref), str(ref), "--embedding", "vggish", env_extra={"STYLECRAFT_CHECKPOINTS": str(tmp_path)})
+    proc = run_cli("fad", str(ref), str(ref), "--embedding", "vggish", env={"STYLECRAFT_CHECKPOINTS": str(tmp_path)})
     # With no registry copy there, the embedding still names the fetch command.
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error:")
     assert "stylecraft fetch vggish" in proc.stderr
-    proc = _cli("fad", str(ref), str(ref), "--embedding", "vggish-tiny", "--inf")
+    proc = run_cli("fad", str(ref), str(ref), "--embedding", "vggish-tiny", "--inf")
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 1 and len(errors) == 1 and "min_n=500" in errors[0]
 

@@ -2,11 +2,10 @@
 
 import itertools
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
+from cli_runner import run_cli
 
 from stylecraft.errors import StylecraftError
 from stylecraft.generate import beam
@@ -111,6 +110,5 @@ def test_cli_beams_writes_a_file_with_provenance(tmp_path):
     row = json.loads((out / "generated.jsonl").read_text().splitlines()[0])
     assert row["params"]["beams"] == 2 and row["params"]["length_penalty"] == 0.5
     # The one-line error of the real entry point (main() turns StylecraftError into it).
-    bad = subprocess.run([sys.executable, "-m", "stylecraft", *args[:-2], "--best-of", "2", "--out", str(tmp_path / "bad")],
-                         capture_output=True, text=True)
+    bad = run_cli(*args[:-2], "--best-of", "2", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 1 and bad.stderr.strip().startswith("error:") and len(bad.stderr.strip().splitlines()) == 1

@@ -1,14 +1,12 @@
 """Watermark: keyed detection, robustness to common edits, audibility bound, provenance and CLI."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 import soxr
+from cli_runner import run_cli
 
 from stylecraft.artifacts import read_jsonl
 from stylecraft.data.demo import synth_track
@@ -117,20 +115,15 @@ def test_generated_files_carry_mark_and_provenance(tmp_path):
     assert not wm.detect_file(tmp_path / "b" / off[0]["file"], "k-gen").detected
 
 
-def _cli(*args):
-    env = {**os.environ, "STYLECRAFT_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "stylecraft", *args], capture_output=True, text=True, env=env, timeout=300)
-
-
 def test_cli_embed_and_detect(music, tmp_path):
     src = tmp_path / "in put é.wav"
     sf.write(src, music, SR)
     out = tmp_path / "marked.flac"
-    assert _cli("watermark", "embed", str(src), str(out), "--key", "cli-key").returncode == 0
-    yes = _cli("watermark", "detect", str(out), "--key", "cli-key", "--json")
+    assert run_cli("watermark", "embed", str(src), str(out), "--key", "cli-key").returncode == 0
+    yes = run_cli("watermark", "detect", str(out), "--key", "cli-key", "--json")
     assert yes.returncode == 0, yes.stderr
     assert json.loads(yes.stdout)["detected"] is True
-    no = _cli("watermark", "detect", str(src), "--key", "cli-key")
+    no = run_cli("watermark", "detect", str(src), "--key", "cli-key")
     assert no.returncode == 2 and "not watermarked" in no.stdout
-    bad = _cli("watermark", "detect", str(tmp_path / "missing.wav"))
+    bad = run_cli("watermark", "detect", str(tmp_path / "missing.wav"))
     assert bad.returncode == 1 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr

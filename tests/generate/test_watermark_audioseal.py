@@ -100,20 +100,16 @@ def test_method_is_validated():
 
 def test_cli_detect_with_audioseal(weights, tmp_path):
     import json
-    import os
-    import subprocess
-    import sys
 
     import soundfile as sf
+    from cli_runner import run_cli
 
     folder, _, _ = weights
     src = tmp_path / "clip.wav"
     sf.write(src, (0.1 * np.random.default_rng(1).standard_normal(16000)).astype(np.float32), 16000)
-    env = {**os.environ, "STYLECRAFT_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "stylecraft", "watermark", "detect", str(src), "--key", "k", *args],
-                              capture_output=True, text=True, env=env, timeout=300)
+        return run_cli("watermark", "detect", str(src), "--key", "k", *args)
 
     ok = cli("--method", "audioseal", "--audioseal-path", str(folder), "--json")
     assert ok.returncode in (0, 2), ok.stderr  # random weights: either verdict, but a full record

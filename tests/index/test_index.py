@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runner import run_cli
 
 from stylecraft.errors import StylecraftError
 from stylecraft.evaluate.audit import AuditSettings, audit_json, run_audit
@@ -153,11 +151,10 @@ def test_index_settings_are_fixed_and_errors_are_one_line(catalogue, tmp_path):
     build_index(db, {"low": catalogue / "low"}, progress=False)
     with pytest.raises(StylecraftError, match="built with"):
         build_index(db, {"low": catalogue / "low"}, IndexSettings(fan_out=3), progress=False)
-    env = {**os.environ, "STYLECRAFT_PROGRESS": "0"}
     for args in (["index", "stats", str(tmp_path / "missing.db")],
                  ["audit", "--index", str(tmp_path / "missing.db"), str(catalogue / "cands")],
                  ["index", "build", db, "--reference", "oops"]):
-        proc = subprocess.run([sys.executable, "-m", "stylecraft", *args], capture_output=True, text=True, env=env, timeout=300)
+        proc = run_cli(*args)
         assert proc.returncode == 1 and proc.stderr.startswith("error:") and proc.stderr.count("\n") == 1, proc.stderr
 
 

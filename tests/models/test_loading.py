@@ -1,11 +1,10 @@
 """Presets, registry names and local folders; never a silent random model."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from cli_runner import run_cli
 
 from stylecraft.errors import CheckpointError, ModelNotFoundError
 from stylecraft.models import presets
@@ -66,12 +65,13 @@ def test_folder_round_trip_and_bad_folder(tmp_path):
         resolve_folder(str(tmp_path / "empty"))
 
 
-def test_cli_missing_model_is_one_line(tmp_path):
-    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "stylecraft", "generate", "--model", "musicgen-small", "--out", str(tmp_path / "o")],
-        capture_output=True, text=True, env=env, timeout=120,
-    )
+def test_cli_missing_model_is_one_line(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    # An empty hub cache (read by huggingface_hub at import, so set on the module too).
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    proc = run_cli("generate", "--model", "musicgen-small", "--out", str(tmp_path / "o"),
+                   env={"HF_HOME": str(tmp_path / "hf")})
     assert proc.returncode == 1
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == [lines[0]] and lines[0].startswith("error: model 'musicgen-small'")

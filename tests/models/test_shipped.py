@@ -1,11 +1,10 @@
 """Models that ship with stylecraft (stylecraft-mini): loaded by name, offline, every file checked."""
 
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
+from cli_runner import run_cli
 
 from stylecraft.artifacts import files_sha256
 from stylecraft.errors import CheckpointError
@@ -59,6 +58,6 @@ def test_missing_or_altered_file_is_a_one_line_error(shipped):
 
 def test_cli_names_the_damaged_file(shipped):
     (shipped / "config.json").write_text("{}")
-    proc = subprocess.run([sys.executable, "-m", "stylecraft", "fetch", "tiny-shipped"], capture_output=True, text=True)
+    proc = run_cli("fetch", "tiny-shipped")
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "config.json" in proc.stderr and "damaged" in proc.stderr

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from cli_runner import run_cli as run_in_process
 
 from stylecraft.errors import CheckpointError
 from stylecraft.separate.batch import separate_paths
@@ -85,9 +86,9 @@ def test_cli_user_errors_are_one_line(inputs: Path, tmp_path: Path):
         (["--model", "spleeter:4stems", "--checkpoint", str(FIXTURES / "tiny-2stems")], "2-stem model"),
         (["--model", "spleeter:2stems-tiny", "--mix", "x=drums"], "unknown stems"),
     ]:
-        proc = run_cli("separate", str(inputs / "mono.flac"), "--out", str(tmp_path / "o"), *args, cwd=tmp_path)
+        proc = run_in_process("separate", str(inputs / "mono.flac"), "--out", str(tmp_path / "o"), *args, cwd=tmp_path)
         assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
-    nothing = run_cli("separate", str(inputs / "silent.wav"), "--model", "spleeter:2stems-tiny", "--out", str(tmp_path / "o"), cwd=tmp_path)
+    nothing = run_in_process("separate", str(inputs / "silent.wav"), "--model", "spleeter:2stems-tiny", "--out", str(tmp_path / "o"), cwd=tmp_path)
     assert nothing.returncode == 1 and "0 separated" in nothing.stdout
 
 

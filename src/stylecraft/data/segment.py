@@ -270,6 +270,46 @@ def segment(
     """
     run = Path(run_dir)
     tracks_path = run / "tracks.jsonl"
+    tracks = _tracks_to_segment(tracks_path, catalogue, sources)
+    source_sha = {t.id: sources[t.id]["sha256"] if sources is not None else t.sha256 for t in tracks}
+    p = _hashed_params(params, channels)
+    records: dict[str, dict[str, Any]] = {}
+    todo: list[Track] = []
+    for t in tracks:
+        rec = _record_valid(run, t, p["hash"], source_sha[t.id])
+        if rec is not None:
+            records[t.id] = rec
+        else:
+            todo.append(t)
+    jobs = [
+        (
+            {
+                **asdict(t),
+                "source_path": sources[t.id]["path"] if sources is not None else None,
+                "source_sha256": source_sha[t.id],
+            },
+            p,
+            str(run),
+        )
+        for t in todo
+    ]
+    new_rejects = _process_tracks(todo, jobs, records, len(tracks), params.get("workers"))
+    windows = _windows_of_records(tracks, records, params, artist)
+    if new_rejects:
+        _move_to_rejects(run, tracks_path, tracks, new_rejects)
+    save_rows(run / "windows.jsonl", windows)
+    if not windows:
+        raise StageInputError(
+            f"no windows: every track is shorter than segment.window_s={params['window_s']} s or silent "
+            f"below segment.silence_db={params['silence_db']} dB"
+        )
+    return windows
+
+
+def _tracks_to_segment(
+    tracks_path: Path, catalogue: str | Path | None, sources: dict[str, dict[str, str]] | None
+) -> list[Track]:
+    """The ingested tracks, checked to lie in the catalogue; only those with a source when given."""
     if not tracks_path.exists():
         raise StageInputError(f"'{tracks_path}' is missing: run `stylecraft ingest` first")
     tracks = load_rows(tracks_path, Track)
@@ -283,41 +323,33 @@ def segment(
         tracks = [t for t in tracks if t.id in sources]
         if not tracks:
             raise StageInputError("no separated track to segment (see rejects.jsonl)")
-    source_sha = {t.id: sources[t.id]["sha256"] if sources is not None else t.sha256 for t in tracks}
+    return tracks
+
+
+def _hashed_params(params: dict[str, Any], channels: int) -> dict[str, Any]:
+    """The segment parameters with their ``hash`` (the worker count does not change the output)."""
     p = dict(params)
     if channels == 2:  # only stereo runs carry the key, so mono runs keep their records and hashes
         p["channels"] = 2
     p["hash"] = sha256_json({k: v for k, v in p.items() if k != "workers"})
+    return p
 
-    records: dict[str, dict[str, Any]] = {}
-    todo: list[Track] = []
-    for t in tracks:
-        rec = _record_valid(run, t, p["hash"], source_sha[t.id])
-        if rec is not None:
-            records[t.id] = rec
-        else:
-            todo.append(t)
 
+def _process_tracks(
+    todo: list[Track],
+    jobs: list[tuple[dict[str, Any], dict[str, Any], str]],
+    records: dict[str, dict[str, Any]],
+    n_tracks: int,
+    workers_param: Any,
+) -> list[dict[str, str]]:
+    """Segment the tracks ``todo`` across worker processes, adding to ``records``; returns new rejects."""
     cores = cpu_count()
-    workers = resolve_workers(params.get("workers"), len(todo))
+    workers = resolve_workers(workers_param, len(todo))
     threads = max(1, cores // max(1, workers))
     new_rejects: list[dict[str, str]] = []
     with keep_torch_threads(), make_progress() as prog:
-        task = prog.add_task("segment", total=len(tracks), completed=len(records))
-        jobs = [
-            (
-                {
-                    **asdict(t),
-                    "source_path": sources[t.id]["path"] if sources is not None else None,
-                    "source_sha256": source_sha[t.id],
-                },
-                p,
-                str(run),
-                threads,
-            )
-            for t in todo
-        ]
-        for i, res in run_tasks(_process_track, jobs, workers):
+        task = prog.add_task("segment", total=n_tracks, completed=len(records))
+        for i, res in run_tasks(_process_track, [(*job, threads) for job in jobs], workers):
             if isinstance(res, AudioDecodeError):
                 new_rejects.append({"path": todo[i].path, "reason": str(res)})
             elif isinstance(res, BaseException):
@@ -325,7 +357,12 @@ def segment(
             else:
                 records[todo[i].id] = res
             prog.advance(task)
+    return new_rejects
 
+
+def _windows_of_records(
+    tracks: list[Track], records: dict[str, dict[str, Any]], params: dict[str, Any], artist: str
+) -> list[Window]:
     windows: list[Window] = []
     for t in tracks:
         rec = records.get(t.id)
@@ -345,23 +382,21 @@ def segment(
                     caption=caption,
                 )
             )
-    if new_rejects:
-        # A file ingest accepted but that no longer decodes (changed or damaged since) moves from
-        # tracks.jsonl to rejects.jsonl, so every file stays in exactly one of them. Rejects are
-        # written first: a kill between the two writes leaves the track listed twice, and the
-        # rerun decodes it again and finishes the move. Ingest decodes fully too, so only bytes
-        # changed since ingest get here, and the next `stylecraft run` reruns ingest, as it should.
-        old = read_jsonl(run / "rejects.jsonl") if (run / "rejects.jsonl").exists() else []
-        save_rows(run / "rejects.jsonl", old + [r for r in new_rejects if r not in old])
-        gone = {r["path"] for r in new_rejects}
-        save_rows(tracks_path, [t for t in tracks if t.path not in gone])
-    save_rows(run / "windows.jsonl", windows)
-    if not windows:
-        raise StageInputError(
-            f"no windows: every track is shorter than segment.window_s={params['window_s']} s or silent "
-            f"below segment.silence_db={params['silence_db']} dB"
-        )
     return windows
+
+
+def _move_to_rejects(run: Path, tracks_path: Path, tracks: list[Track], new_rejects: list[dict[str, str]]) -> None:
+    """Move files ingest accepted but that no longer decode from ``tracks.jsonl`` to ``rejects.jsonl``.
+
+    A file changed or damaged since ingest moves so that every file stays in exactly one of them.
+    Rejects are written first: a kill between the two writes leaves the track listed twice, and the
+    rerun decodes it again and finishes the move. Ingest decodes fully too, so only bytes changed
+    since ingest get here, and the next `stylecraft run` reruns ingest, as it should.
+    """
+    old = read_jsonl(run / "rejects.jsonl") if (run / "rejects.jsonl").exists() else []
+    save_rows(run / "rejects.jsonl", old + [r for r in new_rejects if r not in old])
+    gone = {r["path"] for r in new_rejects}
+    save_rows(tracks_path, [t for t in tracks if t.path not in gone])
 
 
 def load_features(run_dir: str | Path, track_id: str, name: str) -> np.ndarray:

@@ -422,6 +422,74 @@ def generate(
     params.validate()
     lf = long_form or LongForm()
     prompts = prompts or [""]
+    mark = _checked_request(bundle, prompts, params, lf, batch_size, per_prompt, melody, watermark)
+    melody_audio = mel.load_melody(melody, bundle.sample_rate) if melody is not None else None
+    out = Path(out_dir)
+    weights_sha = model_sha256(bundle)
+    riff, seed_sha = _seed_riff(bundle, params, seed_audio)
+    melody_rec = {"file": str(melody), "sha256": sha256_file(melody)} if melody is not None else None
+    model_rec = {"name": bundle.name, "source": bundle.source, "sha256": weights_sha}
+    # Everything that decides a file's content; a rerun skips a file only when this is unchanged.
+    request = {
+        "params": asdict(params), "long_form": asdict(lf), "per_prompt": per_prompt, "batch_size": batch_size,
+        "seed_audio_sha256": seed_sha, "melody": melody_rec, "model": model_rec, "watermark": mark.record(),
+        "prompts": prompts,
+    }
+    provenance = _Provenance(
+        seed_audio=str(seed_audio) if seed_audio else None, seed_audio_sha256=seed_sha, melody=melody_rec,
+        model=model_rec, long_form=lf, watermark=mark, recipe_sha256=recipe_sha256,
+        request_sha256=sha256_json(request),
+    )
+    jobs = [(j, p, i) for j, p in enumerate(prompts) for i in range(per_prompt)]
+    manifest = _Manifest(out / "generated.jsonl", [_file_name(j, p, params.seed, i) for j, p, i in jobs])
+    todo = {
+        k for k, name in enumerate(manifest.names)
+        if not _intact(out, manifest.old_rows.get(name), provenance.request_sha256)
+    }
+    manifest.keep([k for k in range(len(jobs)) if k not in todo])
+    batches = [
+        (start, [k for k in range(start, min(start + batch_size, len(jobs))) if k in todo])
+        for start in range(0, len(jobs), batch_size)
+    ]
+    batches = [(start, ks) for start, ks in batches if ks]
+    windows_per_piece = _windows_count(bundle, params, lf, riff)
+    with make_progress() as prog:
+        task = prog.add_task("generate (windows)", total=len(batches) * windows_per_piece * params.best_of)
+        chunks = math.ceil(math.ceil(params.duration_s * bundle.frame_rate) / int(DECODE_CHUNK_S * bundle.frame_rate))
+        decode_task = prog.add_task("decode (chunks)", total=len(batches) * chunks)
+        for start, ks in batches:
+            chunk_params = SamplingParams(**{**asdict(params), "seed": params.seed + start})
+            piece = best_of_codes(
+                bundle, [jobs[k][1] for k in ks], chunk_params, lf, seed_riff=riff, melody=melody_audio,
+                on_window=lambda: prog.advance(task),
+            )
+            audio = codes_to_audio(bundle, piece.codes, params.duration_s, on_chunk=lambda: prog.advance(decode_task),
+                                   keep_stereo=True)  # a stereo model writes stereo files
+            batch_names = [manifest.names[k] for k in ks]
+            for row_i, (k, wav) in enumerate(zip(ks, audio, strict=True)):
+                manifest.rows[manifest.names[k]] = _write_file(
+                    bundle, out, manifest.names[k], wav, jobs[k][1], piece, row_i, chunk_params, params,
+                    batch_names, provenance,
+                )
+            manifest.write()
+    ordered = manifest.write()
+    from stylecraft.generate.overview import write_overview
+
+    write_overview(out, ordered, bundle.sample_rate, out / "overview.png")
+    return ordered
+
+
+def _checked_request(
+    bundle: ModelBundle,
+    prompts: list[str],
+    params: SamplingParams,
+    lf: LongForm,
+    batch_size: int,
+    per_prompt: int,
+    melody: str | Path | None,
+    watermark: WatermarkSettings | None,
+) -> WatermarkSettings:
+    """Raise for a user mistake before anything is sampled; returns the watermark settings to use."""
     # Checked against the longest prompt before anything is sampled, so no batch fails halfway.
     lf.validate(bundle, _prefix_positions(bundle, gc.text_inputs(bundle, prompts)))
     if batch_size < 1:
@@ -436,94 +504,99 @@ def generate(
         mark.record()  # so are an unknown method and missing AudioSeal weights
         if not 0.0 < mark.strength <= 0.5:
             raise StylecraftError(f"watermark strength must be in (0, 0.5], got {mark.strength}")
-    melody_audio = mel.load_melody(melody, bundle.sample_rate) if melody is not None else None
-    out = Path(out_dir)
-    weights_sha = model_sha256(bundle)
-    riff = None
-    seed_sha = None
-    if seed_audio is not None:
-        if not Path(seed_audio).is_file():
-            raise StylecraftError(f"seed audio '{seed_audio}' does not exist")
-        max_s = params.seed_audio_s or params.duration_s / 2
-        riff = load_seed_riff(seed_audio, bundle.sample_rate, max_s)
-        seed_sha = sha256_file(seed_audio)
-    melody_rec = {"file": str(melody), "sha256": sha256_file(melody)} if melody is not None else None
-    model_rec = {"name": bundle.name, "source": bundle.source, "sha256": weights_sha}
-    # Everything that decides a file's content; a rerun skips a file only when this is unchanged.
-    request = {
-        "params": asdict(params), "long_form": asdict(lf), "per_prompt": per_prompt, "batch_size": batch_size,
-        "seed_audio_sha256": seed_sha, "melody": melody_rec, "model": model_rec, "watermark": mark.record(),
-        "prompts": prompts,
-    }
-    request_sha = sha256_json(request)
-    manifest = out / "generated.jsonl"
-    old_rows = {r["file"]: r for r in read_jsonl(manifest)} if manifest.exists() else {}
-    jobs = [(j, p, i) for j, p in enumerate(prompts) for i in range(per_prompt)]
-    names = [_file_name(j, p, params.seed, i) for j, p, i in jobs]
-    todo = {k for k, name in enumerate(names) if not _intact(out, old_rows.get(name), request_sha)}
-    rows: dict[str, dict[str, Any]] = {n: old_rows[n] for k, n in enumerate(names) if k not in todo}
-    windows_per_piece = _windows_count(bundle, params, lf, riff)
-    batches = [
-        (start, [k for k in range(start, min(start + batch_size, len(jobs))) if k in todo])
-        for start in range(0, len(jobs), batch_size)
-    ]
-    batches = [(start, ks) for start, ks in batches if ks]
+    return mark
 
-    def write_manifest() -> list[dict[str, Any]]:
-        # After every batch: a run stopped later keeps the rows (and so the resume) of what it wrote.
-        ordered = [rows[n] for n in names if n in rows]
-        write_jsonl(manifest, [r for f, r in old_rows.items() if f not in rows] + ordered)
+
+def _seed_riff(
+    bundle: ModelBundle, params: SamplingParams, seed_audio: str | Path | None
+) -> tuple[np.ndarray | None, str | None]:
+    """The seed riff to continue (mono, model rate) and its file's sha256; ``(None, None)`` without one."""
+    if seed_audio is None:
+        return None, None
+    if not Path(seed_audio).is_file():
+        raise StylecraftError(f"seed audio '{seed_audio}' does not exist")
+    max_s = params.seed_audio_s or params.duration_s / 2
+    return load_seed_riff(seed_audio, bundle.sample_rate, max_s), sha256_file(seed_audio)
+
+
+@dataclass(frozen=True)
+class _Provenance:
+    """What every row of one ``generate`` request records besides its own file and batch."""
+
+    seed_audio: str | None
+    seed_audio_sha256: str | None
+    melody: dict[str, str] | None
+    model: dict[str, str]
+    long_form: LongForm
+    watermark: WatermarkSettings
+    recipe_sha256: str | None
+    request_sha256: str
+
+
+class _Manifest:
+    """``generated.jsonl`` of a request: the rows of earlier calls, then this request's files in order."""
+
+    def __init__(self, path: Path, names: list[str]) -> None:
+        self.path = path
+        self.names = names
+        self.old_rows = {r["file"]: r for r in read_jsonl(path)} if path.exists() else {}
+        self.rows: dict[str, dict[str, Any]] = {}
+
+    def keep(self, indices: list[int]) -> None:
+        """Keep the earlier rows of these files (intact, same request)."""
+        for k in indices:
+            self.rows[self.names[k]] = self.old_rows[self.names[k]]
+
+    def write(self) -> list[dict[str, Any]]:
+        """Write after every batch: a run stopped later keeps the rows (and so the resume) of what it wrote."""
+        ordered = [self.rows[n] for n in self.names if n in self.rows]
+        write_jsonl(self.path, [r for f, r in self.old_rows.items() if f not in self.rows] + ordered)
         return ordered
 
-    with make_progress() as prog:
-        task = prog.add_task("generate (windows)", total=len(batches) * windows_per_piece * params.best_of)
-        chunks = math.ceil(math.ceil(params.duration_s * bundle.frame_rate) / int(DECODE_CHUNK_S * bundle.frame_rate))
-        decode_task = prog.add_task("decode (chunks)", total=len(batches) * chunks)
-        for start, ks in batches:
-            chunk_params = SamplingParams(**{**asdict(params), "seed": params.seed + start})
-            piece = best_of_codes(
-                bundle, [jobs[k][1] for k in ks], chunk_params, lf, seed_riff=riff, melody=melody_audio,
-                on_window=lambda: prog.advance(task),
-            )
-            audio = codes_to_audio(bundle, piece.codes, params.duration_s, on_chunk=lambda: prog.advance(decode_task),
-                                   keep_stereo=True)  # a stereo model writes stereo files
-            for row_i, (k, wav) in enumerate(zip(ks, audio, strict=True)):
-                _, prompt, _ = jobs[k]
-                name = names[k]
-                if mark.enabled:
-                    wav = wm.embed_as(mark.method, wav, bundle.sample_rate, mark.key, mark.strength, mark.audioseal_path)
-                path = audio_io.write(out / name, wav, bundle.sample_rate)
-                rows[name] = {
-                    "file": name,
-                    "sha256": sha256_file(path),
-                    "codes": _save_codes(out, name, piece.codes[row_i]),
-                    "prompt": prompt,
-                    "seed_audio": str(seed_audio) if seed_audio else None,
-                    "seed_audio_sha256": seed_sha,
-                    "seed_frames": piece.seed_frames,
-                    "melody": melody_rec,
-                    "params": asdict(chunk_params),
-                    "batch": [names[x] for x in ks],
-                    "long_form": {
-                        **asdict(lf),
-                        "windows": [asdict(w) for w in piece.windows],
-                        "frame_rate": bundle.frame_rate,
-                    },
-                    "best_of": _best_of_record(piece, row_i, params),
-                    "model": model_rec,
-                    "recipe_sha256": recipe_sha256,
-                    "watermark": mark.record(),
-                    "stylecraft": stylecraft.__version__,
-                    "sample_rate": bundle.sample_rate,
-                    "duration_s": wav.shape[0] / bundle.sample_rate,
-                    "request_sha256": request_sha,
-                }
-            write_manifest()
-    ordered = write_manifest()
-    from stylecraft.generate.overview import write_overview
 
-    write_overview(out, ordered, bundle.sample_rate, out / "overview.png")
-    return ordered
+def _write_file(
+    bundle: ModelBundle,
+    out: Path,
+    name: str,
+    wav: np.ndarray,
+    prompt: str,
+    piece: PieceCodes,
+    row_i: int,
+    chunk_params: SamplingParams,
+    params: SamplingParams,
+    batch_names: list[str],
+    provenance: _Provenance,
+) -> dict[str, Any]:
+    """Watermark and write one generated file and its codes; returns its provenance row."""
+    mark = provenance.watermark
+    if mark.enabled:
+        wav = wm.embed_as(mark.method, wav, bundle.sample_rate, mark.key, mark.strength, mark.audioseal_path)
+    path = audio_io.write(out / name, wav, bundle.sample_rate)
+    return {
+        "file": name,
+        "sha256": sha256_file(path),
+        "codes": _save_codes(out, name, piece.codes[row_i]),
+        "prompt": prompt,
+        "seed_audio": provenance.seed_audio,
+        "seed_audio_sha256": provenance.seed_audio_sha256,
+        "seed_frames": piece.seed_frames,
+        "melody": provenance.melody,
+        "params": asdict(chunk_params),
+        "batch": batch_names,
+        "long_form": {
+            **asdict(provenance.long_form),
+            "windows": [asdict(w) for w in piece.windows],
+            "frame_rate": bundle.frame_rate,
+        },
+        "best_of": _best_of_record(piece, row_i, params),
+        "model": provenance.model,
+        "recipe_sha256": provenance.recipe_sha256,
+        "watermark": mark.record(),
+        "stylecraft": stylecraft.__version__,
+        "sample_rate": bundle.sample_rate,
+        "duration_s": wav.shape[0] / bundle.sample_rate,
+        "request_sha256": provenance.request_sha256,
+    }
 
 
 def _windows_count(bundle: ModelBundle, params: SamplingParams, lf: LongForm, riff: np.ndarray | None) -> int:

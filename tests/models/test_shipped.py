@@ -61,3 +61,21 @@ def test_cli_names_the_damaged_file(shipped):
     proc = run_cli("fetch", "tiny-shipped")
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "config.json" in proc.stderr and "damaged" in proc.stderr
+
+
+def test_stylecraft_mini_ships_loads_offline_and_makes_sound(monkeypatch):
+    """The real shipped model: every file matches its pinned sha256, it loads by name with the hub
+    unreachable, stays within 50 MB, and a short generation is finite, non-silent audio."""
+    import numpy as np
+
+    from stylecraft.generate.sample import SamplingParams, generate_codes_audio
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    entry = find("stylecraft-mini")
+    assert entry is not None and entry.is_shipped
+    folder = entry.verify_shipped()
+    assert sum(p.stat().st_size for p in folder.iterdir()) <= 50e6
+    bundle = load_model("stylecraft-mini")
+    assert bundle.sample_rate == 32000 and bundle.num_codebooks == 4
+    audio = generate_codes_audio(bundle, ["corpus style, 120 bpm, A minor"], SamplingParams(duration_s=0.5, seed=1))
+    assert audio.shape == (1, 16000) and np.isfinite(audio).all() and float(np.abs(audio).max()) > 1e-3

@@ -22,8 +22,8 @@ from typing import Any
 from stylecraft.artifacts import sha256_file
 from stylecraft.audio import AUDIO_EXTENSIONS
 from stylecraft.errors import StylecraftError
+from stylecraft.evaluate.audit.fingerprint import FAN_OUT, PEAKS_PER_SECOND
 from stylecraft.evaluate.embeddings import Embedding, get_embedding
-from stylecraft.evaluate.fingerprint import FAN_OUT, PEAKS_PER_SECOND
 from stylecraft.index.analyse import AnalysedTrack, FileTask, analyse_file
 from stylecraft.index.store import IndexStoreError, Store, open_store
 from stylecraft.index.writer import commit_records, remove_tracks
@@ -98,7 +98,7 @@ def parse_reference(item: str) -> tuple[str, Path]:
 
 def built_embeddings(settings: IndexSettings) -> dict[str, Embedding]:
     """The index's embeddings, loudness-normalised as its settings say."""
-    from stylecraft.evaluate.audit import LoudnessNormalized
+    from stylecraft.evaluate.audit.profile import LoudnessNormalized
 
     out: dict[str, Embedding] = {}
     for name in settings.embeddings:

@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 
 from stylecraft.errors import AudioDecodeError, StylecraftError
-from stylecraft.evaluate.attribution import Attributor, follow_copy
+from stylecraft.evaluate.audit.attribution import Attributor, follow_copy
+from stylecraft.evaluate.audit.fingerprint import FingerprintIndex
+from stylecraft.evaluate.audit.profile import LoudnessNormalized, artist_profile, style_profile
 from stylecraft.evaluate.embeddings import Embedding, get_embedding
 from stylecraft.evaluate.fad import (
     EmbeddedSet,
@@ -35,12 +37,11 @@ from stylecraft.evaluate.fad import (
     list_audio_files,
     load_audio_for_embedding,
 )
-from stylecraft.evaluate.fingerprint import FingerprintIndex
 from stylecraft.evaluate.frechet import frechet_distance, gaussian_stats
 from stylecraft.evaluate.kad import kernel_audio_distance
 from stylecraft.progress import progress_iter
 
-__all__ = ["AuditSettings", "audit_json", "parse_references", "run_audit", "style_profile"]
+__all__ = ["AuditSettings", "audit_json", "parse_references", "run_audit"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,33 +86,6 @@ class AuditSettings:
     loudness_lufs: float | None = -23.0
 
 
-class LoudnessNormalized:
-    """An embedding applied to audio scaled to a fixed integrated loudness (ITU-R BS.1770)."""
-
-    def __init__(self, inner: Embedding, target_lufs: float) -> None:
-        self.inner = inner
-        self.target_lufs = target_lufs
-        self.name = inner.name
-        self.sample_rate = inner.sample_rate
-
-    def settings(self) -> dict[str, Any]:
-        """The inner embedding's settings plus the loudness target (so caches keep them apart)."""
-        return {**self.inner.settings(), "loudness_normalized_lufs": self.target_lufs}
-
-    def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        """Scale to the target loudness (no peak limit: nothing is written), then embed."""
-        from stylecraft.audio.loudness import normalize_gain
-
-        scaled, _ = normalize_gain(np.asarray(audio, dtype=np.float32), sample_rate, self.target_lufs, peak=float("inf"))
-        return self.inner.embed(scaled, sample_rate)
-
-    def embed_measured(self, audio: np.ndarray, sample_rate: int, loudness_lufs: float) -> np.ndarray:
-        """:meth:`embed` for audio whose integrated loudness is already known (the same result,
-        without measuring it again: measuring costs about as much as the MFCC embedding)."""
-        gain = 10 ** ((self.target_lufs - loudness_lufs) / 20) if np.isfinite(loudness_lufs) else 1.0
-        return self.inner.embed((np.asarray(audio, dtype=np.float32) * gain).astype(np.float32), sample_rate)
-
-
 def parse_references(items: list[str]) -> dict[str, Path]:
     """Parse ``NAME=PATH`` reference arguments.
 
@@ -133,74 +107,6 @@ def parse_references(items: list[str]) -> dict[str, Path]:
     if len(refs) < 1:
         raise StylecraftError("give at least one --reference NAME=PATH")
     return refs
-
-
-def style_profile(audio: np.ndarray, sample_rate: int, max_s: float = 60.0, loudness_lufs: float | None = None) -> dict[str, Any]:
-    """Interpretable descriptors of one track.
-
-    Args:
-        audio: ``[samples, channels]`` or ``[samples]`` float audio.
-        sample_rate: Its rate.
-        max_s: Seconds analysed (the middle of the track) for tempo, key and spectra; loudness
-            uses the whole track.
-        loudness_lufs: The whole track's integrated loudness when already measured.
-
-    Returns:
-        ``tempo_bpm``, ``key``, ``loudness_lufs``, ``spectral_centroid_hz``,
-        ``spectral_bandwidth_hz``, ``spectral_rolloff_hz``, ``spectral_flatness``,
-        ``zero_crossing_rate``, ``duration_s``.
-    """
-    import librosa
-
-    from stylecraft.audio.io import resample
-    from stylecraft.audio.loudness import integrated_loudness
-    from stylecraft.data.features import chroma_of_audio, estimate_key, estimate_tempo
-
-    audio = np.asarray(audio, dtype=np.float32)
-    mono = audio.mean(axis=1) if audio.ndim == 2 else audio
-    sr = 22050
-    n = int(max_s * sample_rate)
-    start = max(0, (mono.shape[0] - n) // 2)
-    y = resample(mono[start : start + n], sample_rate, sr) if sample_rate != sr else mono[start : start + n]
-    y = np.ascontiguousarray(y, dtype=np.float32)
-    hop = 512
-    mel = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, n_fft=2048, hop_length=hop, n_mels=64))
-    win = int(10 * sr / hop)  # 10 s tempo windows, the median of which is the track's tempo
-    windows = [mel[:, i : i + win] for i in range(0, max(1, mel.shape[1] - win + 1), win)]
-    loud = integrated_loudness(audio, sample_rate) if loudness_lufs is None else loudness_lufs
-    return {
-        "tempo_bpm": float(estimate_tempo(np.stack(windows), sr, hop)),
-        "key": estimate_key(chroma_of_audio(y, sr, max_s=max_s)),
-        "loudness_lufs": float(loud) if np.isfinite(loud) else None,
-        "spectral_centroid_hz": float(librosa.feature.spectral_centroid(y=y, sr=sr, hop_length=hop).mean()),
-        "spectral_bandwidth_hz": float(librosa.feature.spectral_bandwidth(y=y, sr=sr, hop_length=hop).mean()),
-        "spectral_rolloff_hz": float(librosa.feature.spectral_rolloff(y=y, sr=sr, hop_length=hop).mean()),
-        "spectral_flatness": float(librosa.feature.spectral_flatness(y=y, hop_length=hop).mean()),
-        "zero_crossing_rate": float(librosa.feature.zero_crossing_rate(y, hop_length=hop).mean()),
-        "duration_s": float(mono.shape[0] / sample_rate),
-    }
-
-
-NUMERIC_PROFILE = (
-    "tempo_bpm",
-    "loudness_lufs",
-    "spectral_centroid_hz",
-    "spectral_bandwidth_hz",
-    "spectral_rolloff_hz",
-    "spectral_flatness",
-    "zero_crossing_rate",
-)
-
-
-def _artist_profile(profiles: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and spread of the numeric descriptors over an artist's tracks, and their key counts."""
-    out: dict[str, Any] = {"n_tracks": len(profiles)}
-    for key in NUMERIC_PROFILE:
-        vals = np.array([p[key] for p in profiles if p.get(key) is not None], dtype=np.float64)
-        out[key] = {"mean": float(vals.mean()), "std": float(vals.std())} if vals.size else None
-    keys = Counter(p["key"] for p in profiles)
-    out["keys"] = dict(keys.most_common())
-    return out
 
 
 def _block_resample(n: int, block: int, rng: np.random.Generator) -> np.ndarray:
@@ -246,7 +152,7 @@ def run_audit(
         ``scores`` (per-track FAD per reference name), ``closest`` (lowest score), ``kad_scores``
         and ``kad_closest`` (the same with KAD),
         ``confidence``, ``attributed`` and ``probabilities`` (the calibrated attribution of
-        :class:`~stylecraft.evaluate.attribution.Attributor`; ``attribution`` holds its
+        :class:`~stylecraft.evaluate.audit.attribution.Attributor`; ``attribution`` holds its
         evidence), ``profile``, ``memorization``), ``references`` (per artist: files, rows,
         profile), ``attribution`` (fitted weights and out-of-fold accuracy on the reference
         tracks), ``skipped``, ``settings``, ``embedding_settings``, ``versions``.
@@ -431,7 +337,7 @@ def run_audit(
                 "files": r.emb.files,
                 "rows": int(r.emb.embeddings.shape[0]),
                 "skipped": [{"path": p, "reason": why} for p, why in r.emb.skipped],
-                "profile": _artist_profile(ref_profiles[r.name]),
+                "profile": artist_profile(ref_profiles[r.name]),
             }
             for r in refs
         },

@@ -55,7 +55,7 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 from stylecraft.artifacts import atomic_path, atomic_write_json, atomic_write_text  # noqa: E402
 from stylecraft.evaluate.audit import AuditSettings, audit_json, run_audit  # noqa: E402
-from stylecraft.evaluate.report import write_report  # noqa: E402
+from stylecraft.evaluate.audit.report import write_report  # noqa: E402
 
 RESULTS = ROOT / "eval" / "results"
 WORK = ROOT / "eval" / ".cache" / "audit_demo"

@@ -35,13 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "parity"))
 from refenv import ROOT, run_worker  # noqa: E402
 
 from stylecraft.artifacts import atomic_write_json, atomic_write_text  # noqa: E402
-from stylecraft.evaluate.embeddings import _to_mono_float  # noqa: E402
+from stylecraft.evaluate.embeddings.base import to_mono_float  # noqa: E402
+from stylecraft.evaluate.embeddings.vggish import VGGishEmbedding, _resample_to_16k, log_mel_examples  # noqa: E402
 from stylecraft.evaluate.fad import (  # noqa: E402
     compute_fad,
     environment_versions,
     load_audio_for_embedding,
 )
-from stylecraft.evaluate.vggish import VGGishEmbedding, _resample_to_16k, log_mel_examples  # noqa: E402
 
 PARITY_RTOL = 1e-4
 
@@ -107,7 +107,7 @@ def stage_breakdown(a: Path, b: Path, weights: Path, threads: int) -> dict[str, 
         audio, sr = load_audio_for_embedding(path)
         stages["decode"] += time.perf_counter() - t
         t = time.perf_counter()
-        mono = _to_mono_float(audio, sr)
+        mono = to_mono_float(audio, sr)
         stages["mono"] += time.perf_counter() - t
         t = time.perf_counter()
         mono16 = _resample_to_16k(mono, sr)

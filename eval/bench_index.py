@@ -113,7 +113,7 @@ def candidate_audio(cache: AudioCache, indexed: list[Track], others: list[Track]
 
 def run_latency(db: Path, work: Path, cache: AudioCache, indexed: list[Track], others: list[Track], scales: list[int],
                 full_scales: list[int], legacy: Any) -> dict[str, Any]:
-    from stylecraft.evaluate.fingerprint import FingerprintIndex, landmarks
+    from stylecraft.evaluate.audit.fingerprint import FingerprintIndex, landmarks
 
     cand, src = candidate_audio(cache, indexed, others)
     out: dict[str, Any] = {"candidate": f"first 180 s of {src}, noise 20 dB SNR", "real": audit_latency(db, cand, SR, 3)}

@@ -16,7 +16,7 @@ import numpy as np
 
 from index_bench import fingerprint_v0
 from index_bench.audio import DISTORTIONS, SR, AudioCache, Track, distort
-from stylecraft.evaluate.fingerprint import landmarks
+from stylecraft.evaluate.audit.fingerprint import landmarks
 from stylecraft.index.copies import CopyMatch, match_postings
 from stylecraft.index.query import IndexAuditSettings, IndexReader
 

@@ -1,4 +1,4 @@
-"""The first landmark fingerprint of ``stylecraft.evaluate.fingerprint`` (global peak budget, the first
+"""The first landmark fingerprint of ``stylecraft.evaluate.audit.fingerprint`` (global peak budget, the first
 ``FAN_OUT`` partners of each peak), kept unchanged so that the benchmark can compare it with today's.
 
 Landmark audio fingerprints (spectral-peak pairs) for finding copied recordings.

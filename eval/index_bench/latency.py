@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from stylecraft.evaluate.audit import style_profile
-from stylecraft.evaluate.fingerprint import FRAME_S, landmarks
+from stylecraft.evaluate.audit.fingerprint import FRAME_S, landmarks
 from stylecraft.index.codec import pack, unpack
 from stylecraft.index.copies import POSTINGS_BUDGET, _within_budget, match_postings
 from stylecraft.index.gaussians import sums_of_rows

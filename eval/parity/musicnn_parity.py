@@ -2,7 +2,7 @@
 
 The reference venv (``eval/parity/musicnn_env.py``) runs ``musicnn.extractor.extractor`` on the
 same files; stylecraft reads the same checkpoints out of the same wheel
-(:class:`~stylecraft.evaluate.musicnn.MusicnnEmbedding`). Compared, for both models (MSD, MTT):
+(:class:`~stylecraft.evaluate.embeddings.musicnn.MusicnnEmbedding`). Compared, for both models (MSD, MTT):
 
 * the input patches (front end: loading, resampling, mel, float16 log);
 * the penultimate features and the tag probabilities, end to end from the files;
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from musicnn_env import ENV, ROOT  # noqa: E402
 
 from stylecraft.artifacts import atomic_write_json, atomic_write_text  # noqa: E402
-from stylecraft.evaluate.musicnn import MODELS, MusicnnEmbedding, log_mel_patches  # noqa: E402
+from stylecraft.evaluate.embeddings.musicnn import MODELS, MusicnnEmbedding, log_mel_patches  # noqa: E402
 
 TOL = 1e-4
 RESULTS = ROOT / "eval" / "results"

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from refenv import ROOT, run_worker  # noqa: E402
 
 from stylecraft.artifacts import atomic_write_json, atomic_write_text  # noqa: E402
+from stylecraft.evaluate.embeddings.vggish import VGGishEmbedding  # noqa: E402
 from stylecraft.evaluate.fad import compute_fad, load_audio_for_embedding  # noqa: E402
-from stylecraft.evaluate.vggish import VGGishEmbedding  # noqa: E402
 
 EMB_TOL = 1e-4
 FAD_TOL = 1e-4
@@ -109,7 +109,7 @@ def run_vggish(workdir: Path) -> dict[str, Any]:
         {"weights": str(weights), "pca": None, "use_pca": False, "use_activation": False,
          "background": str(workdir / "background"), "eval": str(workdir / "eval")},
     )
-    from stylecraft.evaluate import embeddings as registry
+    from stylecraft.evaluate.embeddings import registry
 
     registry._REGISTRY["vggish-parity"] = lambda: VGGishEmbedding(emb.net, weights_id="random:full:seed0", name="vggish-parity")
     try:
@@ -125,7 +125,7 @@ def run_encodec(workdir: Path, variant: str) -> dict[str, Any]:
     """EnCodec features: encodec package (random init) vs transformers' EncodecModel via the key mapping."""
     from transformers import EncodecModel
 
-    from stylecraft.evaluate.encodec_emb import (
+    from stylecraft.evaluate.embeddings.encodec import (
         EncodecEmbedding,
         encodec_config,
         encodec_package_to_transformers,
@@ -169,7 +169,7 @@ def run_encodec(workdir: Path, variant: str) -> dict[str, Any]:
             m2, t2 = fadtk_emb.embed(audio, sr), ref_embs[f"fadtk{i}"]
             assert m2.shape == t2.shape, (c, m2.shape, t2.shape)
             fadtk_diffs.append(float(np.max(np.abs(m2 - t2))))
-    from stylecraft.evaluate import embeddings as registry
+    from stylecraft.evaluate.embeddings import registry
 
     registry._REGISTRY["encodec-parity"] = lambda: emb
     try:
@@ -191,7 +191,7 @@ def run_encodec(workdir: Path, variant: str) -> dict[str, Any]:
 
 def run_clap(workdir: Path) -> dict[str, Any]:
     """CLAP: stylecraft's batched windows vs fadtk's loop around transformers' pipeline, same tiny model."""
-    from stylecraft.evaluate.clap_emb import ClapEmbedding
+    from stylecraft.evaluate.embeddings.clap import ClapEmbedding
 
     sub = workdir / "clap"
     clips = write_folder(sub / "clips", seed=30, n=4)

@@ -14,11 +14,14 @@ import json
 import os
 import shutil
 import tempfile
+import urllib.request
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from stylecraft.errors import ModelNotFoundError
 
 _CHUNK = 1 << 20
 _UMASK = os.umask(0)
@@ -63,6 +66,15 @@ def cache_root() -> Path:
     """stylecraft's cache folder for derived files it can rebuild: ``$STYLECRAFT_CACHE``, else
     ``~/.cache/stylecraft``."""
     return Path(os.environ.get("STYLECRAFT_CACHE", Path.home() / ".cache" / "stylecraft"))
+
+
+def download(url: str, dest: Path) -> None:
+    """Fetch ``url`` into ``dest``; no network is a ``ModelNotFoundError``."""
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as fh:
+            shutil.copyfileobj(response, fh, length=1 << 20)
+    except OSError as exc:
+        raise ModelNotFoundError(f"cannot download {url}: {exc}") from None
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

@@ -301,7 +301,7 @@ def audit(
     if json_out is not None:
         atomic_write_json(json_out, audit_json(record))
     if report is not None:
-        from stylecraft.evaluate.report import write_report
+        from stylecraft.evaluate.audit.report import write_report
 
         write_report(record, report)
     for c in record["candidates"]:

@@ -204,7 +204,7 @@ def test_tags_mode_without_weights_is_one_line_naming_fetch(catalogue: Path, tmp
 def test_tags_mode_adds_a_genre_an_instrument_and_a_mood(catalogue: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The plumbing, with musicnn's tiny random networks (real tags need `stylecraft fetch musicnn`)."""
-    from stylecraft.evaluate.musicnn import MusicnnEmbedding
+    from stylecraft.evaluate.embeddings.musicnn import MusicnnEmbedding
 
     tiny = cap.MusicnnTagger(MusicnnEmbedding.preset("msd"), MusicnnEmbedding.preset("mtt"))
     monkeypatch.setattr(cap.MusicnnTagger, "from_registry", classmethod(lambda cls: tiny))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from stylecraft.data import demo
+from stylecraft.audio import synth as demo
 from stylecraft.data.demo import make_demo_catalogue, synth_track
 
 SR = 32000

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from reference_metrics import fad_reference
 
-from stylecraft.evaluate.attribution import Attributor, window_embeddings
+from stylecraft.evaluate.audit.attribution import Attributor, window_embeddings
 
 
 def test_window_embeddings_pool_consecutive_rows():

@@ -16,8 +16,8 @@ from cli_runner import run_cli
 
 from stylecraft.errors import StylecraftError
 from stylecraft.evaluate.audit import AuditSettings, audit_json, parse_references, run_audit
-from stylecraft.evaluate.fingerprint import FingerprintIndex
-from stylecraft.evaluate.report import write_report
+from stylecraft.evaluate.audit.fingerprint import FingerprintIndex
+from stylecraft.evaluate.audit.report import write_report
 
 SR = 22050
 

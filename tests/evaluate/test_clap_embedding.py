@@ -7,8 +7,8 @@ import pytest
 from fad_synth import tones
 
 from stylecraft.errors import ModelNotFoundError, StylecraftError
-from stylecraft.evaluate.clap_emb import ClapEmbedding, clap_windows
 from stylecraft.evaluate.embeddings import get_embedding
+from stylecraft.evaluate.embeddings.clap import ClapEmbedding, clap_windows
 
 
 def test_fadtk_windows_hop_one_second_with_int16_round_trip():

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stylecraft.evaluate.cpu_conv import conv3x3_single_channel, pad_maps, winograd_conv3x3, winograd_weights
+from stylecraft.evaluate.embeddings.cpu_conv import (
+    conv3x3_single_channel,
+    pad_maps,
+    winograd_conv3x3,
+    winograd_weights,
+)
 
 
 def _reference(x_nhwc: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: bool) -> torch.Tensor:

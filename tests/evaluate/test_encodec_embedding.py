@@ -9,7 +9,7 @@ from fad_synth import tones
 
 from stylecraft.errors import AudioDecodeError, ModelNotFoundError
 from stylecraft.evaluate.embeddings import get_embedding
-from stylecraft.evaluate.encodec_emb import EncodecEmbedding, encodec_package_to_transformers
+from stylecraft.evaluate.embeddings.encodec import EncodecEmbedding, encodec_package_to_transformers
 
 
 def test_24k_frames_are_latent_steps_of_the_mono_mix():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stylecraft.evaluate import fingerprint as fp
+from stylecraft.evaluate.audit import fingerprint as fp
 
 
 def _tones(seconds: float, seed: int) -> np.ndarray:

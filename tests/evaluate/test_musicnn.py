@@ -13,7 +13,7 @@ import torch.nn.functional as F  # noqa: N812
 
 from stylecraft.errors import AudioDecodeError, CheckpointError, ModelNotFoundError
 from stylecraft.evaluate.embeddings import BatchedEmbedding, get_embedding
-from stylecraft.evaluate.musicnn import (
+from stylecraft.evaluate.embeddings.musicnn import (
     PATCH_FRAMES,
     MusicnnEmbedding,
     MusicnnNet,
@@ -116,7 +116,7 @@ def test_checkpoint_saved_under_a_folder_prefix_is_found(tmp_path):
 
 
 def test_checkpoint_of_another_network_is_refused(tmp_path):
-    from stylecraft.evaluate.musicnn import state_from_tf_checkpoint
+    from stylecraft.evaluate.embeddings.musicnn import state_from_tf_checkpoint
 
     with pytest.raises(CheckpointError, match="musicnn checkpoint|does not fit"):
         state_from_tf_checkpoint(SPLEETER_CKPT)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import resampy
 
-from stylecraft.evaluate.resample import resample_kaiser_best
+from stylecraft.evaluate.embeddings.resample import resample_kaiser_best
 
 
 @pytest.mark.parametrize(

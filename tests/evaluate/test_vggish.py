@@ -17,7 +17,7 @@ from fad_synth import tones, write_set
 
 from stylecraft.errors import AudioDecodeError, CheckpointError, ModelNotFoundError
 from stylecraft.evaluate.embeddings import get_embedding
-from stylecraft.evaluate.vggish import (
+from stylecraft.evaluate.embeddings.vggish import (
     VGGishConfig,
     VGGishEmbedding,
     VGGishNet,

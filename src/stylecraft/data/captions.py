@@ -255,7 +255,7 @@ def analyse(excerpt: np.ndarray, sample_rate: int = ANALYSIS_SR) -> tuple[float 
 # --- tags: musicnn ----------------------------------------------------------------------------
 
 # Which of musicnn's tags answer "genre", "instrument" and "mood" (MSD: Million Song Dataset tags,
-# MTT: MagnaTagATune tags; stylecraft.evaluate.musicnn). Decades, voices and loudness are left out.
+# MTT: MagnaTagATune tags; stylecraft.evaluate.embeddings.musicnn). Decades, voices and loudness are left out.
 GENRE_TAGS = {
     "msd": ("rock", "pop", "alternative", "indie", "electronic", "dance", "alternative rock", "jazz", "metal",
             "chillout", "classic rock", "soul", "indie rock", "electronica", "folk", "punk", "blues", "hard rock",
@@ -286,7 +286,7 @@ class MusicnnTagger:
         Raises:
             ModelNotFoundError: the weights are not on this machine (one line naming the fetch command).
         """
-        from stylecraft.evaluate.musicnn import MusicnnEmbedding
+        from stylecraft.evaluate.embeddings.musicnn import MusicnnEmbedding
 
         try:
             return cls(MusicnnEmbedding.from_registry("msd"), MusicnnEmbedding.from_registry("mtt"))

@@ -234,6 +234,118 @@ def _single_threaded_torch(enabled: bool) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@dataclasses.dataclass
+class _PendingFile:
+    """A file whose network inputs wait for, or are in, network batches."""
+
+    index: int
+    inputs: np.ndarray  # [n, ...]
+    cache_path: Path | None
+    sent: int = 0  # rows sent to the network
+    parts: list[np.ndarray] = dataclasses.field(default_factory=list)  # outputs so far, in row order
+    done: int = 0  # rows whose outputs came back
+
+
+class _NetworkBatches:
+    """The network side of :func:`_embed_files_batched`.
+
+    Queued rows of any number of files go to the network in batches; batches run here, or
+    ``net_threads`` at once in a pool, and are finished oldest first, so every file's output
+    parts arrive in row order. A file whose rows are all back lands in :attr:`finished`.
+    """
+
+    def __init__(self, embedding: BatchedEmbedding, net_threads: int) -> None:
+        self.embedding = embedding
+        self.net_threads = net_threads
+        self.pool = ThreadPoolExecutor(max_workers=net_threads) if net_threads > 1 else None
+        self.waiting: collections.deque[_PendingFile] = collections.deque()
+        # Batches in flight, oldest first: (future, [(file, rows of it in the batch)]).
+        self.running: collections.deque[tuple[Future[np.ndarray], list[tuple[_PendingFile, int]]]] = collections.deque()
+        self.queued_rows = 0
+        self.finished: dict[int, np.ndarray | AudioDecodeError] = {}
+
+    def take_front_end(self, index: int, front_end: Future[tuple[bool, np.ndarray, Path | None]]) -> None:
+        """File ``index``'s front-end outcome: a skip, a cache hit, or rows queued for the network."""
+        try:
+            hit, arr, cache_path = front_end.result()
+        except AudioDecodeError as exc:
+            self.finished[index] = exc
+            return
+        if hit:
+            self.finished[index] = arr
+            return
+        self.waiting.append(_PendingFile(index, arr, cache_path))
+        self.queued_rows += arr.shape[0]
+
+    def send_full_batches(self) -> None:
+        """Send every full batch the queued rows make."""
+        while self.queued_rows >= self.embedding.batch_size:
+            self._start_batch(self.embedding.batch_size)
+
+    def finish_ready(self) -> None:
+        """Finish the oldest batches that are already done (never waits)."""
+        while self.running and self.running[0][0].done():
+            self._finish_batch()
+
+    def flush(self) -> None:
+        """Send the remaining rows, shared evenly between the network threads so none idles
+        at the end, and wait for every batch."""
+        share = -(-self.queued_rows // self.net_threads)
+        while self.queued_rows > 0:
+            self._start_batch(min(self.queued_rows, share, self.embedding.batch_size))
+        while self.running:
+            self._finish_batch()
+
+    def close(self) -> None:
+        """Cancel the batches not started and stop the pool."""
+        if self.pool is not None:
+            for batch, _ in self.running:
+                batch.cancel()
+            self.pool.shutdown()
+
+    def _start_batch(self, limit: int) -> None:
+        """Send the first ``limit`` queued rows (across files) to the network."""
+        parts: list[np.ndarray] = []
+        owners: list[tuple[_PendingFile, int]] = []
+        need = limit
+        for item in self.waiting:
+            if need == 0:
+                break
+            take = min(need, item.inputs.shape[0] - item.sent)
+            if take == 0:
+                continue
+            parts.append(item.inputs[item.sent : item.sent + take])
+            owners.append((item, take))
+            item.sent += take
+            need -= take
+        batch = parts[0] if len(parts) == 1 else np.concatenate(parts)  # [limit, ...]
+        self.queued_rows -= limit
+        if self.pool is not None:
+            self.running.append((self.pool.submit(self.embedding.embed_inputs, batch), owners))
+        else:
+            done: Future[np.ndarray] = Future()
+            done.set_result(self.embedding.embed_inputs(batch))
+            self.running.append((done, owners))
+        while len(self.running) > self.net_threads:
+            self._finish_batch()
+
+    def _finish_batch(self) -> None:
+        """Wait for the oldest batch and complete the files it ends."""
+        fut, owners = self.running.popleft()
+        out = fut.result()
+        start = 0
+        for item, take in owners:
+            item.parts.append(out[start : start + take])
+            item.done += take
+            start += take
+        while self.waiting and self.waiting[0].done == self.waiting[0].inputs.shape[0]:
+            item = self.waiting.popleft()
+            emb = np.asarray(np.concatenate(item.parts), dtype=np.float32)
+            if item.cache_path is not None:
+                atomic_save_npy(item.cache_path, emb)
+            self.finished[item.index] = emb
+
+
 def _embed_files_batched(
     files: list[Path], embedding: BatchedEmbedding, cache_dir: Path | None, workers: int
 ) -> Iterator[np.ndarray | AudioDecodeError]:
@@ -251,106 +363,33 @@ def _embed_files_batched(
         Per file, in order: its float32 embedding ``[n, D]``, or the AudioDecodeError that
         made it a skip.
     """
-    net_threads = _network_threads(embedding, workers)
+    network = _NetworkBatches(embedding, _network_threads(embedding, workers))
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
-    net_pool = ThreadPoolExecutor(max_workers=net_threads) if net_threads > 1 else None
     ahead = max(2, 2 * workers)
     futures: collections.deque[Future[tuple[bool, np.ndarray, Path | None]]] = collections.deque()
     next_submit = 0
-    # Files whose inputs wait for the network:
-    # [index, inputs, rows sent to the network, output parts in row order, cache path, rows done].
-    waiting: collections.deque[list[Any]] = collections.deque()
-    # Network batches in flight, oldest first (finished in that order, so every file's output
-    # parts arrive in row order): (future, [(file entry, rows)]).
-    running: collections.deque[tuple[Future[np.ndarray], list[tuple[list[Any], int]]]] = collections.deque()
-    queued_rows = 0
-    finished: dict[int, np.ndarray | AudioDecodeError] = {}
     next_yield = 0
-
-    def start_batch(limit: int) -> None:
-        """Send the first ``limit`` queued rows (across files) to the network."""
-        nonlocal queued_rows
-        parts: list[np.ndarray] = []
-        owners: list[tuple[list[Any], int]] = []
-        need = limit
-        for item in waiting:
-            if need == 0:
-                break
-            inputs, taken = item[1], item[2]
-            take = min(need, inputs.shape[0] - taken)
-            if take == 0:
-                continue
-            parts.append(inputs[taken : taken + take])
-            owners.append((item, take))
-            item[2] += take
-            need -= take
-        batch = parts[0] if len(parts) == 1 else np.concatenate(parts)  # [limit, ...]
-        queued_rows -= limit
-        if net_pool is not None:
-            running.append((net_pool.submit(embedding.embed_inputs, batch), owners))
-        else:
-            done: Future[np.ndarray] = Future()
-            done.set_result(embedding.embed_inputs(batch))
-            running.append((done, owners))
-        while len(running) > net_threads:
-            finish_batch()
-
-    def finish_batch() -> None:
-        """Wait for the oldest network batch and complete the files it ends."""
-        fut, owners = running.popleft()
-        out = fut.result()
-        start = 0
-        for item, take in owners:
-            item[3].append(out[start : start + take])
-            item[5] += take
-            start += take
-        while waiting and waiting[0][5] == waiting[0][1].shape[0]:
-            idx, _, _, outs, cache_path, _ = waiting.popleft()
-            emb = np.asarray(np.concatenate(outs), dtype=np.float32)
-            if cache_path is not None:
-                atomic_save_npy(cache_path, emb)
-            finished[idx] = emb
-
     try:
-        with _single_threaded_torch(net_pool is not None):
+        with _single_threaded_torch(network.pool is not None):
             for idx in range(len(files)):
                 while next_submit < len(files) and next_submit < idx + ahead:
                     futures.append(pool.submit(_front_end_file, files[next_submit], embedding, cache_dir))
                     next_submit += 1
-                try:
-                    hit, arr, cache_path = futures.popleft().result()
-                except AudioDecodeError as exc:
-                    finished[idx] = exc
-                else:
-                    if hit:
-                        finished[idx] = arr
-                    else:
-                        waiting.append([idx, arr, 0, [], cache_path, 0])
-                        queued_rows += arr.shape[0]
-                while queued_rows >= embedding.batch_size:
-                    start_batch(embedding.batch_size)
-                while running and running[0][0].done():
-                    finish_batch()
-                while next_yield in finished:  # in file order
-                    yield finished.pop(next_yield)
+                network.take_front_end(idx, futures.popleft())
+                network.send_full_batches()
+                network.finish_ready()
+                while next_yield in network.finished:  # in file order
+                    yield network.finished.pop(next_yield)
                     next_yield += 1
-            # the rest, shared evenly between the network threads so none idles at the end
-            share = -(-queued_rows // net_threads)
-            while queued_rows > 0:
-                start_batch(min(queued_rows, share, embedding.batch_size))
-            while running:
-                finish_batch()
+            network.flush()
         while next_yield < len(files):
-            yield finished.pop(next_yield)
+            yield network.finished.pop(next_yield)
             next_yield += 1
     finally:
         for fut in futures:
             fut.cancel()
         pool.shutdown()
-        if net_pool is not None:
-            for batch, _ in running:
-                batch.cancel()
-            net_pool.shutdown()
+        network.close()
 
 
 def _load_npy_set(path: Path) -> EmbeddedSet:
@@ -678,6 +717,59 @@ def _kad_record(record: dict[str, Any], ref_set: EmbeddedSet, gen_set: EmbeddedS
         record["kad_ci"] = boot.record()
 
 
+def _embed_pair(
+    ref: str | Path, gen: str | Path, embedding: Embedding, cache_dir: Path | None, progress: bool, workers: int
+) -> tuple[EmbeddedSet, EmbeddedSet]:
+    """The reference and generated sets, embedded in one stream; their dimensions must agree."""
+    ref_set, gen_set = embed_sets([ref, gen], embedding, cache_dir=cache_dir, progress=progress, workers=workers)
+    d_ref = ref_set.embeddings.shape[1]
+    d_gen = gen_set.embeddings.shape[1]
+    if d_ref != d_gen:
+        raise StylecraftError(
+            f"embedding dimensions differ: reference {ref} has D={d_ref}, generated {gen} has "
+            f"D={d_gen}; both sets must come from the same embedding model"
+        )
+    return ref_set, gen_set
+
+
+def _base_record(metric: Metric, ref: str | Path, gen: str | Path, ref_set: EmbeddedSet, gen_set: EmbeddedSet,
+                 embedding: Embedding, seed: int) -> dict[str, Any]:
+    """What :func:`compute_fad` records before any metric: sizes, sources, skips, settings, versions."""
+    skipped = [
+        {"set": label, "path": path, "reason": reason}
+        for label, s in (("ref", ref_set), ("gen", gen_set))
+        for path, reason in s.skipped
+    ]
+    warnings: list[str] = []
+    return {
+        "metric": metric,
+        "n_ref": int(ref_set.embeddings.shape[0]),
+        "n_gen": int(gen_set.embeddings.shape[0]),
+        "dim": int(ref_set.embeddings.shape[1]),
+        "embedding": embedding.name,
+        "embedding_settings": embedding.settings(),
+        "versions": environment_versions(),
+        "ref": str(ref),
+        "gen": str(gen),
+        "ref_kind": ref_set.kind,
+        "gen_kind": gen_set.kind,
+        "n_ref_files": ref_set.n_files,
+        "n_gen_files": gen_set.n_files,
+        "skipped": skipped,
+        "seed": seed,
+        "warnings": warnings,
+    }
+
+
+def _merge_per_track(record: dict[str, Any], gen_set: EmbeddedSet) -> None:
+    """Replace ``per_track_fad`` / ``per_track_kad`` with one ``per_track`` list in file order."""
+    fads, kads = record.pop("per_track_fad", {}), record.pop("per_track_kad", {})
+    record["per_track"] = [
+        {"path": p, **({"fad": fads[p]} if p in fads else {}), **({"kad": kads[p]} if p in kads else {})}
+        for p in gen_set.files if p in fads or p in kads
+    ]
+
+
 def compute_fad(
     ref: str | Path,
     gen: str | Path,
@@ -744,49 +836,15 @@ def compute_fad(
         raise StylecraftError(f"per-track scores need a folder of audio files; {gen} is a .npy of embeddings")
     if embedding is None:
         embedding = get_embedding(embedding_name)
-    ref_set, gen_set = embed_sets([ref, gen], embedding, cache_dir=cache_dir, progress=progress, workers=workers)
-    d_ref = ref_set.embeddings.shape[1]
-    d_gen = gen_set.embeddings.shape[1]
-    if d_ref != d_gen:
-        raise StylecraftError(
-            f"embedding dimensions differ: reference {ref} has D={d_ref}, generated {gen} has "
-            f"D={d_gen}; both sets must come from the same embedding model"
-        )
-    skipped = [
-        {"set": label, "path": path, "reason": reason}
-        for label, s in (("ref", ref_set), ("gen", gen_set))
-        for path, reason in s.skipped
-    ]
-    warnings: list[str] = []
-    record: dict[str, Any] = {
-        "metric": metric,
-        "n_ref": int(ref_set.embeddings.shape[0]),
-        "n_gen": int(gen_set.embeddings.shape[0]),
-        "dim": int(d_ref),
-        "embedding": embedding.name,
-        "embedding_settings": embedding.settings(),
-        "versions": environment_versions(),
-        "ref": str(ref),
-        "gen": str(gen),
-        "ref_kind": ref_set.kind,
-        "gen_kind": gen_set.kind,
-        "n_ref_files": ref_set.n_files,
-        "n_gen_files": gen_set.n_files,
-        "skipped": skipped,
-        "seed": seed,
-        "warnings": warnings,
-    }
+    ref_set, gen_set = _embed_pair(ref, gen, embedding, cache_dir, progress, workers)
+    record = _base_record(metric, ref, gen, ref_set, gen_set, embedding, seed)
     stats: dict[str, Any] = {"inf": inf, "per_track": per_track, "ci": ci, "n_boot": n_boot, "seed": seed, "inf_min_n": inf_min_n,
              "inf_steps": inf_steps}
     if metric in ("fad", "all"):
-        _fad_record(record, ref_set, gen_set, warnings, **stats)
+        _fad_record(record, ref_set, gen_set, record["warnings"], **stats)
     if metric in ("kad", "all"):
         _kad_record(record, ref_set, gen_set, kad or KadOptions(), **stats)
     if per_track:
-        fads, kads = record.pop("per_track_fad", {}), record.pop("per_track_kad", {})
-        record["per_track"] = [
-            {"path": p, **({"fad": fads[p]} if p in fads else {}), **({"kad": kads[p]} if p in kads else {})}
-            for p in gen_set.files if p in fads or p in kads
-        ]
+        _merge_per_track(record, gen_set)
     record["diversity"] = _diversity_record(ref_set, gen_set)
     return record

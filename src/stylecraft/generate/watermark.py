@@ -21,7 +21,6 @@ alike and the score stays near 3; the detection threshold is ``THRESHOLD``.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import scipy.signal
 
 from stylecraft.audio import io as audio_io
 from stylecraft.errors import ConfigError
+from stylecraft.generate.watermark_key import resolve_key
 
 METHOD = "stylecraft-ss-v1"
 RATE = 16000  # internal rate: embedding and detection both work here
@@ -56,23 +56,6 @@ class Detection:
     offset_s: float
     duration_s: float
     key_id: str
-
-
-def resolve_key(key: str) -> str:
-    """The key itself, or the value of an environment variable for ``env:NAME``.
-
-    Raises:
-        ConfigError: the key is empty, or names an unset environment variable.
-    """
-    if key.startswith("env:"):
-        name = key[4:]
-        value = os.environ.get(name, "")
-        if not value:
-            raise ConfigError(f"watermark key is taken from ${name}, which is not set: export {name}=... or pass a key")
-        return value
-    if not key:
-        raise ConfigError("the watermark key is empty: set generate.watermark.key (or --key)")
-    return key
 
 
 def key_id(key: str) -> str:

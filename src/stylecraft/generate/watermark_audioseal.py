@@ -31,6 +31,7 @@ import numpy as np
 
 from stylecraft.audio import io as audio_io
 from stylecraft.errors import CheckpointError, ConfigError, ModelNotFoundError
+from stylecraft.generate.watermark_key import resolve_key
 
 METHOD = "audioseal-16bits"
 RATE = 16000
@@ -203,15 +204,11 @@ def _eager() -> Any:
 
 def key_message(key: str) -> np.ndarray:
     """The 16 message bits a key selects ``[16]`` (0/1)."""
-    from stylecraft.generate.watermark import resolve_key
-
     digest = hashlib.sha256(f"{METHOD}:message:{resolve_key(key)}".encode()).digest()
     return np.unpackbits(np.frombuffer(digest[:2], dtype=np.uint8)).astype(np.int64)
 
 
 def key_id(key: str) -> str:
-    from stylecraft.generate.watermark import resolve_key
-
     return hashlib.sha256(f"{METHOD}:{resolve_key(key)}".encode()).hexdigest()[:16]
 
 

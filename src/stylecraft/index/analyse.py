@@ -49,14 +49,14 @@ def analyse_file(
     Args:
         task: The file.
         embeddings: Name -> embedding (loudness-normalised as the index's settings say).
-        fingerprint: Keyword arguments of :func:`~stylecraft.evaluate.fingerprint.landmarks`.
+        fingerprint: Keyword arguments of :func:`~stylecraft.evaluate.audit.fingerprint.landmarks`.
         profile_s: Seconds analysed for the style profile.
         min_duration_s: Shorter files are rejected.
     """
     from stylecraft.audio.loudness import integrated_loudness
-    from stylecraft.evaluate.audit import LoudnessNormalized, style_profile
+    from stylecraft.evaluate.audit.fingerprint import landmarks
+    from stylecraft.evaluate.audit.profile import LoudnessNormalized, style_profile
     from stylecraft.evaluate.fad import load_audio_for_embedding
-    from stylecraft.evaluate.fingerprint import landmarks
 
     try:
         audio, sr = load_audio_for_embedding(task.path)

@@ -1,6 +1,6 @@
 """The audit's calibrated attribution, fitted once per index instead of once per audit.
 
-The same two pieces of evidence as :class:`~stylecraft.evaluate.attribution.Attributor`: a
+The same two pieces of evidence as :class:`~stylecraft.evaluate.audit.attribution.Attributor`: a
 window classifier (logistic regression on mean and std of consecutive embedding rows) and the
 nearest-track FAD per artist, combined by a conditional logit whose two weights are fitted on
 reference tracks scored out of fold. What changes with a catalogue of thousands of tracks:
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from stylecraft.evaluate.attribution import Attributor, window_embeddings
+from stylecraft.evaluate.audit.attribution import Attributor, window_embeddings
 from stylecraft.evaluate.frechet import gaussian_stats
 from stylecraft.index.codec import from_safetensors, to_safetensors, unpack
 from stylecraft.index.store import Store

@@ -22,9 +22,10 @@ from typing import Any
 from stylecraft.artifacts import sha256_file
 from stylecraft.audio import AUDIO_EXTENSIONS
 from stylecraft.errors import StylecraftError
+from stylecraft.evaluate.audit.fingerprint import FAN_OUT, PEAKS_PER_SECOND
 from stylecraft.evaluate.embeddings import Embedding, get_embedding
-from stylecraft.evaluate.fingerprint import FAN_OUT, PEAKS_PER_SECOND
-from stylecraft.index.analyse import AnalysedTrack, FileTask, analyse_file
+from stylecraft.index.analyse import AnalysedTrack, FileTask, analyse_file, record_from_bytes, record_to_bytes
+from stylecraft.index.distributed import broadcast_bytes, distributed_state, gather_bytes
 from stylecraft.index.store import IndexStoreError, Store, open_store
 from stylecraft.index.writer import commit_records, remove_tracks
 from stylecraft.parallel import resolve_workers, run_tasks
@@ -98,7 +99,7 @@ def parse_reference(item: str) -> tuple[str, Path]:
 
 def built_embeddings(settings: IndexSettings) -> dict[str, Embedding]:
     """The index's embeddings, loudness-normalised as its settings say."""
-    from stylecraft.evaluate.audit import LoudnessNormalized
+    from stylecraft.evaluate.audit.profile import LoudnessNormalized
 
     out: dict[str, Embedding] = {}
     for name in settings.embeddings:
@@ -192,12 +193,8 @@ def build_index(
         StylecraftError: Unknown embedding, unreachable database, or settings that disagree
             with the existing index.
     """
-    from stylecraft.index.distributed import distributed_state
-
     state = distributed_state()
     if state is not None and state.num_processes > 1:
-        from stylecraft.index.distributed import distributed_build
-
         return distributed_build(state, db, references, settings, commit_every, progress)
     t0 = time.perf_counter()
     store, settings = _open_for_build(db, settings)
@@ -228,6 +225,66 @@ def build_index(
         store.close()
     report.wall_s = time.perf_counter() - t0
     return report
+
+
+def distributed_build(
+    state: Any, db: str | Path, references: dict[str, Path], settings: Any, commit_every: int, progress: bool
+) -> Any:
+    """The body of :func:`build_index` under several processes.
+
+    Returns:
+        The :class:`BuildReport` on the main process (counts of its
+        commits); other processes return an empty report.
+    """
+    t0 = time.perf_counter()
+    rank, world = state.process_index, state.num_processes
+    report = BuildReport(main_process=rank == 0)
+    store = None
+    plan: bytes | None = None
+    if rank == 0:
+        store, settings = _open_for_build(db, settings)
+        todo, scan_rejects = _scan(store, references, report)
+        if scan_rejects:
+            _commit(store, scan_rejects, report)
+        plan = json.dumps({"settings": settings.to_json(), "tasks": [t.__dict__ for t in todo]}).encode()
+    shared = json.loads(broadcast_bytes(plan))
+    settings = IndexSettings.from_json(shared["settings"])
+    tasks = [FileTask(**t) for t in shared["tasks"]]
+    embeddings = built_embeddings(settings)
+    batch: list[AnalysedTrack] = []
+    rounds = (len(tasks) + world - 1) // world
+    try:
+        with make_progress() as prog:
+            bar = prog.add_task(f"indexing ({world} processes)", total=len(tasks), visible=progress and rank == 0)
+            for r in range(rounds):
+                i = r * world + rank
+                mine = b""
+                if i < len(tasks):
+                    mine = record_to_bytes(_analyse_safely(tasks[i], embeddings, settings))
+                for data in gather_bytes(mine, world, rank):
+                    if data:
+                        batch.append(record_from_bytes(data))
+                        prog.advance(bar)
+                if rank == 0 and store is not None and (len(batch) >= commit_every or r == rounds - 1) and batch:
+                    _commit(store, batch, report)
+        if rank == 0 and store is not None:
+            refresh_models(store, settings)
+    finally:
+        if store is not None:
+            store.close()
+    state.wait_for_everyone()
+    report.wall_s = time.perf_counter() - t0
+    return report
+
+
+def _analyse_safely(task: FileTask, embeddings: dict[str, Any], settings: Any) -> AnalysedTrack:
+    try:
+        return analyse_file(task, embeddings, settings.fingerprint(), settings.profile_s, settings.min_duration_s)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # a bad file is a reject, never a crash of the whole launch
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return AnalysedTrack(task, reason=f"cannot analyse: {type(exc).__name__}{': ' + first if first else ''}")
 
 
 def refresh_models(store: Store, settings: IndexSettings) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from stylecraft.evaluate.fingerprint import FRAME_S
+from stylecraft.evaluate.audit.fingerprint import FRAME_S
 from stylecraft.index.schema import FRAME_BITS
 from stylecraft.index.store import Store
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from stylecraft.errors import AudioDecodeError, StylecraftError
-from stylecraft.evaluate.attribution import follow_copy
+from stylecraft.evaluate.audit.attribution import follow_copy
 from stylecraft.evaluate.frechet import gaussian_stats
 from stylecraft.evaluate.kad import kernel_audio_distance
 from stylecraft.index.attribution import load_model
@@ -195,8 +195,8 @@ def _nearest_segments(reader: IndexReader, rows: np.ndarray, cand_times: np.ndar
 def audit_candidate(reader: IndexReader, audio: np.ndarray, sr: int, rows: np.ndarray, cfg: IndexAuditSettings,
                     rng: np.random.Generator) -> dict[str, Any]:
     """Everything the audit says about one embedded candidate (its rows already computed)."""
-    from stylecraft.evaluate.audit import style_profile
-    from stylecraft.evaluate.fingerprint import landmarks
+    from stylecraft.evaluate.audit.fingerprint import landmarks
+    from stylecraft.evaluate.audit.profile import style_profile
 
     t = reader.table
     mu_c, sigma_c = gaussian_stats(rows)
@@ -277,7 +277,7 @@ def audit_with_index(
     Raises:
         StylecraftError: No index, an empty index, or no usable candidate.
     """
-    from stylecraft.evaluate.audit import _artist_profile
+    from stylecraft.evaluate.audit.profile import artist_profile
     from stylecraft.evaluate.fad import environment_versions, load_audio_for_embedding
 
     cfg = settings or IndexAuditSettings()
@@ -318,7 +318,7 @@ def audit_with_index(
                 a: {"path": f"index:{rd.store.url if rd.store.dialect == 'sqlite' else 'postgresql'}",
                     "files": [p for p, k in zip(t.paths, t.artist, strict=True) if t.artists[int(k)] == a],
                     "rows": rd.artist_gauss[a][2],
-                    "skipped": [{"path": p, "reason": why} for who, p, why in rejects if who == a], "profile": _artist_profile(by_artist[a])}
+                    "skipped": [{"path": p, "reason": why} for who, p, why in rejects if who == a], "profile": artist_profile(by_artist[a])}
                 for a in t.artists
             },
             "skipped": skipped,

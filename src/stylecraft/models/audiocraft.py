@@ -96,19 +96,19 @@ def _state(pkg: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
 
 
 def _text_encoder_candidates(folder: Path, t5_name: str, explicit: str | os.PathLike[str] | None) -> list[Path]:
-    from stylecraft.models.loading import _hf_cache_folder
+    from stylecraft.models.bundle import hf_cache_folder
 
     if explicit is not None:
         p = Path(explicit).expanduser()
         if p.exists():
             return [p]
-        cached = _hf_cache_folder(str(explicit)) if "/" in str(explicit) else None
+        cached = hf_cache_folder(str(explicit)) if "/" in str(explicit) else None
         if cached is None:
             raise ModelNotFoundError(f"text encoder '{explicit}' is neither a folder nor a hub id on this machine")
         return [cached]
     out = [folder / TEXT_ENCODER_DIR] if (folder / TEXT_ENCODER_DIR / "config.json").exists() else []
     for repo in (t5_name, f"google-t5/{t5_name}" if t5_name.startswith("t5-") else ""):
-        if repo and "/" in repo and (cached := _hf_cache_folder(repo)) is not None:
+        if repo and "/" in repo and (cached := hf_cache_folder(repo)) is not None:
             out.append(cached)
     return out
 
@@ -251,9 +251,9 @@ def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], where:
 def _pretrained_encodec(name: str) -> Any:
     from transformers import EncodecModel
 
-    from stylecraft.models.loading import _hf_cache_folder
+    from stylecraft.models.bundle import hf_cache_folder
 
-    cached = _hf_cache_folder(name) if "/" in name else None
+    cached = hf_cache_folder(name) if "/" in name else None
     if cached is None:
         raise ModelNotFoundError(
             f"the compression model is audiocraft's pretrained '{name}', which is not on this machine: "
@@ -322,7 +322,7 @@ def load_audiocraft(
         text_encoder: T5 folder or hub id on disk (default: see the module docstring).
         name: Name recorded in the bundle (default: the folder path).
     """
-    from stylecraft.models.loading import ModelBundle, _from_folder, cached_bundle, save_bundle
+    from stylecraft.models.bundle import ModelBundle, cached_bundle, from_folder, save_bundle
     from stylecraft.progress import info
 
     folder = Path(folder)
@@ -344,7 +344,7 @@ def load_audiocraft(
         return bundle  # a read-only cache still returns the converted model
     # Reloaded from the cache, the first load is the same model (attention implementation included)
     # as every later one.
-    bundle = _from_folder(cache, label)
+    bundle = from_folder(cache, label)
     bundle.source = f"audiocraft:{folder}"
     return bundle
 

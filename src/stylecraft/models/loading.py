@@ -8,109 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import (
-    AutoModelForTextToWaveform,
     AutoTokenizer,
-    MusicgenForConditionalGeneration,
-    PreTrainedTokenizerBase,
 )
 
 from stylecraft.artifacts import cache_root
 from stylecraft.errors import CheckpointError, ModelNotFoundError
 from stylecraft.models import presets, registry
+from stylecraft.models.bundle import ModelBundle, cached_bundle, from_folder, hf_cache_folder, save_bundle
 
 PRESETS = ("tiny", "tiny-melody", "tiny-stereo")
 NEW_PREFIX = "new:"
-SUPPORTED_TYPES = ("musicgen", "musicgen_melody")
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-
-
-@dataclass
-class ModelBundle:
-    model: MusicgenForConditionalGeneration  # or MusicgenMelodyForConditionalGeneration
-    tokenizer: PreTrainedTokenizerBase
-    name: str
-    source: str
-
-    @property
-    def _audio(self) -> Any:  # transformers types sub-configs loosely (dict | config | None)
-        return self.model.config.audio_encoder
-
-    @property
-    def _decoder(self) -> Any:
-        return self.model.config.decoder
-
-    @property
-    def model_type(self) -> str:
-        return str(self.model.config.model_type)
-
-    @property
-    def sample_rate(self) -> int:
-        return int(self._audio.sampling_rate)
-
-    @property
-    def frame_rate(self) -> int:
-        return int(self._audio.frame_rate)
-
-    @property
-    def num_codebooks(self) -> int:
-        return int(self._decoder.num_codebooks)
-
-    @property
-    def codebook_size(self) -> int:
-        return int(self._decoder.vocab_size)
-
-    @property
-    def pad_token_id(self) -> int:
-        return int(self._decoder.pad_token_id)
-
-    @property
-    def channels(self) -> int:
-        """Audio channels the model generates: 2 for stereo models (interleaved codebooks), else 1."""
-        return int(getattr(self._decoder, "audio_channels", 1))
-
-    @property
-    def bandwidth(self) -> float:
-        return float(self._audio.target_bandwidths[-1])
-
-
-def _from_folder(folder: Path, name: str) -> ModelBundle:
-    if not (folder / "config.json").exists():
-        raise CheckpointError(f"'{folder}' is not a model folder (no config.json)")
-    import json
-
-    model_type = json.loads((folder / "config.json").read_text()).get("model_type")
-    if model_type not in SUPPORTED_TYPES:
-        raise CheckpointError(
-            f"'{folder}' holds a '{model_type}' model; stylecraft loads {', '.join(SUPPORTED_TYPES)} models"
-        )
-    if not any(folder.glob("*.safetensors")):
-        pickled = sorted(p.name for ext in PICKLE_SUFFIXES for p in folder.glob(f"*{ext}"))
-        if pickled:
-            raise CheckpointError(
-                f"'{folder}' holds pickled weights ({', '.join(pickled)}), which can run code when loaded: "
-                "stylecraft loads safetensors only (convert them where you trust the source, e.g. "
-                "save_pretrained(..., safe_serialization=True))"
-            )
-        raise CheckpointError(f"'{folder}' has no model weights (*.safetensors)")
-    try:
-        # The auto class picks MusicgenForConditionalGeneration or MusicgenMelodyForConditionalGeneration;
-        # use_safetensors=True: never fall back to unpickling a .bin file.
-        model = AutoModelForTextToWaveform.from_pretrained(folder, local_files_only=True, use_safetensors=True)
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot load model from '{folder}': {str(exc).splitlines()[0]}") from None
-    if next(model.parameters()).dtype in (torch.float16, torch.bfloat16):
-        # Half precision is a storage choice (stylecraft-mini ships so): computation follows the
-        # run's own precision settings, from float32 weights.
-        model.float()
-    model.eval()
-    return ModelBundle(model=model, tokenizer=tokenizer, name=name, source=str(folder))
 
 
 def resolve_folder(name_or_path: str) -> Path | None:
@@ -134,7 +46,7 @@ def resolve_folder(name_or_path: str) -> Path | None:
             return entry.verify_shipped()
         if (entry.local_dir / "config.json").exists():
             return entry.local_dir
-        cached = _hf_cache_folder(entry.repo_id)
+        cached = hf_cache_folder(entry.repo_id)
         if cached is not None:
             return cached
         raise ModelNotFoundError(
@@ -142,7 +54,7 @@ def resolve_folder(name_or_path: str) -> Path | None:
             f"(needs network) or pass a local folder"
         )
     if "/" in name_or_path and not name_or_path.startswith((".", "/")):
-        cached = _hf_cache_folder(name_or_path)
+        cached = hf_cache_folder(name_or_path)
         if cached is not None:
             return cached
         raise ModelNotFoundError(
@@ -205,47 +117,19 @@ def _from_adapter(folder: Path, name: str) -> ModelBundle:
     return ModelBundle(model=model, tokenizer=tokenizer, name=name, source=f"{folder} (LoRA adapter on {base.source})")
 
 
-def _hf_cache_folder(repo_id: str) -> Path | None:
-    try:
-        from huggingface_hub import snapshot_download
-
-        folder = Path(snapshot_download(repo_id, local_files_only=True))
-    except Exception:  # not cached (offline): the caller raises a clear error
-        return None
-    return folder if (folder / "config.json").exists() else None
-
-
 def _preset_cache_dir(name: str) -> Path:
     """Cache folder of a built preset, keyed by the code and library versions that define it."""
     import hashlib
 
     import transformers
 
-    from stylecraft.data import demo
+    from stylecraft.audio import synth
 
     h = hashlib.sha256()
-    for mod in (presets, demo):
+    for mod in (presets, synth):
         h.update(Path(str(mod.__file__)).read_bytes())
     h.update(f"{torch.__version__}|{transformers.__version__}".encode())
     return cache_root() / "presets" / f"{name}-{h.hexdigest()[:16]}"
-
-
-def cached_bundle(cache: Path, name: str, source: str) -> ModelBundle | None:
-    """The bundle saved in ``cache``, or None when there is none or it is damaged (rebuild it then).
-
-    Args:
-        cache: Folder written by :func:`save_bundle`.
-        name: Name the bundle reports.
-        source: Where the cached model came from (``preset:NAME``, ``audiocraft:FOLDER``).
-    """
-    if not (cache / "config.json").exists():
-        return None
-    try:
-        bundle = _from_folder(cache, name)
-    except CheckpointError:
-        return None
-    bundle.source = source
-    return bundle
 
 
 def load_preset(name: str) -> ModelBundle:
@@ -329,24 +213,9 @@ def load_model(
     elif is_audiocraft_folder(folder) and not (folder / "config.json").exists():
         bundle = load_audiocraft(folder, text_encoder=text_encoder, name=name_or_path)
     else:
-        bundle = _from_folder(folder, name_or_path)
+        bundle = from_folder(folder, name_or_path)
     bundle.model.to(device)  # type: ignore[arg-type]  # transformers' to() accepts devices
     return bundle
-
-
-def save_bundle(bundle: ModelBundle, folder: str | Path) -> None:
-    """Save model (safetensors) and tokenizer into ``folder`` (written beside it, then renamed)."""
-    from stylecraft.artifacts import replace_dir
-
-    folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.partial")
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    bundle.model.save_pretrained(tmp, safe_serialization=True)
-    bundle.tokenizer.save_pretrained(tmp)
-    replace_dir(tmp, folder)
 
 
 def new_model(name: str, codec: str | None, seed: int) -> ModelBundle:

@@ -131,7 +131,7 @@ def _fit_codebooks(model: Any, audio: np.ndarray, seed: int, iters: int, n_q: in
 
 def calibration_audio(seconds: float = 20.0, n: int = 3) -> np.ndarray:
     """Deterministic synthesised music [n, samples] used to fit the tiny codebooks."""
-    from stylecraft.data.demo import synth_track
+    from stylecraft.audio.synth import synth_track
 
     clips = [synth_track(seconds, sample_rate=SAMPLE_RATE, seed=TINY_SEED + i, channels=1)[:, 0] for i in range(n)]
     return np.stack(clips)

@@ -18,11 +18,10 @@ import os
 import shutil
 import tarfile
 import tempfile
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from stylecraft.artifacts import cache_root, sha256_file
+from stylecraft.artifacts import cache_root, download, sha256_file
 from stylecraft.errors import CheckpointError, ConfigError, ModelNotFoundError
 
 __all__ = ["describe_separator", "download", "fetch_spleeter", "load_separator", "spleeter_weights_dir"]
@@ -120,15 +119,6 @@ def describe_separator(separator: Any) -> dict[str, Any]:
         "stems": list(separator.stems),
         "mwf": separator.mwf,
     }
-
-
-def download(url: str, dest: Path) -> None:
-    """Fetch ``url`` into ``dest``; no network is a ``ModelNotFoundError``."""
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as fh:
-            shutil.copyfileobj(response, fh, length=1 << 20)
-    except OSError as exc:
-        raise ModelNotFoundError(f"cannot download {url}: {exc}") from None
 
 
 def fetch_spleeter(model: str, release: str = SPLEETER_RELEASE) -> Path:

@@ -244,8 +244,7 @@ def fetch_demucs(name: str = "htdemucs", root_url: str | None = None) -> list[Pa
     """
     import yaml
 
-    from stylecraft.artifacts import atomic_path, sha256_file
-    from stylecraft.separate import download
+    from stylecraft.artifacts import atomic_path, download, sha256_file
 
     _require_demucs()
     import demucs.pretrained

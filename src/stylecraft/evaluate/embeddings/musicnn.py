@@ -45,7 +45,7 @@ from torch import nn
 
 from stylecraft.artifacts import atomic_path, sha256_file
 from stylecraft.errors import AudioDecodeError, CheckpointError, ModelNotFoundError
-from stylecraft.evaluate.embeddings import _to_mono_float
+from stylecraft.evaluate.embeddings.base import to_mono_float
 
 __all__ = ["MODELS", "MusicnnEmbedding", "MusicnnNet", "log_mel_patches"]
 
@@ -86,7 +86,7 @@ def log_mel_patches(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     import librosa
     import soxr
 
-    mono = _to_mono_float(audio, sample_rate)
+    mono = to_mono_float(audio, sample_rate)
     if sample_rate != SAMPLE_RATE:
         mono = soxr.resample(mono, sample_rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
     mel = librosa.feature.melspectrogram(y=mono, sr=SAMPLE_RATE, hop_length=HOP, n_fft=N_FFT, n_mels=N_MELS).T

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from stylecraft.artifacts import atomic_path, atomic_write_text
-from stylecraft.evaluate.audit import NUMERIC_PROFILE
+from stylecraft.evaluate.audit.profile import NUMERIC_PROFILE
 from stylecraft.evaluate.fad import load_audio_for_embedding
 
 __all__ = ["write_report"]

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from stylecraft.errors import StylecraftError
-from stylecraft.evaluate.embeddings import _to_mono_float
+from stylecraft.evaluate.embeddings.base import to_mono_float
 
 __all__ = ["ClapEmbedding", "clap_windows", "tiny_clap_config"]
 
@@ -167,9 +167,9 @@ class ClapEmbedding:
         Raises:
             AudioDecodeError: If the clip is empty or holds non-finite samples.
         """
-        mono = _to_mono_float(audio, sample_rate)
+        mono = to_mono_float(audio, sample_rate)
         if sample_rate != SAMPLE_RATE:
-            from stylecraft.evaluate.resample import resample_kaiser_best
+            from stylecraft.evaluate.embeddings.resample import resample_kaiser_best
 
             mono = resample_kaiser_best(mono, sample_rate, SAMPLE_RATE)
         return self.embed_windows(clap_windows(np.asarray(mono), self.windowing))

@@ -3,7 +3,7 @@
 Front end (a float64 numpy port of VGGish's ``mel_features`` / ``vggish_input``):
 
 1. mono mix (mean of channels); resampled to 16 kHz with resampy's ``kaiser_best`` filter
-   (computed as a polyphase product, :mod:`stylecraft.evaluate.resample`) when needed, as
+   (computed as a polyphase product, :mod:`stylecraft.evaluate.embeddings.resample`) when needed, as
    frechet-audio-distance 0.3.4 loads audio;
 2. STFT magnitude of 25 ms frames (400 samples, periodic Hann, FFT 512) every 10 ms, no
    padding (a trailing partial frame is dropped);
@@ -29,9 +29,9 @@ from torch import nn
 
 from stylecraft.artifacts import sha256_file
 from stylecraft.errors import AudioDecodeError, CheckpointError, ModelNotFoundError
-from stylecraft.evaluate.cpu_conv import conv3x3_single_channel, winograd_conv3x3, winograd_weights
-from stylecraft.evaluate.embeddings import _to_mono_float
-from stylecraft.evaluate.resample import resample_kaiser_best
+from stylecraft.evaluate.embeddings.base import to_mono_float
+from stylecraft.evaluate.embeddings.cpu_conv import conv3x3_single_channel, winograd_conv3x3, winograd_weights
+from stylecraft.evaluate.embeddings.resample import resample_kaiser_best
 
 __all__ = ["VGGISH_FILES", "VGGishConfig", "VGGishEmbedding", "VGGishNet", "log_mel_examples"]
 
@@ -144,7 +144,7 @@ class VGGishNet(nn.Module):
     """VGGish CNN with torchvggish's module layout (so its state dict loads unchanged)."""
 
     cpu_kernels: bool = False
-    """Run CPU inference through :mod:`stylecraft.evaluate.cpu_conv` (fused first layer, Winograd
+    """Run CPU inference through :mod:`stylecraft.evaluate.embeddings.cpu_conv` (fused first layer, Winograd
     convolutions with bias, ReLU and pooling fused); set by :class:`VGGishEmbedding` on CPU."""
 
     def __init__(self, config: VGGishConfig) -> None:
@@ -214,7 +214,7 @@ class VGGishNet(nn.Module):
         return x
 
     def _features_cpu(self, x: torch.Tensor) -> torch.Tensor:
-        """The conv stages with :mod:`~stylecraft.evaluate.cpu_conv`: ``[B, H, W]`` -> ``[B, H/16, W/16, C]``."""
+        """The conv stages with :mod:`~stylecraft.evaluate.embeddings.cpu_conv`: ``[B, H, W]`` -> ``[B, H/16, W/16, C]``."""
         mods = list(self.features.children())
         convs = [(i, m) for i, m in enumerate(mods) if isinstance(m, nn.Conv2d)]
         for k, (i, conv) in enumerate(convs):
@@ -390,7 +390,7 @@ class VGGishEmbedding:
 
     def examples(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         """Log-mel examples ``[n, 96, 64]`` of a clip (mono mix and resampling included)."""
-        mono = _to_mono_float(audio, sample_rate)
+        mono = to_mono_float(audio, sample_rate)
         mono16 = _resample_to_16k(mono, sample_rate)
         return log_mel_examples(np.asarray(mono16))
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from stylecraft.errors import AudioDecodeError, CheckpointError, StylecraftError
-from stylecraft.evaluate.embeddings import _to_mono_float
+from stylecraft.evaluate.embeddings.base import to_mono_float
 
 # The ``encodec`` package and audiocraft's EnCodec share their parameter names, so one renaming
 # serves both.
@@ -57,7 +57,7 @@ def encodec_config(variant: str, tiny: bool = False) -> Any:
 def _resample(mono: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     if sr_in == sr_out:
         return mono
-    from stylecraft.evaluate.resample import resample_kaiser_best
+    from stylecraft.evaluate.embeddings.resample import resample_kaiser_best
 
     return resample_kaiser_best(mono, sr_in, sr_out)
 
@@ -153,9 +153,9 @@ class EncodecEmbedding:
     def _input(self, audio: np.ndarray, sample_rate: int) -> torch.Tensor:
         audio = np.asarray(audio)
         if self.channels == 1:
-            x = _resample(_to_mono_float(audio, sample_rate), sample_rate, self.sample_rate)[None, :]
+            x = _resample(to_mono_float(audio, sample_rate), sample_rate, self.sample_rate)[None, :]
         else:
-            _to_mono_float(audio, sample_rate)  # the same validation as every embedding
+            to_mono_float(audio, sample_rate)  # the same validation as every embedding
             stereo = audio.astype(np.float32)
             if stereo.ndim == 1:
                 stereo = stereo[:, None]

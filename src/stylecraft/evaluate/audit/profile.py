@@ -6,6 +6,7 @@ that attribution follows the music and not the mastering level.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from typing import Any
 
@@ -43,6 +44,11 @@ class LoudnessNormalized:
         return self.inner.embed((np.asarray(audio, dtype=np.float32) * gain).astype(np.float32), sample_rate)
 
 
+# librosa's zero crossings run a numba gufunc; concurrent calls from the audit's and the index's
+# thread pools crashed worker processes (segfault inside the gufunc call), so calls take turns.
+_GUFUNC_CALLS = threading.Lock()
+
+
 def style_profile(audio: np.ndarray, sample_rate: int, max_s: float = 60.0, loudness_lufs: float | None = None) -> dict[str, Any]:
     """Interpretable descriptors of one track.
 
@@ -76,6 +82,8 @@ def style_profile(audio: np.ndarray, sample_rate: int, max_s: float = 60.0, loud
     win = int(10 * sr / hop)  # 10 s tempo windows, the median of which is the track's tempo
     windows = [mel[:, i : i + win] for i in range(0, max(1, mel.shape[1] - win + 1), win)]
     loud = integrated_loudness(audio, sample_rate) if loudness_lufs is None else loudness_lufs
+    with _GUFUNC_CALLS:
+        zcr = float(librosa.feature.zero_crossing_rate(y, hop_length=hop).mean())
     return {
         "tempo_bpm": float(estimate_tempo(np.stack(windows), sr, hop)),
         "key": estimate_key(chroma_of_audio(y, sr, max_s=max_s)),
@@ -84,7 +92,7 @@ def style_profile(audio: np.ndarray, sample_rate: int, max_s: float = 60.0, loud
         "spectral_bandwidth_hz": float(librosa.feature.spectral_bandwidth(y=y, sr=sr, hop_length=hop).mean()),
         "spectral_rolloff_hz": float(librosa.feature.spectral_rolloff(y=y, sr=sr, hop_length=hop).mean()),
         "spectral_flatness": float(librosa.feature.spectral_flatness(y=y, hop_length=hop).mean()),
-        "zero_crossing_rate": float(librosa.feature.zero_crossing_rate(y, hop_length=hop).mean()),
+        "zero_crossing_rate": zcr,
         "duration_s": float(mono.shape[0] / sample_rate),
     }
 

@@ -12,6 +12,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # Each of the suite's worker processes gets one core: two workers on two cores, not four threads.
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, "1")
+    # librosa caches its numba functions beside its sources; in a fresh environment two workers
+    # writing and loading that cache at once crashed one with a segfault inside a gufunc call.
+    # Each worker keeps its own cache.
+    import tempfile
+
+    os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"stylecraft-numba-{os.environ['PYTEST_XDIST_WORKER']}"))
 
 import dataclasses
 import shutil

@@ -18,6 +18,7 @@ from stylecraft.pipeline import run_recipe
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
     "model.name=tiny",  # the unit-test preset: the recipe's stylecraft-mini is tested in tests/models
+    "augment.share=null",  # every planned variant, as the assertions count them
     "demo.tracks=3",
     "demo.duration_s=12",
     "ingest.valid_fraction=0.34",

@@ -36,9 +36,10 @@ an EnCodec codec ({codec.get('bitrate_kbps')} kbit/s: {codec.get('codebooks')} c
 all transformers architectures (`MusicgenForConditionalGeneration`). It loads by name with no download:
 `--model {NAME}` or `model.name: {NAME}`. Weights are stored in float16 ({size_mb:.1f} MB) and computed in float32.
 
-It is small and was trained on a CPU for hours: it makes music of the corpus's kind (game soundtracks), with
-rhythm and pitch movement, but nowhere near the quality of MusicGen's released weights. Its purpose is that every
-run of stylecraft makes music offline, and that fine-tuning on an artist can be measured.
+It is small and was trained on two CPU cores for under an hour ({lm.get('facts', {}).get('steps')} steps of the base
+model). Its clips change over time but are still noisy textures without clear pitch lines: it does not make music
+yet, and training continues from its checkpoints. Its purpose is that every run of stylecraft works offline with a
+model trained on licensed music, and that fine-tuning on an artist can be measured.
 
 ## Training
 

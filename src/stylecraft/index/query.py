@@ -19,6 +19,7 @@ import numpy as np
 
 from stylecraft.errors import AudioDecodeError, StylecraftError
 from stylecraft.evaluate.audit.attribution import follow_copy
+from stylecraft.evaluate.audit.run import candidate_files
 from stylecraft.evaluate.frechet import gaussian_stats
 from stylecraft.evaluate.kad import kernel_audio_distance
 from stylecraft.index.attribution import load_model
@@ -242,22 +243,6 @@ def audit_candidate(reader: IndexReader, audio: np.ndarray, sr: int, rows: np.nd
     return follow_copy(result, copy_artist)
 
 
-def _candidate_files(candidates: list[Path]) -> list[Path]:
-    from stylecraft.evaluate.fad import list_audio_files
-
-    files: list[Path] = []
-    for c in map(Path, candidates):
-        if c.is_dir():
-            files += list_audio_files(c)
-        elif c.is_file():
-            files.append(c)
-        else:
-            raise StylecraftError(f"candidate {c} does not exist")
-    if not files:
-        raise StylecraftError("no candidate audio files given")
-    return files
-
-
 def audit_with_index(
     db: str | Path, candidates: list[Path], settings: IndexAuditSettings | None = None, progress: bool = True,
     reader: IndexReader | None = None,
@@ -286,7 +271,7 @@ def audit_with_index(
     own = reader is None
     rd = reader or IndexReader(db, cfg.embedding)
     try:
-        files = _candidate_files(candidates)
+        files = candidate_files(candidates)
         rng = np.random.default_rng(cfg.seed)
         results, skipped, cand_rows = [], [], {}
         with rd.store.read():

@@ -174,7 +174,7 @@ def run_audit(
     refs, index, durations = _embed_references(references, emb_model, cfg, cache_dir, progress)
     attributor = _fit_attributor(refs, cfg)
     space = _segment_space(refs, durations, rng)
-    files = _candidate_files(candidates)
+    files = candidate_files(candidates)
     results: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     cand_rows: dict[str, np.ndarray] = {}
@@ -289,7 +289,7 @@ def _segment_space(refs: list[_Reference], durations: dict[str, float], rng: np.
     return _SegmentSpace(scale_mu, scale_sd, z_ref, row_file, row_time, row_ref, baseline)
 
 
-def _candidate_files(candidates: list[Path]) -> list[Path]:
+def candidate_files(candidates: list[Path]) -> list[Path]:
     """The candidate audio files: files as given, folders searched for audio."""
     files: list[Path] = []
     for c in candidates:

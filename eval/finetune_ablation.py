@@ -30,7 +30,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "eval" / "mini"))
-from report import DATA, RESULTS, _ci, _cli, _generate, _held_out, _score  # noqa: E402
+from report import RESULTS, _ci, _generate, _held_out, _score, finetune  # noqa: E402
 
 ROWS: dict[str, list[str]] = {
     "baseline": [],
@@ -44,11 +44,7 @@ ROWS: dict[str, list[str]] = {
 def run_row(artist: str, row: str, clips: int, extra: list[str]) -> dict[str, Any]:
     from stylecraft.data.manifest import run_caption
 
-    run = ROOT / "eval" / "data" / "ablation" / artist / row
-    if not (run / "model" / "stylecraft.json").exists():
-        _cli("run", str(ROOT / "recipes" / "mini-finetune.yaml"), "--run-dir", str(run),
-             f"catalogue={DATA / 'test' / artist}", f"artist={artist}",
-             "stages=[ingest,segment,augment,tokenize,train]", *ROWS[row], *extra)
+    run = finetune(artist, row, (*ROWS[row], *extra))
     facts = json.loads((run / "model" / "stylecraft.json").read_text()).get("facts", {})
     val = facts.get("best_val_loss") or facts.get("val_loss")
     gen = _generate(str(run), [run_caption(run, artist)], clips, run / "clips")

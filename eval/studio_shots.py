@@ -1,7 +1,7 @@
 """The studio in headless chromium: a screenshot of each tab, page load time and generate latency.
 
 Starts ``stylecraft studio`` in this process for a trained run, opens it in Debian's chromium
-(Playwright, no browser download) and measures, for the ``tiny`` preset:
+(Playwright, no browser download) and measures, for ``--model`` (stylecraft-mini unless told):
 
 * page load: ``goto`` until the Generate button is on the page (fresh browser context each time);
 * generate latency: click on Generate until the take's download link is on the page, against
@@ -13,7 +13,7 @@ screenshot of each tab. Results: ``eval/results/studio.{json,md}`` and ``studio_
 
 Usage::
 
-    .venv/bin/python eval/studio_shots.py --run runs/quickstart [--duration 8] [--reps 3]
+    .venv/bin/python eval/studio_shots.py --run runs/quickstart [--model stylecraft-mini] [--duration 8] [--reps 3]
 """
 
 from __future__ import annotations
@@ -44,12 +44,12 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def _library_generate(out: Path, duration: float, seed: int) -> float:
+def _library_generate(model: str, prompt: str, out: Path, duration: float, seed: int) -> float:
     from stylecraft.generate.sample import SamplingParams, generate
     from stylecraft.models.loading import load_model
 
     t = time.perf_counter()
-    generate(load_model("tiny"), out, ["demo artist style"], SamplingParams(duration_s=duration, seed=seed))
+    generate(load_model(model), out, [prompt], SamplingParams(duration_s=duration, seed=seed))
     return time.perf_counter() - t
 
 
@@ -62,10 +62,10 @@ def _wait_players(page, n: int) -> None:
     page.wait_for_function(PLAYERS_READY_JS, arg=n, timeout=120_000)
 
 
-def _page_generate(page, duration: float, seed: int) -> float:
-    page.fill("#gen-model input", "tiny")
+def _page_generate(page, model: str, prompt: str, duration: float, seed: int) -> float:
+    page.fill("#gen-model input", model)
     page.press("#gen-model input", "Enter")
-    page.fill("#gen-prompts textarea", "demo artist style")
+    page.fill("#gen-prompts textarea", prompt)
     for sel, value in (("#gen-duration input[type=number]", duration),):
         page.fill(sel, str(value))
         page.press(sel, "Enter")
@@ -83,6 +83,8 @@ def _page_generate(page, duration: float, seed: int) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, required=True, help="a trained run folder (shown on Compare and Runs)")
+    ap.add_argument("--model", default="stylecraft-mini", help="model to generate with (registry name, preset, run or folder)")
+    ap.add_argument("--prompt", default="corpus style, 120 bpm, A minor")
     ap.add_argument("--duration", type=float, default=8.0)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (the machine's cores)")
@@ -97,12 +99,12 @@ def main() -> int:
     from stylecraft.studio.settings import StudioSettings
 
     work = Path(tempfile.mkdtemp(prefix="studio-shots-"))
-    settings = StudioSettings(runs=(args.run.resolve(),), models=("tiny",), out_dir=work / "studio")
+    settings = StudioSettings(runs=(args.run.resolve(),), models=(args.model,), out_dir=work / "studio")
     t0 = time.perf_counter()
     demo, url = launch(settings, port=_port(), block=False)
     server_start = time.perf_counter() - t0
     loads, page_gen, lib_gen = [], [], []
-    _library_generate(work / "warm", args.duration, 999)  # builds/loads the preset once for both sides
+    _library_generate(args.model, args.prompt, work / "warm", args.duration, 999)  # loads the model once for both sides
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, headless=True, args=FLAGS)
@@ -119,8 +121,8 @@ def main() -> int:
             page.goto(url)
             page.wait_for_selector("#gen-button")
             for rep in range(args.reps):
-                page_gen.append(_page_generate(page, args.duration, rep))
-                lib_gen.append(_library_generate(work / f"lib-{rep}", args.duration, rep))
+                page_gen.append(_page_generate(page, args.model, args.prompt, args.duration, rep))
+                lib_gen.append(_library_generate(args.model, args.prompt, work / f"lib-{rep}", args.duration, rep))
             RESULTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(RESULTS / "studio_generate.png"), full_page=True)
             page.get_by_role("tab", name="Compare").click()
@@ -156,7 +158,7 @@ def write_results(args: argparse.Namespace, server_start: float, loads: list[flo
                     "load_avg": list(os.getloadavg())},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "gradio": gradio.__version__,
                      "playwright": getattr(playwright, "__version__", "?")},
-        "model": "tiny", "duration_s": args.duration, "reps": args.reps, "server_start_s": server_start,
+        "model": args.model, "prompt": args.prompt, "duration_s": args.duration, "reps": args.reps, "server_start_s": server_start,
         "page_load_s": loads, "page_generate_s": page_gen, "library_generate_s": lib_gen, "page_over_library": ratio,
     }
     atomic_write_json(RESULTS / "studio.json", record)
@@ -168,7 +170,7 @@ def write_results(args: argparse.Namespace, server_start: float, loads: list[flo
         f"load {record['machine']['load_avg'][0]:.2f}; gradio {record['versions']['gradio']}, torch {torch.__version__}. "
         "Machine shared with other jobs: absolute times are indicative, the ratio is measured in the same run.",
         "",
-        f"Model `tiny` (preset), one take of {args.duration:g} s, {args.reps} repetitions, page and library alternated.",
+        f"Model `{args.model}`, prompt \"{args.prompt}\", one take of {args.duration:g} s, {args.reps} repetitions, page and library alternated.",
         "",
         "| what | median (s) | all (s) |",
         "|---|---|---|",
@@ -180,7 +182,7 @@ def write_results(args: argparse.Namespace, server_start: float, loads: list[flo
         "",
         "The page's extra time is the studio's own work per take (watermark check, spectrogram) and the transfer "
         "to the browser. Screenshots: `studio_generate.png`, `studio_compare.png`, `studio_runs.png`. "
-        f"Rerun: `python eval/studio_shots.py --run RUN --duration {args.duration:g} --reps {args.reps}`.",
+        f"Rerun: `python eval/studio_shots.py --run RUN --model {args.model} --duration {args.duration:g} --reps {args.reps}`.",
         "",
     ]
     atomic_write_text(RESULTS / "studio.md", "\n".join(md))

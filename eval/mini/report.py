@@ -9,7 +9,7 @@
   mean change of the chroma vector between successive half-seconds (pitch movement). A drone
   scores near 0 on both.
 * **shift**: for each test soundtrack X (never heard by the base model): fine-tune with
-  ``recipes/mini-finetune.yaml`` (up to its train stage), then generate ``--clips`` clips of 10 s
+  ``recipes/mini-finetune.yaml`` (up to its train stage; the ablation's ``baseline`` run), then generate ``--clips`` clips of 10 s
   from the fine-tuned model (X's caption) and from the base model (the corpus's caption), and
   score each set with FAD and KAD (bootstrap 95% intervals over files) against X's held-out
   tracks (the fine-tune run's valid split) and against the other soundtrack's.
@@ -37,7 +37,7 @@ RESULTS = ROOT / "eval" / "results"
 BASE = "stylecraft-mini"
 BASE_PROMPTS = ["corpus style, 120 bpm, A minor", "corpus style, 90 bpm, C major",
                 "corpus style, 140 bpm, E minor", "corpus style, 100 bpm, D major"]
-EMBEDDINGS = ("mfcc",)
+EMBEDDINGS = ("mfcc", "musicnn-mtt")
 
 
 def _cli(*args: str) -> None:
@@ -137,11 +137,15 @@ def section_base(clips: int) -> dict[str, Any]:
             "movement": _movement_table({"stylecraft-mini samples": wavs, "held-out music (test soundtracks)": real})}
 
 
-def _finetune(artist: str) -> Path:
-    run = DATA / "shift" / artist
+def finetune(artist: str, row: str = "baseline", overrides: tuple[str, ...] = ()) -> Path:
+    """stylecraft-mini fine-tuned on a test soundtrack with ``recipes/mini-finetune.yaml`` plus
+    ``overrides``, up to its train stage, in ``eval/data/ablation/<artist>/<row>`` (shared with
+    eval/finetune_ablation.py, whose ``baseline`` row is this recipe as it is)."""
+    run = ROOT / "eval" / "data" / "ablation" / artist / row
     if not (run / "model" / "stylecraft.json").exists():
         _cli("run", str(ROOT / "recipes" / "mini-finetune.yaml"), "--run-dir", str(run),
-             f"catalogue={DATA / 'test' / artist}", f"artist={artist}", "stages=[ingest,segment,tokenize,train]")
+             f"catalogue={DATA / 'test' / artist}", f"artist={artist}", "stages=[ingest,segment,augment,tokenize,train]",
+             *overrides)
     return run
 
 
@@ -159,7 +163,7 @@ def _held_out(run: Path, into: Path) -> Path:
 def section_shift(clips: int, artists: list[str]) -> dict[str, Any]:
     from stylecraft.data.manifest import run_caption
 
-    runs = {a: _finetune(a) for a in artists}
+    runs = {a: finetune(a) for a in artists}
     held = {a: _held_out(r, DATA / "report" / "held_out" / a) for a, r in runs.items()}
     base = _generate(BASE, BASE_PROMPTS, clips, DATA / "report" / "base_clips")
     rows = []

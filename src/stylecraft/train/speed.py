@@ -49,13 +49,15 @@ def _loss_forward(self: Any, input_ids: torch.Tensor | None = None, attention_ma
     Calls without labels, or that leave the decoder inputs to be derived from the labels, go to
     transformers' own forward unchanged.
     """
+    if past_key_values is not None:  # passed on only when given: newer transformers name it ``cache``
+        kwargs["past_key_values"] = past_key_values
     if labels is None or (input_ids is None and inputs_embeds is None):
         return type(self).forward(self, input_ids=input_ids, attention_mask=attention_mask,
                                   encoder_hidden_states=encoder_hidden_states,
-                                  encoder_attention_mask=encoder_attention_mask, past_key_values=past_key_values,
+                                  encoder_attention_mask=encoder_attention_mask,
                                   inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache, **kwargs)
     out = self.model(input_ids, attention_mask=attention_mask, encoder_hidden_states=encoder_hidden_states,
-                     encoder_attention_mask=encoder_attention_mask, past_key_values=past_key_values,
+                     encoder_attention_mask=encoder_attention_mask,
                      inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
     hidden = out.last_hidden_state[:, -labels.shape[1]:]  # [B, S, D]
     labels = labels.masked_fill(labels == self.config.pad_token_id, -100)  # [B, S, K]

@@ -44,7 +44,9 @@ ROWS: dict[str, list[str]] = {
 def run_row(artist: str, row: str, clips: int, extra: list[str]) -> dict[str, Any]:
     from stylecraft.data.manifest import run_caption
 
-    run = finetune(artist, row, (*ROWS[row], *extra))
+    same_data = not any(o.startswith("augment.") for o in ROWS[row])  # reuses the baseline's tokens
+    prepared = ROOT / "eval" / "data" / "ablation" / artist / "baseline" if same_data and row != "baseline" else None
+    run = finetune(artist, row, (*ROWS[row], *extra), prepared)
     facts = json.loads((run / "model" / "stylecraft.json").read_text()).get("facts", {})
     val = facts.get("best_val_loss") or facts.get("val_loss")
     gen = _generate(str(run), [run_caption(run, artist)], clips, run / "clips")
@@ -55,10 +57,11 @@ def run_row(artist: str, row: str, clips: int, extra: list[str]) -> dict[str, An
             **score}
 
 
-def markdown(rows: list[dict[str, Any]], clips: int) -> str:
+def markdown(rows: list[dict[str, Any]], clips: int, extra: list[str]) -> str:
     lines = ["# Fine-tuning ablation (stylecraft-mini on test soundtracks it never heard)", "",
              f"Machine: {platform.machine()}, Python {platform.python_version()}. {clips} clips of 10 s per row; FAD and KAD "
-             "(mfcc) against the artist's held-out tracks with bootstrap 95% intervals over generated files.", "",
+             "(mfcc) against the artist's held-out tracks with bootstrap 95% intervals over generated files. "
+             f"Every row: `recipes/mini-finetune.yaml` {' '.join(extra) or '(as it is)'} plus the row's overrides.", "",
              "| artist | row | overrides | steps (weights from) | held-out perplexity | FAD | KAD |",
              "|---|---|---|---|---:|---|---|"]
     for r in rows:
@@ -74,10 +77,15 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=32)
     ap.add_argument("--set", nargs="*", default=[], help="extra recipe overrides for every row (e.g. train.max_steps=100)")
     args = ap.parse_args()
-    rows = [run_row(a, r, args.clips, args.set) for a in args.artists for r in args.rows]
+    from stylecraft.artifacts import atomic_write_json, atomic_write_text
+
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "finetune_ablation.json").write_text(json.dumps({"clips": args.clips, "extra": args.set, "rows": rows}, indent=1))
-    (RESULTS / "finetune_ablation.md").write_text(markdown(rows, args.clips))
+    rows = []
+    for r in args.rows:  # every artist per row first; the tables are rewritten after each row
+        for a in args.artists:
+            rows.append(run_row(a, r, args.clips, args.set))
+            atomic_write_json(RESULTS / "finetune_ablation.json", {"clips": args.clips, "extra": args.set, "rows": rows})
+            atomic_write_text(RESULTS / "finetune_ablation.md", markdown(rows, args.clips, args.set))
     print(RESULTS / "finetune_ablation.md")
 
 

@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -137,11 +138,30 @@ def section_base(clips: int) -> dict[str, Any]:
             "movement": _movement_table({"stylecraft-mini samples": wavs, "held-out music (test soundtracks)": real})}
 
 
-def finetune(artist: str, row: str = "baseline", overrides: tuple[str, ...] = ()) -> Path:
+PREPARATION = ("audio", "features", "outliers", "segment", "tokens", "duplicates.json", "rejects.jsonl",
+               "tracks.jsonl", "variants.jsonl", "windows.jsonl", "stages/ingest.json", "stages/segment.json",
+               "stages/augment.json", "stages/tokenize.json")
+
+
+def finetune(artist: str, row: str = "baseline", overrides: tuple[str, ...] = (), prepared: Path | None = None) -> Path:
     """stylecraft-mini fine-tuned on a test soundtrack with ``recipes/mini-finetune.yaml`` plus
     ``overrides``, up to its train stage, in ``eval/data/ablation/<artist>/<row>`` (shared with
-    eval/finetune_ablation.py, whose ``baseline`` row is this recipe as it is)."""
+    eval/finetune_ablation.py, whose ``baseline`` row is this recipe as it is).
+
+    ``prepared``: a run of the same data preparation (ingest to tokenize) whose outputs are linked
+    in first; the pipeline checks their signatures and redoes any stage whose settings differ."""
     run = ROOT / "eval" / "data" / "ablation" / artist / row
+    if prepared is not None and not run.exists() and (prepared / "stages" / "tokenize.json").exists():
+        tmp = run.with_name(run.name + ".copying")
+        shutil.rmtree(tmp, ignore_errors=True)
+        for rel in PREPARATION:
+            src, dst = prepared / rel, tmp / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, dst, symlinks=True, copy_function=os.link)  # artifacts are replaced, never edited
+            elif src.exists():
+                os.link(src, dst)
+        tmp.rename(run)
     if not (run / "model" / "stylecraft.json").exists():
         _cli("run", str(ROOT / "recipes" / "mini-finetune.yaml"), "--run-dir", str(run),
              f"catalogue={DATA / 'test' / artist}", f"artist={artist}", "stages=[ingest,segment,augment,tokenize,train]",
@@ -168,7 +188,7 @@ def section_shift(clips: int, artists: list[str]) -> dict[str, Any]:
     base = _generate(BASE, BASE_PROMPTS, clips, DATA / "report" / "base_clips")
     rows = []
     for x in artists:
-        tuned = _generate(str(runs[x]), [run_caption(runs[x], x)], clips, DATA / "report" / f"tuned_{x}")
+        tuned = _generate(str(runs[x]), [run_caption(runs[x], x)], clips, runs[x] / "clips")  # the ablation's clips
         for emb in EMBEDDINGS:
             for model, gen in (("base", base), (f"fine-tuned on {x}", tuned)):
                 for ref in artists:

@@ -44,6 +44,8 @@ def world(tmp_path_factory):
     (run / "recipe.yaml").write_text("artist: demo artist\n")
     shutil.copy(rows[0]["path"], takes / "copy-of-track-0.flac")  # a take that copies a held-out track
     sf.write(takes / "tones-take.flac", _tones(12.0, 7), SR)  # a take in the other artist's style
+    for i in range(6):  # eight takes in all: enough for a bootstrap interval
+        sf.write(takes / f"more-tones-{i}.flac", _tones(6.0, 10 + i), SR)
     settings = StudioSettings(runs=(run,), out_dir=root / "studio", n_boot=50)
     return settings, run, other, takes
 
@@ -58,13 +60,24 @@ def test_compare_scores_takes_and_flags_a_copy(world):
     assert fad["metric"] == "FAD" and np.isfinite(fad["value"]) and fad["CI"].startswith("95% [")
     low, high = (float(x) for x in fad["CI"].split("[")[1].rstrip("]").split(","))
     assert low <= high
-    assert kad["metric"] == "KAD" and kad["value"] is None  # connected after KAD lands in stylecraft.evaluate
+    assert kad["metric"] == "KAD" and np.isfinite(kad["value"]) and kad["CI"].startswith("95% [")
+    low, high = (float(x) for x in kad["CI"].split("[")[1].rstrip("]").split(","))
+    assert low <= high
+    assert res.record["scores"]["kad"] == pytest.approx(kad["value"], abs=1e-4)
     verdicts = {v["take"]: v for v in res.verdicts}
     assert verdicts["copy-of-track-0.flac"]["closest artist"] == "demo artist"
     assert verdicts["copy-of-track-0.flac"]["copy check"].startswith("NEAR-COPY")
     assert verdicts["tones-take.flac"]["closest artist"] == "other"
     assert verdicts["tones-take.flac"]["copy check"] == "no near-copy"
     assert res.spectrograms.is_file()
+
+
+def test_metric_rows_without_an_interval_say_why():
+    rec = {"fad": 2.5, "kad": 0.7, "n_ref": 40, "n_gen": 9, "embedding": "mfcc"}  # fewer than 8 takes: no ci
+    assert [cmp._metric_row(m, rec)["value"] for m in ("FAD", "KAD")] == [2.5, 0.7]
+    assert cmp._metric_row("KAD", rec)["CI"] == cmp.NO_CI
+    rec["kad_ci"] = {"low": 0.5, "high": 0.9, "level": 0.95}
+    assert cmp._metric_row("KAD", rec)["CI"] == "95% [0.5000, 0.9000]" and cmp._metric_row("FAD", rec)["CI"] == cmp.NO_CI
 
 
 def test_run_view_of_an_untrained_run(world):

@@ -1,7 +1,7 @@
 """Compare tab and ``/audit`` endpoint: takes beside the artist's own tracks.
 
 The artist's tracks are the run's held-out tracks (``split == valid`` in ``tracks.jsonl``; all
-tracks when none is held out). FAD with its bootstrap interval comes from
+tracks when none is held out). FAD and KAD, each with its bootstrap interval, come from
 :func:`stylecraft.evaluate.fad.compute_fad`, the verdict (closest artist, attribution, near-copy
 check) from :func:`stylecraft.evaluate.audit.run_audit`; per-file embeddings are cached in the
 studio's folder, so every score after the first reuses them.
@@ -23,6 +23,7 @@ from stylecraft.errors import StageInputError, StylecraftError
 from stylecraft.studio.settings import StudioSettings
 
 CI_LEVEL = 0.95
+NO_CI = "n/a: an interval needs 8 takes or more"
 SPECTROGRAM_S = 20.0  # seconds of each file shown in the comparison picture
 
 
@@ -86,27 +87,18 @@ def takes_in(folder: Path) -> list[Path]:
     return files
 
 
-def fad_with_ci(ref_dir: Path, takes_dir: Path, settings: StudioSettings) -> dict[str, Any]:
-    """FAD of the takes against the references with a bootstrap interval (files resampled whole)."""
+def scores_with_ci(ref_dir: Path, takes_dir: Path, settings: StudioSettings, n_takes: int) -> dict[str, Any]:
+    """FAD and KAD of the takes against the references (one embedding pass): the record of
+    :func:`~stylecraft.evaluate.fad.compute_fad`, with a bootstrap interval over takes resampled
+    whole when there are enough takes for one (``MIN_BOOTSTRAP_UNITS``)."""
     from stylecraft.evaluate.fad import compute_fad
+    from stylecraft.evaluate.stats import MIN_BOOTSTRAP_UNITS
 
+    ci = CI_LEVEL if n_takes >= MIN_BOOTSTRAP_UNITS else None
     return compute_fad(
         ref_dir, takes_dir, embedding_name=settings.embedding, cache_dir=settings.out_dir / "embeddings",
-        progress=False, ci=CI_LEVEL, n_boot=settings.n_boot,
+        progress=False, ci=ci, n_boot=settings.n_boot, metric="all",
     )
-
-
-def kad_with_ci(ref_dir: Path, takes_dir: Path, settings: StudioSettings) -> dict[str, Any] | None:
-    """KAD of the takes against the references, with its interval; None while KAD is not available.
-
-    KAD HOOK: KAD is being added to ``stylecraft.evaluate``; connect it here. Embed both sets once
-    (``stylecraft.evaluate.fad.embed_sets([ref_dir, takes_dir], get_embedding(settings.embedding),
-    cache_dir=settings.out_dir / "embeddings", progress=False)``: the embeddings FAD just cached),
-    call the KAD function on ``ref.embeddings`` and ``gen.embeddings`` and return a row shaped like
-    FAD's: ``{"value": ..., "low": ..., "high": ..., "level": CI_LEVEL, "n_ref": ..., "n_gen": ...}``.
-    The Compare tab and ``/audit`` show whatever this returns.
-    """
-    return None
 
 
 def audit_takes(references: dict[str, Path], takes: list[Path], settings: StudioSettings) -> dict[str, Any]:
@@ -139,9 +131,11 @@ def verdict_rows(audit: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _metric_row(name: str, rec: dict[str, Any]) -> dict[str, Any]:
-    ci = rec.get("ci") or {}
-    return {"metric": name, "value": round(float(rec["fad"]), 4),
-            "CI": f"{ci.get('level', CI_LEVEL):.0%} [{ci['low']:.4f}, {ci['high']:.4f}]" if ci else "n/a",
+    """One table row of ``rec`` (a compute_fad record): ``name`` is FAD or KAD."""
+    key, ci_key = ("fad", "ci") if name == "FAD" else ("kad", "kad_ci")
+    ci = rec.get(ci_key) or {}
+    return {"metric": name, "value": round(float(rec[key]), 4),
+            "CI": f"{ci.get('level', CI_LEVEL):.0%} [{ci['low']:.4f}, {ci['high']:.4f}]" if ci else NO_CI,
             "reference rows": rec["n_ref"], "take rows": rec["n_gen"], "embedding": rec["embedding"]}
 
 
@@ -168,19 +162,14 @@ def compare(
     refs = reference_tracks(run)
     ref_dir = reference_folder(refs, settings)
     artist = run_artist(run)
-    fad = fad_with_ci(ref_dir, takes_dir, settings)
-    metrics = [_metric_row("FAD", fad)]
-    kad = kad_with_ci(ref_dir, takes_dir, settings)
-    metrics.append({"metric": "KAD", **kad} if kad is not None else {
-        "metric": "KAD", "value": None, "CI": "not available in this build yet", "reference rows": None,
-        "take rows": None, "embedding": settings.embedding,
-    })
+    scores = scores_with_ci(ref_dir, takes_dir, settings, len(takes))
+    metrics = [_metric_row("FAD", scores), _metric_row("KAD", scores)]
     references = {artist: ref_dir, **(others or {})}
     audit = audit_takes(references, takes, settings)
     picture = comparison_picture(takes, refs, takes_dir / "compare.png")
     return CompareResult(
         artist=artist, references=refs, takes=takes, spectrograms=picture, metrics=metrics,
-        verdicts=verdict_rows(audit), record={"fad": fad, "kad": kad, "audit": audit},
+        verdicts=verdict_rows(audit), record={"scores": scores, "audit": audit},
     )
 
 

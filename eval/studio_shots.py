@@ -8,7 +8,8 @@ Starts ``stylecraft studio`` in this process for a trained run, opens it in Debi
   the baseline a user would otherwise run: the same request through the library's ``generate``
   in the same process (what ``stylecraft generate`` calls), alternated with the page.
 
-Then it compares the takes with the run (Compare tab) and shows the run (Runs tab), saving a
+Then it compares the run's generated clips (its generate stage's folder; else the takes just
+made) with the run's held-out tracks (Compare tab) and shows the run (Runs tab), saving a
 screenshot of each tab. Results: ``eval/results/studio.{json,md}`` and ``studio_<tab>.png``.
 
 Usage::
@@ -126,6 +127,8 @@ def main() -> int:
             RESULTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(RESULTS / "studio_generate.png"), full_page=True)
             page.get_by_role("tab", name="Compare").click()
+            if (args.run / "generated" / "generated.jsonl").is_file():  # the run's own clips: enough for intervals
+                page.fill("#cmp-takes textarea, #cmp-takes input", str((args.run / "generated").resolve()))
             page.click("#cmp-button")
             page.wait_for_function("() => document.querySelector('#cmp-verdicts').innerText.includes('closest')", timeout=600_000)
             _wait_players(page, 2)  # the artist's tracks (the run has two held out)

@@ -2,8 +2,8 @@
 
     python eval/mini/codec_eval.py --model stylecraft-mini --music eval/data/mini/test/drascula eval/data/mini/test/colobot
 
-Excerpts (deterministic: evenly spaced 10 s excerpts of every track, loudness-normalised to
--16 LUFS, mono, 32 kHz) go through each codec; each reconstruction is aligned to its original by
+Excerpts (deterministic: evenly spaced 10 s excerpts of every track, silent ones left out,
+loudness-normalised to -16 LUFS, mono, 32 kHz) go through each codec; each reconstruction is aligned to its original by
 cross-correlation (Opus and MP3 add encoder delay) and scored with:
 
 * log-mel L1 over the full band (0-16 kHz) and below 4 kHz (the band Opus keeps at 6 kbit/s);
@@ -33,6 +33,7 @@ SR = 32000
 EXCERPT_S = 10.0
 N_FFT, HOP, N_MELS = 2048, 512, 128
 BAND_HZ = 4000.0
+SILENCE_DBFS = -50.0  # excerpts quieter than this (RMS) are left out
 
 
 def excerpts(folders: list[Path], per_track: int) -> list[tuple[str, np.ndarray]]:
@@ -48,7 +49,11 @@ def excerpts(folders: list[Path], per_track: int) -> list[tuple[str, np.ndarray]
             if mono.shape[0] < n + SR:
                 continue
             for k, start in enumerate(np.linspace(0, mono.shape[0] - n, per_track + 2)[1:-1].astype(int)):
-                clip, _ = normalize_gain(mono[start : start + n], SR, -16.0)
+                raw = mono[start : start + n]
+                if 20 * np.log10(np.sqrt(np.mean(raw**2)) + 1e-12) < SILENCE_DBFS:
+                    print(f"skipped {folder.name}/{f.stem}@{k}: silent", file=sys.stderr)  # no codec measure means anything there
+                    continue
+                clip, _ = normalize_gain(raw, SR, -16.0)
                 out.append((f"{folder.name}/{f.stem}@{k}", np.clip(clip, -1, 1).astype(np.float32)))
     return out
 

@@ -44,8 +44,9 @@ ROWS: dict[str, list[str]] = {
 def run_row(artist: str, row: str, clips: int, extra: list[str]) -> dict[str, Any]:
     from stylecraft.data.manifest import run_caption
 
-    same_data = not any(o.startswith("augment.") for o in ROWS[row])  # reuses the baseline's tokens
-    prepared = ROOT / "eval" / "data" / "ablation" / artist / "baseline" if same_data and row != "baseline" else None
+    # Every row starts from the baseline's prepared data; the pipeline redoes what a row changes
+    # (augmentation rows: the augment stage, and tokenize for the new variants only).
+    prepared = ROOT / "eval" / "data" / "ablation" / artist / "baseline" if row != "baseline" else None
     run = finetune(artist, row, (*ROWS[row], *extra), prepared)
     facts = json.loads((run / "model" / "stylecraft.json").read_text()).get("facts", {})
     val = facts.get("best_val_loss") or facts.get("val_loss")

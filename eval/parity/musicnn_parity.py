@@ -54,6 +54,8 @@ def clips(folder: Path, music: Path | None) -> list[Path]:
         p = folder / f"synth{i}.wav"
         sf.write(p, np.stack([y * (1 - 0.2 * c) for c in range(ch)], 1).astype(np.float32), sr)
         out.append(p)
+    if music is not None and not music.is_dir():
+        print(f"no real music: '{music}' is not a folder; comparing on synthetic clips only", file=sys.stderr)
     if music is not None and music.is_dir():
         for f in sorted(music.glob("*.ogg"))[:4]:
             x, sr = sf.read(f, dtype="float32", start=20 * 44100, frames=30 * 44100)
@@ -111,7 +113,8 @@ def compare(variant: str, wheel: Path, files: list[Path], tmp: Path) -> dict[str
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--wheel", type=Path, required=True, help="the musicnn-0.1.0 wheel (stylecraft fetch musicnn)")
-    ap.add_argument("--music", type=Path, default=ROOT / "eval" / "data" / "wesnoth", help="real tracks to excerpt")
+    ap.add_argument("--music", type=Path, default=ROOT / "eval" / "data" / "mini" / "corpus" / "catalogue" / "wesnoth",
+                    help="real tracks to excerpt (default: the Wesnoth soundtrack as the stylecraft-mini corpus builder unpacks it)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

@@ -50,7 +50,7 @@ def _cli(*args: str) -> None:
 def _generate(model: str, prompts: list[str], n: int, out: Path, seconds: float = 10.0) -> Path:
     """``n`` unwatermarked clips (like with like: the references carry no watermark)."""
     per = max(1, -(-n // len(prompts)))
-    if not (out / "generated.jsonl").exists() or sum(1 for _ in out.glob("*.wav")) < per * len(prompts):
+    if not (out / "generated.jsonl").exists() or sum(1 for _ in out.glob("*.flac")) < per * len(prompts):
         args = ["generate", "--model", model, "--duration", str(seconds), "--n", str(per), "--batch-size", "8",
                 "--no-watermark", "--out", str(out)]
         for p in prompts:
@@ -129,7 +129,7 @@ def section_base(clips: int) -> dict[str, Any]:
     card = json.loads((entry.local_dir / "stylecraft.json").read_text())
     facts = card["lm"].get("facts", {})
     gen = _generate(BASE, BASE_PROMPTS, max(8, clips // 4), DATA / "report" / "base_samples")
-    wavs = sorted(gen.glob("*.wav"))
+    wavs = sorted(gen.glob("*.flac"))
     real = [p for d in sorted((DATA / "test").iterdir()) for p in sorted(d.iterdir())[:8]]
     _spectrograms(wavs[:4] + real[:1] + real[-1:], [w.name for w in wavs[:4]] + [f"held-out: {real[0].name}",
                   f"held-out: {real[-1].name}"], RESULTS / "mini_samples.png")

@@ -37,6 +37,7 @@ import torch
 
 from stylecraft.errors import StylecraftError
 from stylecraft.generate.codes import codebook_delays
+from stylecraft.models.kv_cache import CACHE
 from stylecraft.models.loading import ModelBundle
 
 MAX_WIDTH = 64
@@ -140,9 +141,9 @@ class _Decoder:
             ids = ids.repeat(2, 1)
         out = self.model(
             encoder_outputs=(self.states,), attention_mask=self.mask, decoder_input_ids=ids,
-            past_key_values=self.cache, use_cache=True,
+            use_cache=True, **{CACHE: self.cache},
         )
-        self.cache = out.past_key_values
+        self.cache = getattr(out, CACHE)
         logits = out.logits[:, -1].float().reshape(-1, self.k, out.logits.shape[-1])  # [R or 2R, K, V]
         if self.guided:
             cond, uncond = logits.split(self.rows)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from transformers.modeling_outputs import CausalLMOutputWithCrossAttentions
 
 from stylecraft.errors import ConfigError
+from stylecraft.models.kv_cache import CACHE
 
 
 def pick_attention(choice: str, on_cuda: bool) -> str:
@@ -49,8 +50,8 @@ def _loss_forward(self: Any, input_ids: torch.Tensor | None = None, attention_ma
     Calls without labels, or that leave the decoder inputs to be derived from the labels, go to
     transformers' own forward unchanged.
     """
-    if past_key_values is not None:  # passed on only when given: newer transformers name it ``cache``
-        kwargs["past_key_values"] = past_key_values
+    if past_key_values is not None:  # passed on only when given, under the installed release's name
+        kwargs[CACHE] = past_key_values
     if labels is None or (input_ids is None and inputs_embeds is None):
         return type(self).forward(self, input_ids=input_ids, attention_mask=attention_mask,
                                   encoder_hidden_states=encoder_hidden_states,
@@ -67,8 +68,8 @@ def _loss_forward(self: Any, input_ids: torch.Tensor | None = None, attention_ma
         logits = head(hidden)  # [B, S, V]
         loss = loss + F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[..., k].reshape(-1))
     return CausalLMOutputWithCrossAttentions(
-        loss=loss / self.config.num_codebooks, past_key_values=out.past_key_values,
-        hidden_states=out.hidden_states, attentions=out.attentions, cross_attentions=out.cross_attentions,
+        loss=loss / self.config.num_codebooks, hidden_states=out.hidden_states, attentions=out.attentions,
+        cross_attentions=out.cross_attentions, **{CACHE: getattr(out, CACHE)},
     )
 
 

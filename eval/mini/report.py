@@ -190,9 +190,9 @@ def section_shift(clips: int, artists: list[str]) -> dict[str, Any]:
     for x in artists:
         tuned = _generate(str(runs[x]), [run_caption(runs[x], x)], clips, runs[x] / "clips")  # the ablation's clips
         for emb in EMBEDDINGS:
-            for model, gen in (("base", base), (f"fine-tuned on {x}", tuned)):
+            for model, gen, key in (("base", base, "base"), (f"fine-tuned on {x}", tuned, f"tuned-{x}")):
                 for ref in artists:
-                    s = _score(held[ref], gen, emb, DATA / "report" / "scores" / f"{gen.name}__{ref}__{emb}.json")
+                    s = _score(held[ref], gen, emb, DATA / "report" / "scores" / f"{key}__{ref}__{emb}.json")
                     rows.append({"artist": x, "model": model, "against": ref, "embedding": emb, **s})
     return {"rows": rows, "clips": clips}
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from stylecraft.errors import AudioDecodeError, StylecraftError
 from stylecraft.evaluate.audit.attribution import follow_copy
-from stylecraft.evaluate.audit.run import candidate_files
+from stylecraft.evaluate.audit.run import candidate_files, style_fields
 from stylecraft.evaluate.frechet import gaussian_stats
 from stylecraft.evaluate.kad import kernel_audio_distance
 from stylecraft.index.attribution import load_model
@@ -219,15 +219,7 @@ def audit_candidate(reader: IndexReader, audio: np.ndarray, sr: int, rows: np.nd
         search.append(int(np.flatnonzero(t.ids == fp.track_id)[0]))
     cand_times = np.arange(rows.shape[0]) * (audio.shape[0] / sr / max(1, rows.shape[0]))
     result = {
-        "scores": scores,
-        "closest": closest,
-        "kad_scores": kad_scores,
-        "kad_closest": min(kad_scores, key=lambda k: kad_scores[k]),
-        "confidence": {"bootstrap": wins[closest] / cfg.n_boot, "bootstrap_wins": dict(wins), "n_boot": cfg.n_boot},
-        "probabilities": None if attribution is None else attribution["probabilities"],
-        "attributed": None if attribution is None else attribution["artist"],
-        "attribution": attribution,
-        "classifier_closest": None if attribution is None else max(attribution["classifier"], key=attribution["classifier"].get),
+        **style_fields(scores, closest, kad_scores, wins, cfg.n_boot, attribution),
         "n_rows": int(rows.shape[0]),
         "profile": style_profile(audio, sr, cfg.profile_s),
         "memorization": {

@@ -349,6 +349,22 @@ def _nearest_segments(rows: np.ndarray, duration_s: float, space: _SegmentSpace,
     return found
 
 
+def style_fields(scores: dict[str, float], closest: str, kad_scores: dict[str, float], wins: Counter[str],
+                 n_boot: int, attribution: dict[str, Any] | None) -> dict[str, Any]:
+    """The style part of a candidate's audit record (the same keys with or without an index)."""
+    return {
+        "scores": scores,
+        "closest": closest,
+        "kad_scores": kad_scores,
+        "kad_closest": min(kad_scores, key=lambda k: kad_scores[k]),
+        "confidence": {"bootstrap": wins[closest] / n_boot, "bootstrap_wins": dict(wins), "n_boot": n_boot},
+        "probabilities": None if attribution is None else attribution["probabilities"],
+        "attributed": None if attribution is None else attribution["artist"],
+        "attribution": attribution,
+        "classifier_closest": None if attribution is None else max(attribution["classifier"], key=attribution["classifier"].get),
+    }
+
+
 def _audit_candidate(path: Path, rows: np.ndarray, audio: np.ndarray, sr: int, refs: list[_Reference],
                      attributor: Attributor | None, space: _SegmentSpace, index: FingerprintIndex,
                      cfg: AuditSettings, rng: np.random.Generator) -> dict[str, Any]:
@@ -366,17 +382,7 @@ def _audit_candidate(path: Path, rows: np.ndarray, audio: np.ndarray, sr: int, r
     copy_artist = space.row_ref[space.row_file.index(fp.reference)] if near_copy and fp.reference is not None else None
     return follow_copy({
         "path": str(path),
-        "scores": scores,
-        "closest": closest,
-        "kad_scores": kad_scores,
-        "kad_closest": min(kad_scores, key=lambda k: kad_scores[k]),
-        "confidence": {"bootstrap": wins[closest] / cfg.n_boot, "bootstrap_wins": dict(wins), "n_boot": cfg.n_boot},
-        "probabilities": None if attribution is None else attribution["probabilities"],
-        "attributed": None if attribution is None else attribution["artist"],
-        "attribution": attribution,
-        "classifier_closest": (
-            None if attribution is None else max(attribution["classifier"], key=attribution["classifier"].get)
-        ),
+        **style_fields(scores, closest, kad_scores, wins, cfg.n_boot, attribution),
         "n_rows": int(rows.shape[0]),
         "profile": style_profile(audio, sr, cfg.profile_s),
         "memorization": {
